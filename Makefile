@@ -1,0 +1,31 @@
+# Two entry points for a fresh machine: `make demo` (train end to end, then the report)
+# and `make test`. Each creates .venv and installs what it needs first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# A CPU-capable torch; set TORCH="" to keep whatever pip picks for torch>=2.2.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test figures bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(if $(TORCH),$(PY) -m pip install -q $(TORCH))
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m colabkit demo --home colabkit-home
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+figures: $(VENV)/.installed
+	$(PY) -m colabkit report logs --out figures
+
+bench: $(VENV)/.installed
+	$(PY) bench/run.py --device cpu
+
+clean:
+	rm -rf $(VENV) colabkit-home .pytest_cache

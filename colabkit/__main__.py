@@ -1,0 +1,141 @@
+"""Command line: ``python -m colabkit {info,demo,train,report}``. Flags map onto the
+``Experiment`` dataclass and the package's functions; no logic of its own."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .experiments import PRESETS
+    from .data import SOURCES
+
+    p = argparse.ArgumentParser(prog="python -m colabkit", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("info", help="versions, device, precision, experiments")
+
+    d = sub.add_parser("demo", help="a short end-to-end run on synthetic data, then the report")
+    d.add_argument("--home", default="colabkit-home", help="folder for runs and the report")
+    d.add_argument("--epochs", type=int, default=4)
+    d.add_argument("--device", default=None)
+
+    t = sub.add_parser("train", help="train (or resume) one run")
+    t.add_argument("--experiment", required=True, choices=sorted(PRESETS))
+    t.add_argument("--run-dir", required=True)
+    t.add_argument("--dataset", choices=SOURCES, default=None,
+                   help="default: the experiment's (cifar12)")
+    t.add_argument("--data-root", default="data",
+                   help="where CIFAR archives are downloaded or found; for 'folder', the tree "
+                        "holding train/ and test/ (or a .tar.gz of it)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--width", type=int, help="ResNet base width (64 in the report)")
+    t.add_argument("--train-size", type=int, help="seeded random subset of the training split")
+    t.add_argument("--test-size", type=int, help="seeded random subset of the test split")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--max-minutes", type=float, help="stop after the last epoch that fits")
+    t.add_argument("--checkpoint-minutes", type=float,
+                   help="checkpoint every N minutes instead of every epoch")
+    t.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    t.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model")
+    t.add_argument("--allow-config-change", action="store_true",
+                   help="continue a run although its saved configuration differs")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    r = sub.add_parser("report", help="figures and Table 1 from run folders")
+    r.add_argument("runs_dir")
+    r.add_argument("--out", required=True)
+    r.add_argument("--confusion", action="store_true",
+                   help="also per-class accuracy and confusion matrices (needs the test data)")
+    r.add_argument("--data-root", default="data")
+    return p
+
+
+def cmd_info(args) -> int:
+    from . import __version__
+    from .experiments import PRESETS
+    from .models import build_model, count_parameters
+    from .runtime import check_gpu
+
+    print(f"colabkit {__version__}")
+    check_gpu(allow_cpu=True)
+    print("\nexperiments:")
+    for name, exp in PRESETS.items():
+        n = count_parameters(build_model(exp.model, 12))
+        print(f"  {name:13s} {exp.model:19s} {n:>11,} params  augment: {exp.augment.describe()}")
+    return 0
+
+
+def _overrides(args) -> dict:
+    keys = {"dataset": "dataset", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
+            "width": "width", "train_size": "train_size", "test_size": "test_size", "seed": "seed"}
+    return {field: getattr(args, a) for a, field in keys.items() if getattr(args, a) is not None}
+
+
+def cmd_train(args) -> int:
+    from .experiments import get_experiment
+    from .train import train
+
+    exp = get_experiment(args.experiment, **_overrides(args))
+    res = train(exp, args.run_dir, data_root=args.data_root, device=args.device,
+                precision=args.precision, compile=args.compile, max_minutes=args.max_minutes,
+                checkpoint_minutes=args.checkpoint_minutes, progress=not args.quiet,
+                allow_config_change=args.allow_config_change)
+    summary = {k: v for k, v in res.items() if k != "history"}
+    import os
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary, indent=2))
+    return 130 if res["status"] == "interrupted" else 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    written = write_report(args.runs_dir, args.out, confusion=args.confusion,
+                           data_root=args.data_root)
+    print(Path(args.out, "table1.md").read_text(encoding="utf-8"))
+    print("wrote", ", ".join(str(p) for paths in written.values() for p in paths))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Two small models on synthetic data (a few minutes on 2 CPU cores), then the report."""
+    from .experiments import get_experiment
+    from .report import write_report
+    from .train import train
+
+    home = Path(args.home)
+    for name in ("basic", "da_cbam"):
+        exp = get_experiment(name, dataset="synthetic", epochs=args.epochs, width=16,
+                             milestones=(3,), train_size=2400,
+                             test_size=600)
+        res = train(exp, home / "runs" / f"demo_{name}", device=args.device)
+        print(f"{name}: best test accuracy {res['best_acc']:.2f}% at epoch {res['best_epoch']}")
+    write_report(home / "runs", home / "report")
+    print((home / "report" / "table1.md").read_text(encoding="utf-8"))
+    print(f"Figures and table in {home / 'report'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    from .report import ReportError
+    from .train import ConfigMismatch
+
+    try:
+        return {"info": cmd_info, "train": cmd_train, "report": cmd_report,
+                "demo": cmd_demo}[args.command](args)
+    except (ConfigMismatch, DataError, CheckpointError, ReportError, PermissionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

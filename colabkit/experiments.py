@@ -1,0 +1,111 @@
+"""The ``Experiment`` config and the report's four presets.
+
+Source: the report "Experiment 2: Training Deep Neural Networks for CIFAR10" (models 1-4,
+its Table 1 and learning-rate schedule). Values the report does not state are the usual
+CIFAR ResNet18 choices and are marked ASSUMED below.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from .augment import AugmentSpec
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Everything that decides a run's result. Saved in every run folder and checkpoint;
+    a run is resumed only with the same values (``epochs`` may change: that extends or
+    shortens a run without altering finished epochs)."""
+
+    name: str
+    model: str = "resnet18"            # report: ResNet18 (+ CBAM, + ASPP)
+    dataset: str = "cifar12"           # report: CIFAR-10 + CIFAR-100 fish, flowers
+    augment: AugmentSpec = field(default_factory=lambda: AugmentSpec(hflip=0.5))
+    epochs: int = 300                  # report
+    batch_size: int = 128              # ASSUMED (global batch, split across DDP ranks)
+    lr: float = 0.1                    # report
+    milestones: tuple[int, ...] = (100, 200)  # report: 0.1 / 0.01 / 0.001
+    gamma: float = 0.1                 # report
+    momentum: float = 0.9              # ASSUMED
+    weight_decay: float = 5e-4         # ASSUMED
+    nesterov: bool = False             # ASSUMED
+    width: int = 64                    # ResNet18's base width; smaller only for smoke runs
+    spatial_kernel: int = 3            # report's CBAM spatial conv (the paper's is 7)
+    seed: int = 0
+    train_size: int | None = None      # None = the whole split; else a seeded subset
+    test_size: int | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "augment", AugmentSpec.from_dict(self.augment))
+        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, "
+                             f"{self.batch_size}")
+        if list(self.milestones) != sorted(self.milestones):
+            raise ValueError(f"milestones must be increasing, got {self.milestones}")
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of (1-based) ``epoch``: a pure function, so nothing to save.
+        With milestones (100, 200): 0.1 for epochs 1-100, 0.01 for 101-200, then 0.001."""
+        steps = sum(epoch > m for m in self.milestones)
+        return self.lr * self.gamma ** steps
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["augment"] = self.augment.to_dict()
+        d["milestones"] = list(self.milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Experiment":
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown Experiment field(s) {unknown}; known: "
+                             f"{[f.name for f in fields(cls)]}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Experiment":
+        return cls.from_dict(json.loads(text))
+
+    def diff(self, other: "Experiment") -> dict[str, tuple[Any, Any]]:
+        """Fields whose values differ: {field: (self's, other's)}."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+# The report's rotation: 0 degrees most of the time, otherwise one of 30/330/60/300/90/270.
+ANGLES = (0, 30, 330, 60, 300, 90, 270)
+
+PRESETS: dict[str, Experiment] = {
+    "basic": Experiment("basic", model="resnet18", augment=AugmentSpec(hflip=0.5)),
+    "da": Experiment("da", model="resnet18", augment=AugmentSpec(
+        hflip=0.5, vflip=0.1, rotate_angles=ANGLES,
+        rotate_probs=(0.70, 0.08, 0.08, 0.05, 0.05, 0.02, 0.02))),
+    "da_cbam": Experiment("da_cbam", model="resnet18_cbam", augment=AugmentSpec(
+        hflip=0.5, vflip=0.1, rotate_angles=ANGLES,
+        rotate_probs=(0.89, 0.03, 0.03, 0.02, 0.02, 0.01, 0.01))),
+}
+PRESETS["da_cbam_aspp"] = replace(PRESETS["da_cbam"], name="da_cbam_aspp",
+                                  model="resnet18_cbam_aspp")
+
+# The report's Table 1, for comparison in the results table: (best test acc. %, epoch).
+REPORTED_BEST = {"basic": (95.000, 286), "da": (93.409, 249),
+                 "da_cbam": (94.709, 232), "da_cbam_aspp": (94.936, 281)}
+
+
+def get_experiment(name: str, **overrides: Any) -> Experiment:
+    """A preset by name with fields overridden, e.g. ``get_experiment("da", epochs=2)``.
+    ``augment`` may be given as a dict. Unknown names and fields raise ``ValueError``."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown experiment {name!r}; known: {sorted(PRESETS)}")
+    known = {f.name for f in fields(Experiment)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown Experiment field(s) {unknown}; known: {sorted(known)}")
+    return replace(PRESETS[name], **overrides)

@@ -1,0 +1,122 @@
+"""A run folder's contract: what lives in ``<home>/runs/<run name>/`` and how it is read.
+
+``config.json`` the Experiment; ``environment.json`` where it ran; ``metrics.csv`` one
+row per finished epoch; ``last.pt`` / ``last.prev.pt`` / ``best.pt`` checkpoints.
+These files alone resume a run and redraw its figures.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
+                 "seconds", "images_per_s", "time")
+# The columns a repeated run reproduces exactly; the others are wall-clock.
+DETERMINISTIC_FIELDS = METRIC_FIELDS[:6]
+
+
+class RunDir:
+    """Paths of one run folder."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path).expanduser()
+
+    config = property(lambda self: self.path / "config.json")
+    environment = property(lambda self: self.path / "environment.json")
+    metrics = property(lambda self: self.path / "metrics.csv")
+    last = property(lambda self: self.path / "last.pt")
+    last_prev = property(lambda self: self.path / "last.prev.pt")
+    best = property(lambda self: self.path / "best.pt")
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def has_checkpoint(self) -> bool:
+        return self.last.exists() or self.last_prev.exists()
+
+    def ensure_writable(self) -> None:
+        """Create the folder and prove a file can be written there, before any training."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as e:
+            raise PermissionError(f"cannot write to the run folder {self.path} ({e}): choose "
+                                  "a folder you can write to (on Colab, under the mounted "
+                                  "Drive)") from e
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def format_row(row: dict) -> dict:
+    """Fixed formatting, so the same numbers always give the same bytes."""
+    out = {}
+    for k in METRIC_FIELDS:
+        v = row.get(k, "")
+        if isinstance(v, float):
+            v = repr(v) if k in DETERMINISTIC_FIELDS else f"{v:.3f}"
+        out[k] = v
+    return out
+
+
+def write_metrics(path: Path, history: Iterable[dict]) -> None:
+    """Rewrite metrics.csv from the history, atomically: the file is always whole and
+    holds each finished epoch once."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for row in history:
+        w.writerow(format_row(row))
+    write_text_atomic(path, buf.getvalue())
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Rows of metrics.csv with numbers parsed; an empty list if there is no file."""
+    if not Path(path).is_file():
+        return []
+    rows = []
+    with open(path, encoding="utf-8", newline="") as f:
+        for r in csv.DictReader(f):
+            row = {}
+            for k, v in r.items():
+                if k == "time" or v in ("", None):
+                    row[k] = v
+                elif k == "epoch":
+                    row[k] = int(v)
+                else:
+                    row[k] = float(v)
+            rows.append(row)
+    return rows
+
+
+def find_runs(runs_dir: str | os.PathLike) -> list[RunDir]:
+    """Run folders under ``runs_dir`` (or ``runs_dir`` itself if it is one), sorted."""
+    root = Path(runs_dir).expanduser()
+    if (root / "config.json").is_file():
+        return [RunDir(root)]
+    return [RunDir(p.parent) for p in sorted(root.glob("*/config.json"))]

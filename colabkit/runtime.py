@@ -1,0 +1,162 @@
+"""Where we run: Colab or not, Google Drive, the GPU, and the precision that fits it.
+
+``google.colab`` exists only inside Colab, so it is imported inside the functions that
+need it, never at module top.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DRIVE_MOUNTPOINT = "/content/drive"
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+def in_colab() -> bool:
+    """True inside a Google Colab runtime."""
+    try:
+        import google.colab  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _is_disconnected(e: BaseException) -> bool:
+    return (isinstance(e, OSError) and e.errno == errno.ENOTCONN) or \
+        "Transport endpoint is not connected" in str(e)
+
+
+def mount_drive(folder: str = "colabkit", mountpoint: str = DRIVE_MOUNTPOINT) -> Path:
+    """Mount Google Drive and return the project folder ``MyDrive/<folder>`` (created).
+
+    A stale mount ("Transport endpoint is not connected", Errno 107, common after a
+    disconnect) is remounted with ``force_remount=True``. Outside Colab, returns a local
+    folder instead: ``$COLABKIT_HOME`` or ``./colabkit-home``.
+    """
+    if not in_colab():
+        home = Path(os.environ.get("COLABKIT_HOME", "colabkit-home")).expanduser().resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        print(f"Not in Colab: using the local folder {home} (set COLABKIT_HOME to change it).")
+        return home
+    from google.colab import drive
+
+    try:
+        drive.mount(mountpoint)
+        home = Path(mountpoint) / "MyDrive" / folder
+        home.mkdir(parents=True, exist_ok=True)  # touches the mount: raises if it is stale
+    except OSError as e:
+        if not _is_disconnected(e):
+            raise
+        print("Drive mount was stale (Transport endpoint is not connected): remounting.")
+        drive.mount(mountpoint, force_remount=True)
+        home = Path(mountpoint) / "MyDrive" / folder
+        home.mkdir(parents=True, exist_ok=True)
+    print(f"Drive mounted: runs and data go to {home}")
+    return home
+
+
+def flush_drive(unmount: bool = False) -> None:
+    """Push pending writes to disk; with ``unmount=True`` in Colab also
+    ``drive.flush_and_unmount()`` (which unmounts: call it only at the very end)."""
+    if hasattr(os, "sync"):
+        os.sync()
+    if unmount and in_colab():
+        from google.colab import drive
+
+        drive.flush_and_unmount()
+
+
+def choose_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else CUDA when available, else the CPU."""
+    if device is not None:
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is visible: "
+                               "use device='cpu', or (in Colab) Runtime → Change runtime "
+                               "type → T4 GPU")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def choose_precision(device: torch.device, precision: str = "auto") -> str:
+    """fp16 (with a GradScaler) on GPUs before Ampere such as the T4 (sm_75), bf16 on
+    sm_80 and newer, fp32 on the CPU; ``precision`` overrides."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; known: {list(PRECISIONS)}")
+    if precision != "auto":
+        if precision != "fp32" and device.type != "cuda":
+            raise ValueError(f"precision {precision!r} needs a CUDA device; use 'fp32' on the CPU")
+        return precision
+    if device.type != "cuda":
+        return "fp32"
+    major, _ = torch.cuda.get_device_capability(device)
+    return "bf16" if major >= 8 else "fp16"
+
+
+@dataclass
+class GPUInfo:
+    device: str
+    name: str
+    memory_gb: float
+    compute_capability: str
+    precision: str
+    torch: str
+    cuda: str | None
+    colab: bool
+
+
+def check_gpu(allow_cpu: bool = False, verbose: bool = True) -> GPUInfo:
+    """Report the GPU (name, memory, compute capability), the precision training will
+    use, and the torch and CUDA versions. In Colab without a GPU this raises with the
+    steps to get one, unless ``allow_cpu=True``."""
+    colab = in_colab()
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        dev = torch.device("cuda")
+        info = GPUInfo("cuda", p.name, round(p.total_memory / 2 ** 30, 1),
+                       f"{p.major}.{p.minor}", choose_precision(dev), torch.__version__,
+                       torch.version.cuda, colab)
+    else:
+        if colab and not allow_cpu:
+            raise RuntimeError(
+                "This Colab runtime has no GPU. Choose Runtime → Change runtime type → "
+                "T4 GPU → Save, then Run all again (your run resumes where it stopped). "
+                "To train on the CPU anyway (very slow), pass allow_cpu=True.")
+        info = GPUInfo("cpu", platform.processor() or platform.machine(), 0.0, "-", "fp32",
+                       torch.__version__, torch.version.cuda, colab)
+    if verbose:
+        if info.device == "cuda":
+            print(f"GPU: {info.name}, {info.memory_gb} GiB, sm_{info.compute_capability.replace('.', '')}"
+                  f" -> {info.precision}; torch {info.torch}, CUDA {info.cuda}")
+        else:
+            print(f"No GPU: training runs on the CPU in fp32 (slow); torch {info.torch}")
+    return info
+
+
+def environment_record(device: torch.device | None = None) -> dict:
+    """What a run ran on: saved as environment.json in each run folder."""
+    rec = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "colab": in_colab(),
+        "cpu_count": os.cpu_count(),
+        "device": str(device) if device is not None else None,
+    }
+    if device is not None and device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        rec.update(gpu=p.name, gpu_memory_gb=round(p.total_memory / 2 ** 30, 1),
+                   compute_capability=f"{p.major}.{p.minor}")
+    return rec
+
+
+__all__ = ["in_colab", "mount_drive", "flush_drive", "choose_device", "choose_precision",
+           "check_gpu", "GPUInfo", "environment_record"]
