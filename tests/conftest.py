@@ -1,0 +1,120 @@
+"""Shared fixtures: small data in the real on-disk formats, and a tiny experiment."""
+from __future__ import annotations
+
+import pickle
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from colabkit.experiments import get_experiment
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _image_rows(codes, rng):
+    """(N, 3072) uint8 in CIFAR's layout (1024 R, 1024 G, 1024 B); the first red byte
+    holds a code identifying the image, the first green byte 200, the first blue 100."""
+    rows = rng.integers(0, 256, (len(codes), 3072), dtype=np.uint8)
+    rows[:, 0] = codes
+    rows[:, 1024] = 200
+    rows[:, 2048] = 100
+    return rows
+
+
+def write_cifar10(root: Path, per_class_train: int = 3, per_class_test: int = 1, seed: int = 0):
+    """cifar-10-batches-py/ as the real archive unpacks: 5 data batches, a test batch, meta."""
+    rng = np.random.default_rng(seed)
+    d = Path(root) / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    labels = np.repeat(np.arange(10), per_class_train)
+    rng.shuffle(labels)
+    for i, part in enumerate(np.array_split(labels, 5), 1):
+        with open(d / f"data_batch_{i}", "wb") as f:
+            pickle.dump({"batch_label": f"training batch {i} of 5", "labels": part.tolist(),
+                         "data": _image_rows(part, rng),
+                         "filenames": [f"img{j}.png" for j in range(len(part))]}, f, protocol=2)
+    test = np.repeat(np.arange(10), per_class_test)
+    with open(d / "test_batch", "wb") as f:
+        pickle.dump({"batch_label": "testing batch 1 of 1", "labels": test.tolist(),
+                     "data": _image_rows(test, rng), "filenames": []}, f, protocol=2)
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    with open(d / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": names, "num_cases_per_batch": 10000, "num_vis": 3072}, f)
+    return labels, test
+
+
+def write_cifar100(root: Path, per_fine_train: int = 2, per_fine_test: int = 1, seed: int = 1):
+    """cifar-100-python/ with train, test, meta; fine labels 0..99, coarse = fine // 5
+    here (the real mapping differs, which is why the code reads coarse_labels)."""
+    rng = np.random.default_rng(seed)
+    d = Path(root) / "cifar-100-python"
+    d.mkdir(parents=True)
+    out = {}
+    for split, per in (("train", per_fine_train), ("test", per_fine_test)):
+        fine = np.repeat(np.arange(100), per)
+        rng.shuffle(fine)
+        coarse = fine // 5
+        with open(d / split, "wb") as f:
+            pickle.dump({"filenames": [], "batch_label": split, "fine_labels": fine.tolist(),
+                         "coarse_labels": coarse.tolist(),
+                         "data": _image_rows(100 + fine, rng)}, f, protocol=2)
+        out[split] = (fine, coarse)
+    with open(d / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": [f"f{i}" for i in range(100)],
+                     "coarse_label_names": [f"c{i}" for i in range(20)]}, f)
+    return out
+
+
+def write_image_folder(root: Path, classes=("cat", "dog", "emu"), n_train=4, n_test=2,
+                       size=(32, 32), fmt="png", seed=0):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for ci, c in enumerate(classes):
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for j in range(n):
+                arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+                arr[0, 0] = (ci * 40, 7, 9)
+                Image.fromarray(arr).save(root / split / c / f"{j:04d}.{fmt}")
+
+
+@pytest.fixture
+def tiny():
+    """A seconds-long experiment: synthetic data, a narrow ResNet18, small splits."""
+    def make(name="basic", **kw):
+        base = dict(dataset="synthetic", epochs=3, batch_size=32, width=4, train_size=128,
+                    test_size=64, milestones=(2,))
+        base.update(kw)
+        return get_experiment(name, **base)
+    return make
+
+
+@pytest.fixture
+def fake_colab(monkeypatch, tmp_path):
+    """A stand-in ``google.colab`` whose drive.mount records calls and creates MyDrive."""
+    calls = []
+    mount_root = tmp_path / "content" / "drive"
+
+    def mount(mountpoint, force_remount=False):
+        calls.append(("mount", mountpoint, force_remount))
+        (Path(mountpoint) / "MyDrive").mkdir(parents=True, exist_ok=True)
+
+    drive = types.SimpleNamespace(mount=mount, flush_and_unmount=lambda: calls.append(("flush",)),
+                                  calls=calls, mountpoint=str(mount_root))
+    google = types.ModuleType("google")
+    colab = types.ModuleType("google.colab")
+    colab.drive = drive
+    google.colab = colab
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setitem(sys.modules, "google.colab.drive", drive)
+    return drive
+
+
+@pytest.fixture
+def no_colab(monkeypatch):
+    monkeypatch.setitem(sys.modules, "google.colab", None)  # import raises ImportError

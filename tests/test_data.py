@@ -1,0 +1,202 @@
+import tarfile
+import urllib.error
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from colabkit.augment import Augmenter
+from colabkit.data import (CIFAR12_CLASSES, DataError, DeviceLoader, channel_stats,
+                           load_dataset, synthetic)
+from colabkit.experiments import PRESETS
+
+from conftest import write_cifar10, write_cifar100, write_image_folder
+
+
+@pytest.fixture
+def cifar_root(tmp_path):
+    root = tmp_path / "data"
+    c10 = write_cifar10(root, per_class_train=3, per_class_test=2)
+    c100 = write_cifar100(root, per_fine_train=2, per_fine_test=1)
+    return root, c10, c100
+
+
+def test_cifar12_from_real_pickle_formats(cifar_root):
+    root, (y10_train, y10_test), c100 = cifar_root
+    ds = load_dataset("cifar12", root, download=False)
+    assert ds.classes == CIFAR12_CLASSES and ds.classes[10:] == ("fish", "flowers")
+    # CIFAR-10: 3/2 per class; CIFAR-100 coarse 1 and 2: fine 5..9 and 10..14, 2/1 each
+    assert len(ds.y_train) == 30 + 2 * 5 * 2 and len(ds.y_test) == 20 + 2 * 5 * 1
+    counts = ds.counts("train")
+    assert all(counts[c] == 3 for c in CIFAR12_CLASSES[:10])
+    assert counts["fish"] == counts["flowers"] == 10
+    assert ds.x_train.shape == (50, 32, 32, 3) and ds.x_train.dtype == np.uint8
+    # the first red byte is the image's code: CIFAR-10 label, or 100 + CIFAR-100 fine label
+    code = ds.x_train[:, 0, 0, 0].astype(int)
+    assert np.array_equal(code[:30], y10_train) and np.array_equal(ds.y_train[:30], y10_train)
+    fine = code[30:] - 100
+    assert set(fine) == set(range(5, 15))
+    assert np.array_equal(ds.y_train[30:], np.where(fine < 10, 10, 11))  # fish -> 10, flowers -> 11
+    # channels unpacked from CIFAR's planar rows: green 200, blue 100 at pixel (0, 0)
+    assert (ds.x_train[:, 0, 0, 1] == 200).all() and (ds.x_train[:, 0, 0, 2] == 100).all()
+    mean, std = channel_stats(ds.x_train)
+    assert ds.mean == pytest.approx(mean) and all(0 < s < 0.5 for s in ds.std)
+
+
+def test_cifar10_keeps_ten_classes(cifar_root):
+    root, (y_train, y_test), _ = cifar_root
+    ds = load_dataset("cifar10", root, download=False)
+    assert ds.num_classes == 10 and np.array_equal(ds.y_test, y_test)
+
+
+def test_second_load_reads_only_the_cache(cifar_root):
+    root, _, _ = cifar_root
+    first = load_dataset("cifar12", root, download=False)
+    assert (root / "colabkit-cifar12.npz").is_file()
+    for d in ("cifar-10-batches-py", "cifar-100-python"):
+        for f in (root / d).iterdir():
+            f.unlink()
+    second = load_dataset("cifar12", root, download=False)
+    assert np.array_equal(first.x_train, second.x_train) and second.classes == first.classes
+    assert second.mean == first.mean
+
+
+def test_corrupt_cache_is_rebuilt_not_used(cifar_root):
+    root, _, _ = cifar_root
+    good = load_dataset("cifar12", root, download=False)
+    cache = root / "colabkit-cifar12.npz"
+    raw = bytearray(cache.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # flip a byte inside the image array
+    cache.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="failed its checksum|unreadable"):
+        again = load_dataset("cifar12", root, download=False)
+    assert np.array_equal(again.x_train, good.x_train)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the rebuilt cache is clean again
+        load_dataset("cifar12", root, download=False)
+
+
+def test_failed_build_leaves_no_cache(tmp_path):
+    root = tmp_path / "data"
+    write_cifar10(root)
+    (root / "cifar-10-batches-py" / "data_batch_3").unlink()
+    with pytest.raises(DataError, match="data_batch_3 is missing"):
+        load_dataset("cifar10", root, download=False)
+    assert list(root.glob("colabkit-*")) == []
+
+
+def test_no_network_gives_a_clear_error(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(tvd, "CIFAR10", offline)
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar12", tmp_path / "nowhere")
+    msg = str(e.value)
+    assert "could not be downloaded" in msg and "cifar-10-python.tar.gz" in msg
+    assert str((tmp_path / "nowhere").resolve()) in msg
+    assert "dataset='folder'" in msg and "dataset='synthetic'" in msg
+
+
+def test_folder_source_reads_a_png_tree_and_its_targz(tmp_path):
+    root = tmp_path / "imgs"
+    write_image_folder(root, classes=("cat", "dog", "emu"), n_train=4, n_test=2)
+    ds = load_dataset("folder", root)
+    assert ds.classes == ("cat", "dog", "emu")
+    assert ds.counts("train") == {"cat": 4, "dog": 4, "emu": 4}
+    assert ds.counts("test") == {"cat": 2, "dog": 2, "emu": 2}
+    assert np.array_equal(ds.x_train[:, 0, 0, 0], ds.y_train * 40)  # label matches its image
+    with tarfile.open(tmp_path / "imgs.tar.gz", "w:gz") as tar:
+        tar.add(root / "train", arcname="train")
+        tar.add(root / "test", arcname="test")
+    from_tar = load_dataset("folder", tmp_path / "imgs.tar.gz")
+    assert from_tar.classes == ds.classes and np.array_equal(from_tar.x_test, ds.x_test)
+
+
+def test_folder_cache_is_rebuilt_when_the_folder_changes(tmp_path):
+    root = tmp_path / "imgs"
+    write_image_folder(root, n_train=2, n_test=1)
+    assert len(load_dataset("folder", root).y_train) == 6
+    write_image_folder(root, classes=("cat",), n_train=3, n_test=1, seed=5)  # adds cat/0002
+    assert len(load_dataset("folder", root).y_train) == 7
+
+
+def test_folder_wrong_size_and_missing_class_fail_clearly(tmp_path):
+    write_image_folder(tmp_path / "big", size=(64, 48), n_train=1, n_test=1)
+    with pytest.raises(DataError, match=r"is 64x48; .*32x32 images: resize"):
+        load_dataset("folder", tmp_path / "big")
+    root = tmp_path / "missing"
+    write_image_folder(root, n_train=1, n_test=1)
+    for f in (root / "test" / "dog").iterdir():
+        f.unlink()
+    (root / "test" / "dog").rmdir()
+    with pytest.raises(DataError, match=r"missing from test/: \['dog'\]"):
+        load_dataset("folder", root)
+    with pytest.raises(DataError, match="must hold train/<class>/ and test/<class>/"):
+        load_dataset("folder", tmp_path)
+
+
+def test_synthetic_is_seeded_balanced_and_subsets_are_seeded():
+    a, b = synthetic(seed=0), synthetic(seed=0)
+    assert np.array_equal(a.x_train, b.x_train) and a.num_classes == 12
+    assert set(a.counts().values()) == {500}
+    s1 = load_dataset("synthetic", train_size=100, test_size=50, seed=1)
+    s2 = load_dataset("synthetic", train_size=100, test_size=50, seed=1)
+    s3 = load_dataset("synthetic", train_size=100, test_size=50, seed=2)
+    assert len(s1.y_train) == 100 and len(s1.y_test) == 50
+    assert np.array_equal(s1.x_train, s2.x_train) and not np.array_equal(s1.y_train, s3.y_train)
+
+
+def test_unknown_source_lists_known_ones():
+    with pytest.raises(ValueError, match=r"unknown dataset 'imagenet'; known: \['cifar12', "
+                                         r"'cifar10', 'folder', 'synthetic'\]"):
+        load_dataset("imagenet")
+
+
+def _loader(**kw):
+    ds = synthetic(train_size=200, test_size=70)
+    args = dict(device="cpu", mean=ds.mean, std=ds.std, train=True, seed=7,
+                augment=Augmenter(PRESETS["da"].augment))
+    args.update(kw)
+    return ds, DeviceLoader(ds.x_train, ds.y_train, 32, **args)
+
+
+def test_same_seed_and_epoch_give_identical_batches_another_epoch_another_order():
+    _, a = _loader()
+    _, b = _loader()
+    ea, eb = list(a.epoch(3)), list(b.epoch(3))
+    assert len(ea) == 200 // 32 == len(a)  # train drops the last partial batch
+    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(ea, eb))
+    e4 = list(a.epoch(4))
+    assert not torch.equal(torch.cat([y for _, y in ea]), torch.cat([y for _, y in e4]))
+
+
+def test_batches_are_normalized_channels_last_float():
+    ds, loader = _loader(augment=None)
+    x, y = next(loader.epoch(1))
+    assert x.dtype == torch.float32 and x.shape == (32, 3, 32, 32)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    allx = torch.cat([x for x, _ in loader.epoch(1)])
+    assert allx.mean(dim=(0, 2, 3)).abs().max() < 0.1  # mean/std of the split applied
+    assert allx.std(dim=(0, 2, 3)).sub(1).abs().max() < 0.1
+
+
+def test_test_loader_never_drops_and_keeps_order():
+    ds = synthetic(train_size=200, test_size=70)
+    loader = DeviceLoader(ds.x_test, ds.y_test, 32, mean=ds.mean, std=ds.std)
+    ys = torch.cat([y for _, y in loader.epoch(1)])
+    assert len(loader) == 3 and torch.equal(ys, torch.from_numpy(ds.y_test))
+
+
+def test_ranks_split_every_global_batch_between_them():
+    ds = synthetic(train_size=200, test_size=70)
+    whole = DeviceLoader(ds.x_train, ds.y_train, 32, train=True, seed=1)
+    parts = [DeviceLoader(ds.x_train, ds.y_train, 32, train=True, seed=1, rank=r, world_size=2)
+             for r in range(2)]
+    for (_, y), (_, y0), (_, y1) in zip(whole.epoch(2), parts[0].epoch(2), parts[1].epoch(2)):
+        assert len(y0) == len(y1) == 16 and torch.equal(torch.cat([y0, y1]), y)
+    with pytest.raises(ValueError, match="divisible"):
+        DeviceLoader(ds.x_train, ds.y_train, 30, world_size=4)

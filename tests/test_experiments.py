@@ -1,0 +1,73 @@
+import dataclasses
+
+import pytest
+
+from colabkit.augment import AugmentSpec
+from colabkit.experiments import PRESETS, Experiment, get_experiment
+
+ANGLES = [0.0, 30.0, 330.0, 60.0, 300.0, 90.0, 270.0]
+
+
+def test_presets_match_design_table():
+    expected = {  # DESIGN.md's table: model, hflip, vflip, rotation weights
+        "basic": ("resnet18", 0.5, 0.0, []),
+        "da": ("resnet18", 0.5, 0.1, [0.70, 0.08, 0.08, 0.05, 0.05, 0.02, 0.02]),
+        "da_cbam": ("resnet18_cbam", 0.5, 0.1, [0.89, 0.03, 0.03, 0.02, 0.02, 0.01, 0.01]),
+        "da_cbam_aspp": ("resnet18_cbam_aspp", 0.5, 0.1, [0.89, 0.03, 0.03, 0.02, 0.02, 0.01, 0.01]),
+    }
+    assert sorted(PRESETS) == sorted(expected)
+    for name, (model, h, v, probs) in expected.items():
+        e = PRESETS[name]
+        assert (e.name, e.model, e.augment.hflip, e.augment.vflip) == (name, model, h, v)
+        assert list(e.augment.rotate_probs) == probs
+        assert list(e.augment.rotate_angles) == (ANGLES if probs else [])
+        assert e.augment.crop_padding == 0
+        assert (e.dataset, e.epochs, e.batch_size, e.lr, e.milestones, e.gamma) == \
+            ("cifar12", 300, 128, 0.1, (100, 200), 0.1)
+        assert (e.momentum, e.weight_decay, e.width, e.spatial_kernel) == (0.9, 5e-4, 64, 3)
+
+
+def test_learning_rate_steps_at_the_reports_epochs():
+    e = PRESETS["basic"]
+    got = {ep: e.lr_at(ep) for ep in (1, 100, 101, 200, 201, 300)}
+    assert got[1] == got[100] == 0.1
+    assert got[101] == pytest.approx(0.01) and got[200] == pytest.approx(0.01)
+    assert got[201] == pytest.approx(0.001) and got[300] == pytest.approx(0.001)
+
+
+def test_report_weights_of_models_3_and_4_are_normalized():
+    dist = PRESETS["da_cbam"].augment.rotation_distribution
+    assert sum(dist.values()) == pytest.approx(1.0)
+    assert dist[0.0] == pytest.approx(0.89 / 1.01)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_json_round_trip_gives_an_equal_experiment(name):
+    e = get_experiment(name, epochs=7, train_size=100)
+    back = Experiment.from_json(e.to_json())
+    assert back == e and back.augment == e.augment and isinstance(back.augment, AugmentSpec)
+    assert back.diff(e) == {}
+
+
+def test_overrides_and_diff():
+    e = get_experiment("da", epochs=2, augment={"hflip": 0.25}, seed=3)
+    assert (e.epochs, e.augment.hflip, e.augment.vflip, e.seed) == (2, 0.25, 0.0, 3)
+    assert set(PRESETS["da"].diff(e)) == {"epochs", "augment", "seed"}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        e.epochs = 5
+
+
+def test_unknown_names_and_fields_fail_clearly():
+    with pytest.raises(ValueError, match=r"unknown experiment 'resnet'; known: \['basic', 'da', "
+                                         r"'da_cbam', 'da_cbam_aspp'\]"):
+        get_experiment("resnet")
+    with pytest.raises(ValueError, match=r"unknown Experiment field\(s\) \['epoch'\]"):
+        get_experiment("basic", epoch=3)
+    with pytest.raises(ValueError, match=r"unknown augmentation key\(s\) \['rotation'\]"):
+        get_experiment("basic", augment={"rotation": 30})
+    with pytest.raises(ValueError, match="probability in \\[0, 1\\]"):
+        AugmentSpec(hflip=1.5)
+    with pytest.raises(ValueError, match="same length"):
+        AugmentSpec(rotate_angles=(0, 90), rotate_probs=(1.0,))
+    with pytest.raises(ValueError, match="milestones must be increasing"):
+        get_experiment("basic", milestones=(200, 100))
