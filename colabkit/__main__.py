@@ -127,12 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError
     from .data import DataError
     from .report import ReportError
+    from .runs import RunFolderError
     from .train import ConfigMismatch
 
     try:
         return {"info": cmd_info, "train": cmd_train, "report": cmd_report,
                 "demo": cmd_demo}[args.command](args)
-    except (ConfigMismatch, DataError, CheckpointError, ReportError, PermissionError) as e:
+    except (ConfigMismatch, DataError, CheckpointError, ReportError, RunFolderError,
+            PermissionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -9,7 +9,6 @@ that verifies, and names each one it skips with the reason.
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import os
@@ -23,6 +22,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from .runs import explain_os_error
 
 CHECKSUM_KEY = "sha256"
 
@@ -127,9 +128,7 @@ def save_checkpoint(state: dict, path: str | os.PathLike, *, keep_previous: bool
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except OSError as e:
-        what = {errno.ENOSPC: "the disk is full", errno.EIO: "an I/O error (on Drive: the "
-                "mount may have dropped)", errno.EDQUOT: "the disk quota is exceeded"}
-        reason = what.get(e.errno, e.strerror or str(e))
+        reason = explain_os_error(e)
         previous = path if path.exists() else prev_path(path)
         kept = (f"The previous checkpoint {previous} is intact." if previous.exists()
                 else "No earlier checkpoint exists.")

@@ -371,7 +371,7 @@ def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -
 
 class DeviceLoader:
     """One split kept on the training device as uint8 NHWC; batches come out as
-    normalized float (B, 3, H, W), channels_last in memory.
+    normalized float (B, 3, H, W), channels_last in memory on CUDA.
 
     Every epoch a permutation from ``epoch_generator(seed, epoch)`` (train); augmentation
     draws from the same generator. Under DDP each rank takes its slice of every global
@@ -381,7 +381,8 @@ class DeviceLoader:
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, *, device="cpu",
                  mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), train: bool = False,
                  seed: int = 0, augment: Augmenter | None = None,
-                 drop_last: bool | None = None, rank: int = 0, world_size: int = 1):
+                 drop_last: bool | None = None, rank: int = 0, world_size: int = 1,
+                 channels_last: bool | None = None):
         if batch_size % world_size:
             raise ValueError(f"batch size {batch_size} must be divisible by the number of "
                              f"processes ({world_size})")
@@ -396,6 +397,8 @@ class DeviceLoader:
             raise ValueError(f"the training split has {len(self.y)} images, fewer than one "
                              f"batch of {batch_size}: lower the batch size")
         self.rank, self.world_size = rank, world_size
+        cl = self.device.type == "cuda" if channels_last is None else channels_last
+        self.memory_format = torch.channels_last if cl else torch.contiguous_format
         shape = (1, -1, 1, 1)
         self.mean = torch.tensor(mean, device=self.device, dtype=torch.float32).view(shape)
         self.std = torch.tensor(std, device=self.device, dtype=torch.float32).view(shape)
@@ -420,5 +423,5 @@ class DeviceLoader:
             x = self.x[idx].permute(0, 3, 1, 2).float().div_(255)
             if self.augment is not None:
                 x = self.augment(x, g)
-            x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+            x = ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
             yield x, self.y[idx]

@@ -7,6 +7,7 @@ These files alone resume a run and redraw its figures.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -55,13 +56,36 @@ class RunDir:
         return f"RunDir({str(self.path)!r})"
 
 
+class RunFolderError(OSError):
+    """A file of the run folder could not be written; the message says what to do."""
+
+
+def explain_os_error(e: OSError) -> str:
+    """The cause of a failed write in words a user can act on."""
+    what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+            errno.EIO: "an I/O error (on Drive: the mount may have dropped)",
+            errno.EROFS: "the file system is read-only"}
+    return what.get(e.errno, e.strerror or str(e))
+
+
 def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` whole or not at all."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise RunFolderError(e.errno, f"could not write {path}: {explain_os_error(e)} ({e}). "
+                             "The file's previous version is intact. Fix the cause and run "
+                             "the same command again to resume.") from e
+    finally:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -247,7 +247,10 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
     torch.manual_seed(exp.seed)
     model = build_model(exp.model, data.num_classes, width=exp.width,
                         attention_kwargs={"kernel_size": exp.spatial_kernel})
-    model = model.to(dev, memory_format=torch.channels_last)
+    # channels_last feeds the GPU's tensor cores; on the CPU, oneDNN's channels_last
+    # convolution backward can stall on narrow layers (seen with torch 2.14), so not there
+    model = model.to(dev, memory_format=torch.channels_last if dev.type == "cuda"
+                     else torch.contiguous_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=exp.lr, momentum=exp.momentum,
                                 weight_decay=exp.weight_decay, nesterov=exp.nesterov)
     scaler = torch.amp.GradScaler(dev.type, enabled=prec == "fp16")

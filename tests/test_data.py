@@ -174,11 +174,14 @@ def test_same_seed_and_epoch_give_identical_batches_another_epoch_another_order(
     assert not torch.equal(torch.cat([y for _, y in ea]), torch.cat([y for _, y in e4]))
 
 
-def test_batches_are_normalized_channels_last_float():
+def test_batches_are_normalized_float_in_the_asked_memory_format():
     ds, loader = _loader(augment=None)
     x, y = next(loader.epoch(1))
     assert x.dtype == torch.float32 and x.shape == (32, 3, 32, 32)
-    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert x.is_contiguous()  # CPU default
+    _, cl = _loader(augment=None, channels_last=True)
+    x_cl, _ = next(cl.epoch(1))
+    assert x_cl.is_contiguous(memory_format=torch.channels_last) and torch.equal(x_cl, x)
     allx = torch.cat([x for x, _ in loader.epoch(1)])
     assert allx.mean(dim=(0, 2, 3)).abs().max() < 0.1  # mean/std of the split applied
     assert allx.std(dim=(0, 2, 3)).sub(1).abs().max() < 0.1

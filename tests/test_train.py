@@ -1,0 +1,264 @@
+import csv
+import errno
+import io
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from colabkit import checkpoint as ck
+from colabkit import data as data_mod
+from colabkit.checkpoint import CheckpointError
+from colabkit.runs import DETERMINISTIC_FIELDS, RunDir, RunFolderError, read_metrics
+from colabkit.train import ConfigMismatch, train
+
+HERE = Path(__file__).parent
+ENV = {**os.environ, "PYTHONPATH": str(HERE.parent), "PYTHONUNBUFFERED": "1"}
+
+
+def _weights(run_dir):
+    return torch.load(Path(run_dir) / "last.pt", weights_only=True)["model"]
+
+
+def _same_weights(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _det(rows):
+    return [{k: r[k] for k in DETERMINISTIC_FIELDS} for r in rows]
+
+
+@pytest.fixture
+def reference(tiny, tmp_path_factory):
+    """An uninterrupted run of the tiny experiment, for comparisons."""
+    cache = {}
+
+    def get(exp):
+        key = exp.to_json()
+        if key not in cache:
+            d = tmp_path_factory.mktemp("reference")
+            res = train(exp, d, progress=False)
+            cache[key] = (d, res)
+        return cache[key]
+    return get
+
+
+def test_a_run_learns_and_writes_the_run_folder(tiny, tmp_path, reference):
+    exp = tiny("da_cbam", epochs=3)
+    run_dir, res = reference(exp)
+    run = RunDir(run_dir)
+    assert res["status"] == "finished" and res["epochs_done"] == 3
+    for p in (run.config, run.environment, run.metrics, run.last, run.last_prev, run.best):
+        assert p.is_file() and p.stat().st_size > 0, p
+    rows = read_metrics(run.metrics)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert [r["lr"] for r in rows] == [0.1, 0.1, pytest.approx(0.01)]  # milestone (2,)
+    assert rows[-1]["test_acc"] > 100 / 12 * 2  # well above chance on synthetic data
+    best = max(rows, key=lambda r: r["test_acc"])
+    assert (res["best_acc"], res["best_epoch"]) == (best["test_acc"], best["epoch"])
+    assert torch.load(run.best, weights_only=True)["epoch"] == best["epoch"]
+
+
+def test_every_checkpoint_loads_with_plain_weights_only_torch_load(tiny, reference):
+    run = RunDir(reference(tiny("da_cbam", epochs=3))[0])
+    for p in (run.last, run.last_prev, run.best):
+        state = torch.load(p, weights_only=True)
+        assert ck.content_hash(state) == state[ck.CHECKSUM_KEY]
+    last = torch.load(run.last, weights_only=True)
+    assert last["epoch"] == 3 and len(last["history"]) == 3 and last["config"]["model"] == "resnet18_cbam"
+
+
+def _cli(run_dir, exp_args, kill=("none", 0)):
+    return [sys.executable, str(HERE / "crash_child.py"), kill[0], str(kill[1]), "train",
+            "--run-dir", str(run_dir), "--quiet", "--device", "cpu", *exp_args]
+
+
+def test_resume_after_sigkill_at_random_moments_matches_uninterrupted_run(tiny, tmp_path, reference):
+    # the CLI run uses the preset's milestones (100, 200): so does the reference
+    exp = tiny("da", epochs=5, milestones=(100, 200))
+    ref_dir, _ = reference(exp)
+    args = ["--experiment", "da", "--dataset", "synthetic", "--epochs", "5", "--width", "4",
+            "--batch-size", "32", "--train-size", "128", "--test-size", "64"]
+    run_dir = tmp_path / "run"
+    rng = random.Random(1234)
+    # deaths inside checkpoint writes (after the bytes, between the renames) and at random times
+    plan = [("fsync", 3), ("replace", 5), ("replace", 4), ("fsync", 6), ("replace", 9),
+            "timer", "timer"]
+    kills = 0
+    for step in plan + ["finish"] * 3:
+        if step == "finish":
+            proc = subprocess.run(_cli(run_dir, args), env=ENV, capture_output=True, text=True)
+            if proc.returncode == 0:
+                break
+            pytest.fail(proc.stderr[-2000:])
+        if step == "timer":
+            proc = subprocess.Popen(_cli(run_dir, args), env=ENV, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(2.0, 5.0))
+            proc.kill()
+            code = proc.wait()
+        else:
+            code = subprocess.run(_cli(run_dir, args, step), env=ENV, capture_output=True).returncode
+        kills += code == -signal.SIGKILL
+    assert kills >= 5
+    assert _same_weights(_weights(run_dir), _weights(ref_dir))
+    got, want = read_metrics(run_dir / "metrics.csv"), read_metrics(ref_dir / "metrics.csv")
+    assert [r["epoch"] for r in got] == list(range(1, 6))
+    assert _det(got) == _det(want)
+    with open(run_dir / "metrics.csv") as f:  # bytes of the deterministic columns too
+        a = [[r[k] for k in DETERMINISTIC_FIELDS] for r in csv.DictReader(f)]
+    with open(ref_dir / "metrics.csv") as f:
+        b = [[r[k] for k in DETERMINISTIC_FIELDS] for r in csv.DictReader(f)]
+    assert a == b
+
+
+def _interrupt_at(monkeypatch, epoch, batch):
+    real = data_mod.DeviceLoader.epoch
+
+    def epoch_fn(self, e):
+        for i, item in enumerate(real(self, e)):
+            if self.train and e == epoch and i == batch:
+                raise KeyboardInterrupt
+            yield item
+    monkeypatch.setattr(data_mod.DeviceLoader, "epoch", epoch_fn)
+
+
+def test_keyboard_interrupt_mid_epoch_leaves_checkpoint_at_last_finished_epoch(tiny, tmp_path, monkeypatch, reference, capsys):
+    exp = tiny("basic", epochs=4)
+    _interrupt_at(monkeypatch, epoch=3, batch=2)
+    res = train(exp, tmp_path, progress=False)
+    assert res["status"] == "interrupted" and res["epochs_done"] == 2
+    assert "Run the same command (or notebook) again to resume" in capsys.readouterr().out
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 2
+    assert [r["epoch"] for r in read_metrics(tmp_path / "metrics.csv")] == [1, 2]
+    monkeypatch.undo()
+    res = train(exp, tmp_path, progress=False)
+    ref_dir, _ = reference(exp)
+    assert res["status"] == "finished" and _same_weights(_weights(tmp_path), _weights(ref_dir))
+    assert _det(read_metrics(tmp_path / "metrics.csv")) == _det(read_metrics(ref_dir / "metrics.csv"))
+
+
+def test_interrupt_with_time_cadence_still_saves_the_last_finished_epoch(tiny, tmp_path, monkeypatch):
+    _interrupt_at(monkeypatch, epoch=3, batch=1)
+    res = train(tiny("basic", epochs=4), tmp_path, progress=False, checkpoint_minutes=1e6)
+    assert res["status"] == "interrupted"
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 2
+
+
+def test_sigterm_checkpoints_and_exits_with_resume_message(tmp_path):
+    args = ["--experiment", "basic", "--dataset", "synthetic", "--epochs", "50", "--width", "4",
+            "--batch-size", "32", "--train-size", "256", "--test-size", "64"]
+    proc = subprocess.Popen(_cli(tmp_path, args), env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while len(read_metrics(tmp_path / "metrics.csv")) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "Interrupted after epoch" in out and "again to resume" in out
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)["epoch"]
+    assert 2 <= saved < 50 and len(read_metrics(tmp_path / "metrics.csv")) == saved
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "missing"])
+def test_damaged_newest_checkpoint_resumes_from_previous(tiny, tmp_path, reference, damage):
+    exp = tiny("basic", epochs=3)
+    train(tiny("basic", epochs=2), tmp_path, progress=False)  # last = epoch 2, prev = epoch 1
+    last = tmp_path / "last.pt"
+    raw = last.read_bytes()
+    if damage == "truncate":
+        last.write_bytes(raw[: len(raw) // 3])
+    elif damage == "flip":
+        b = bytearray(raw); b[len(b) // 2] ^= 0x10; last.write_bytes(bytes(b))
+    else:
+        last.unlink()
+    if damage == "missing":
+        res = train(exp, tmp_path, progress=False)
+    else:
+        with pytest.warns(UserWarning, match=r"skipping checkpoint: .*last\.pt"):
+            res = train(exp, tmp_path, progress=False)
+    ref_dir, _ = reference(exp)
+    assert res["epochs_done"] == 3 and _same_weights(_weights(tmp_path), _weights(ref_dir))
+    assert _det(read_metrics(tmp_path / "metrics.csv")) == _det(read_metrics(ref_dir / "metrics.csv"))
+
+
+def test_changed_config_is_refused_naming_the_keys(tiny, tmp_path):
+    train(tiny("basic", epochs=1), tmp_path, progress=False)
+    with pytest.raises(ConfigMismatch, match=r"lr: saved 0\.1, now 0\.05; seed: saved 0, now 1"):
+        train(tiny("basic", epochs=1, lr=0.05, seed=1), tmp_path, progress=False)
+    res = train(tiny("basic", epochs=2, lr=0.05), tmp_path, progress=False, allow_config_change=True)
+    assert res["epochs_done"] == 2
+
+
+def test_finished_run_returns_at_once_without_data_or_training(tiny, tmp_path, monkeypatch):
+    exp = tiny("basic", epochs=2)
+    first = train(exp, tmp_path, progress=False)
+    stamp = (tmp_path / "last.pt").stat().st_mtime_ns
+
+    def no_data(*a, **k):
+        raise AssertionError("a finished run must not load data")
+    monkeypatch.setattr(sys.modules["colabkit.train"], "load_dataset", no_data)
+    again = train(exp, tmp_path, progress=False)
+    assert again["status"] == "finished" and again["best_acc"] == first["best_acc"]
+    assert again["history"] == first["history"]
+    assert (tmp_path / "last.pt").stat().st_mtime_ns == stamp
+
+
+def test_more_epochs_extend_a_finished_run(tiny, tmp_path, reference):
+    train(tiny("basic", epochs=2), tmp_path, progress=False)
+    res = train(tiny("basic", epochs=3), tmp_path, progress=False)
+    ref_dir, _ = reference(tiny("basic", epochs=3))
+    assert res["epochs_done"] == 3 and _same_weights(_weights(tmp_path), _weights(ref_dir))
+
+
+def test_budget_stops_after_the_last_epoch_that_fits(tiny, tmp_path, capsys):
+    res = train(tiny("basic", epochs=50), tmp_path, progress=False, max_minutes=1e-4)
+    assert res["status"] == "budget" and res["epochs_done"] == 1
+    assert "Time budget" in capsys.readouterr().out
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 1
+
+
+@pytest.mark.parametrize("code,words", [(errno.ENOSPC, "disk is full"), (errno.EIO, "I/O error")])
+def test_disk_errors_stop_training_clearly_and_keep_the_previous_checkpoint(tiny, tmp_path, monkeypatch, code, words):
+    exp = tiny("basic", epochs=3)
+    train(tiny("basic", epochs=1), tmp_path, progress=False)
+    good = (tmp_path / "last.pt").read_bytes()
+
+    class FailingFile(io.BytesIO):
+        def write(self, data):
+            raise OSError(code, os.strerror(code))
+
+    # the checkpoint write of epoch 2 fails (config.json and metrics.csv still write)
+    monkeypatch.setattr(ck, "open", lambda *a, **k: FailingFile(), raising=False)
+    with pytest.raises(CheckpointError, match=rf"{words}.*last\.pt is intact"):
+        train(exp, tmp_path, progress=False)
+    assert (tmp_path / "last.pt").read_bytes() == good
+    assert [r["epoch"] for r in read_metrics(tmp_path / "metrics.csv")] == [1]
+    # every write fails, from the start: a clear error, nothing lost
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(code, os.strerror(code))))
+    with pytest.raises(RunFolderError, match=rf"{words}.*previous version is intact"):
+        train(exp, tmp_path, progress=False)
+    monkeypatch.undo()
+    assert (tmp_path / "last.pt").read_bytes() == good
+    assert [r["epoch"] for r in read_metrics(tmp_path / "metrics.csv")] == [1]
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_unwritable_run_folder_or_unknown_experiment_fail_before_training(tmp_path, monkeypatch):
+    def no_data(*a, **k):
+        raise AssertionError("must fail before loading data")
+    monkeypatch.setattr(sys.modules["colabkit.train"], "load_dataset", no_data)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PermissionError, match="cannot write to the run folder"):
+        train("basic", blocker / "run", progress=False)
+    with pytest.raises(ValueError, match="unknown experiment 'nope'"):
+        train("nope", tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
