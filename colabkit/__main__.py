@@ -21,6 +21,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--home", default="colabkit-home", help="folder for runs and the report")
     d.add_argument("--epochs", type=int, default=4)
     d.add_argument("--device", default=None)
+    d.add_argument("--width", type=int, default=16, help="ResNet base width (64 in the report)")
+    d.add_argument("--train-size", type=int, default=2400)
+    d.add_argument("--test-size", type=int, default=600)
 
     t = sub.add_parser("train", help="train (or resume) one run")
     t.add_argument("--experiment", required=True, choices=sorted(PRESETS))
@@ -111,9 +114,9 @@ def cmd_demo(args) -> int:
 
     home = Path(args.home)
     for name in ("basic", "da_cbam"):
-        exp = get_experiment(name, dataset="synthetic", epochs=args.epochs, width=16,
-                             milestones=(3,), train_size=2400,
-                             test_size=600)
+        exp = get_experiment(name, dataset="synthetic", epochs=args.epochs, width=args.width,
+                             milestones=(3,), train_size=args.train_size,
+                             test_size=args.test_size)
         res = train(exp, home / "runs" / f"demo_{name}", device=args.device)
         print(f"{name}: best test accuracy {res['best_acc']:.2f}% at epoch {res['best_epoch']}")
     write_report(home / "runs", home / "report")
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         return {"info": cmd_info, "train": cmd_train, "report": cmd_report,
                 "demo": cmd_demo}[args.command](args)
     except (ConfigMismatch, DataError, CheckpointError, ReportError, RunFolderError,
-            PermissionError) as e:
+            PermissionError, ValueError) as e:  # user errors: the message says what to do
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -57,16 +57,15 @@ class Dataset:
                seed: int = 0) -> "Dataset":
         """A seeded random subset of each split (same seed, same images); mean and std
         stay those of the whole training split."""
-        rng = np.random.default_rng(seed)
-
-        def pick(x, y, n):
+        def pick(x, y, n, stream):
             if n is None or n >= len(y):
                 return x, y
-            idx = np.sort(rng.permutation(len(y))[:n])
+            # one generator per split: the test subset does not depend on train_size
+            idx = np.sort(np.random.default_rng([seed, stream]).permutation(len(y))[:n])
             return x[idx], y[idx]
 
-        x_tr, y_tr = pick(self.x_train, self.y_train, train_size)
-        x_te, y_te = pick(self.x_test, self.y_test, test_size)
+        x_tr, y_tr = pick(self.x_train, self.y_train, train_size, 0)
+        x_te, y_te = pick(self.x_test, self.y_test, test_size, 1)
         return replace(self, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
 
     def counts(self, split: str = "train") -> dict[str, int]:

@@ -203,3 +203,9 @@ def test_ranks_split_every_global_batch_between_them():
         assert len(y0) == len(y1) == 16 and torch.equal(torch.cat([y0, y1]), y)
     with pytest.raises(ValueError, match="divisible"):
         DeviceLoader(ds.x_train, ds.y_train, 30, world_size=4)
+
+
+def test_test_subset_does_not_depend_on_the_train_subset():
+    a = load_dataset("synthetic", train_size=100, test_size=50, seed=3)
+    b = load_dataset("synthetic", test_size=50, seed=3)
+    assert np.array_equal(a.x_test, b.x_test) and len(b.y_train) == 6000

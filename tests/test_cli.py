@@ -1,0 +1,59 @@
+import json
+
+import pytest
+import torch
+
+from colabkit.__main__ import main
+from colabkit.runs import read_metrics
+
+TINY = ["--dataset", "synthetic", "--width", "4", "--batch-size", "32", "--train-size", "96",
+        "--test-size", "48", "--device", "cpu", "--quiet"]
+
+
+def test_info_lists_versions_and_experiments(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert torch.__version__ in out and "11,174,988" in out and "da_cbam_aspp" in out
+
+
+def test_train_then_report_from_the_command_line(tmp_path, capsys):
+    run = tmp_path / "runs" / "basic"
+    assert main(["train", "--experiment", "basic", "--run-dir", str(run), "--epochs", "2", *TINY]) == 0
+    rows = read_metrics(run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["width"], cfg["train_size"], cfg["epochs"], cfg["dataset"]) == (4, 96, 2, "synthetic")
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "fig")]) == 0
+    out = capsys.readouterr().out
+    assert "| basic: resnet18 |" in out and (tmp_path / "fig" / "fig12_test_acc.pdf").is_file()
+
+
+def test_train_prints_a_json_summary_and_resumes(tmp_path, capsys):
+    run = tmp_path / "r"
+    main(["train", "--experiment", "basic", "--run-dir", str(run), "--epochs", "1", *TINY])
+    first = json.loads(capsys.readouterr().out)
+    assert first["status"] == "finished" and first["epochs_done"] == 1
+    main(["train", "--experiment", "basic", "--run-dir", str(run), "--epochs", "2", *TINY])
+    second = json.loads(capsys.readouterr().out)
+    assert second["epochs_done"] == 2 and len(read_metrics(run / "metrics.csv")) == 2
+
+
+def test_errors_are_one_clear_line_and_exit_code_2(tmp_path, capsys):
+    run = tmp_path / "r"
+    main(["train", "--experiment", "basic", "--run-dir", str(run), "--epochs", "1", *TINY])
+    capsys.readouterr()
+    assert main(["train", "--experiment", "basic", "--run-dir", str(run), "--epochs", "1",
+                 "--lr", "0.5", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "lr: saved 0.1, now 0.5" in err and "--allow-config-change" in err
+    assert main(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    assert "holds no run folders" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--experiment", "nope", "--run-dir", str(run)])
+
+
+def test_demo_trains_two_models_and_writes_the_report(tmp_path, capsys):
+    assert main(["demo", "--home", str(tmp_path), "--epochs", "1", "--width", "4",
+                 "--train-size", "128", "--test-size", "48", "--device", "cpu"]) == 0
+    assert (tmp_path / "report" / "table1.md").is_file()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["demo_basic", "demo_da_cbam"]

@@ -1,0 +1,132 @@
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.lines import Line2D
+
+from colabkit.experiments import get_experiment
+from colabkit.report import (FIGURES, ReportError, confusion_matrix, load_runs, per_class_accuracy,
+                             plot_curves, results_table, table_markdown, write_report)
+from colabkit.runs import RunDir, read_metrics, write_metrics
+from colabkit.train import train
+
+
+def _tiny(name, **kw):
+    base = dict(dataset="synthetic", epochs=3, batch_size=32, width=4, train_size=128,
+                test_size=64, milestones=(2,))
+    base.update(kw)
+    return get_experiment(name, **base)
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    """Real short runs: two seeds of one experiment and one of another."""
+    root = tmp_path_factory.mktemp("runs")
+    train(_tiny("basic", seed=0), root / "basic_s0", progress=False)
+    train(_tiny("basic", seed=1), root / "basic_s1", progress=False)
+    train(_tiny("da", epochs=2), root / "da", progress=False)
+    return root
+
+
+def _lines(fig):
+    return [l for l in fig.axes[0].get_lines() if not l.get_label().startswith("_")
+            and l.get_label() != "lr step"]
+
+
+def test_load_runs_joins_metrics_with_config(runs_dir):
+    df = load_runs(runs_dir)
+    assert sorted(df["run"].unique()) == ["basic_s0", "basic_s1", "da"]
+    assert len(df) == 3 + 3 + 2
+    da = df[df["run"] == "da"]
+    assert set(da["experiment"]) == {"da"} and set(da["model"]) == {"resnet18"}
+    assert "vertical flip p=0.1" in da["augment"].iloc[0]
+    assert list(df.columns[:7]) == ["run", "experiment", "model", "dataset", "seed", "augment",
+                                    "epochs_planned"]
+
+
+def test_report_files_are_written_and_not_empty(runs_dir, tmp_path):
+    written = write_report(runs_dir, tmp_path / "out")
+    names = sorted(p.name for paths in written.values() for p in paths)
+    expected = {f"{stem}.{ext}" for stem, _, _ in FIGURES.values() for ext in ("png", "pdf")}
+    assert expected | {"table1.md", "table1.csv", "runs.csv"} == set(names)
+    for p in (tmp_path / "out").iterdir():
+        assert p.stat().st_size > 100, p
+    assert (tmp_path / "out" / "fig11_train_acc.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_table_best_accuracy_and_epoch_equal_the_logs_maximum(runs_dir):
+    per_run = results_table(load_runs(runs_dir), by="run").set_index("run")
+    for run in per_run.index:
+        rows = read_metrics(runs_dir / run / "metrics.csv")
+        best = max(rows, key=lambda r: (r["test_acc"], -r["epoch"]))
+        assert per_run.loc[run, "best_acc"] == best["test_acc"]
+        assert per_run.loc[run, "best_epoch"] == best["epoch"]
+        assert per_run.loc[run, "final_acc"] == rows[-1]["test_acc"]
+        assert per_run.loc[run, "epochs_done"] == len(rows)
+
+
+def test_several_seeds_give_mean_and_sd(runs_dir):
+    table = results_table(load_runs(runs_dir)).set_index("experiment")
+    a = results_table(load_runs(runs_dir), by="run").set_index("run")
+    accs = [a.loc["basic_s0", "best_acc"], a.loc["basic_s1", "best_acc"]]
+    assert table.loc["basic", "runs"] == 2
+    assert table.loc["basic", "best_acc"] == pytest.approx(np.mean(accs))
+    assert table.loc["basic", "best_acc_sd"] == pytest.approx(np.std(accs, ddof=1))
+    assert table.loc["da", "runs"] == 1 and np.isnan(table.loc["da", "best_acc_sd"])
+    assert table.loc["basic", "report_best_acc"] == 95.0
+    md = table_markdown(results_table(load_runs(runs_dir)))
+    assert f"{np.mean(accs):.3f} ± {np.std(accs, ddof=1):.3f}" in md
+    assert "95.000 (286)" in md and "horizontal flip p=0.5" in md
+
+
+@pytest.mark.parametrize("metric", list(FIGURES))
+def test_each_figure_has_one_line_per_run_with_a_point_per_logged_epoch(runs_dir, metric):
+    df = load_runs(runs_dir)
+    fig = plot_curves(df, metric)
+    lines = {l.get_label(): l for l in _lines(fig)}
+    assert sorted(lines) == ["basic_s0", "basic_s1", "da"]
+    for run, line in lines.items():
+        rows = read_metrics(runs_dir / run / "metrics.csv")
+        assert list(line.get_xdata()) == [r["epoch"] for r in rows]
+        assert np.allclose(line.get_ydata(), [r[metric] for r in rows])
+    # the learning-rate step after epoch 2 (milestone 2) is marked
+    vlines = [l for l in fig.axes[0].get_lines() if l.get_linestyle() == "--" and len(l.get_xdata()) == 2]
+    assert any(np.allclose(l.get_xdata(), [2.5, 2.5]) for l in vlines)
+
+
+def test_a_gap_in_the_log_is_a_gap_in_the_line(runs_dir, tmp_path):
+    shutil.copytree(runs_dir / "basic_s0", tmp_path / "gappy")
+    rows = read_metrics(tmp_path / "gappy" / "metrics.csv")
+    write_metrics(tmp_path / "gappy" / "metrics.csv", [r for r in rows if r["epoch"] != 2])
+    line = _lines(plot_curves(load_runs(tmp_path), "test_acc"))[0]
+    x, y = np.asarray(line.get_xdata()), np.asarray(line.get_ydata(), dtype=float)
+    assert list(x) == [1, 2, 3] and np.isnan(y[1]) and not np.isnan(y[[0, 2]]).any()
+
+
+def test_empty_folder_and_runs_without_epochs_give_clear_messages(tmp_path, runs_dir):
+    with pytest.raises(ReportError, match="holds no run folders.*python -m colabkit train"):
+        load_runs(tmp_path)
+    (tmp_path / "started").mkdir()
+    shutil.copy(runs_dir / "da" / "config.json", tmp_path / "started" / "config.json")
+    with pytest.raises(ReportError, match="none has a finished epoch"):
+        load_runs(tmp_path)
+    # a run in progress beside finished ones is simply reported as far as it got
+    shutil.copytree(runs_dir / "da", tmp_path / "da")
+    assert sorted(load_runs(tmp_path)["run"].unique()) == ["da"]
+    # a single run folder given directly works too
+    assert list(load_runs(runs_dir / "da")["run"].unique()) == ["da"]
+
+
+def test_confusion_matrix_from_best_checkpoint_matches_logged_accuracy(runs_dir, tmp_path):
+    cm, classes = confusion_matrix(runs_dir / "basic_s0")
+    assert cm.shape == (12, 12) and len(classes) == 12 and cm.sum() == 64
+    rows = read_metrics(runs_dir / "basic_s0" / "metrics.csv")
+    best = max(rows, key=lambda r: (r["test_acc"], -r["epoch"]))
+    assert 100.0 * np.trace(cm) / cm.sum() == pytest.approx(best["test_acc"])
+    acc = per_class_accuracy(cm, classes)
+    assert list(acc.index) == classes and acc.between(0, 100).all()
+    written = write_report(runs_dir, tmp_path, confusion=True)
+    assert (tmp_path / "confusion_da.png").stat().st_size > 0
+    assert len(pd.read_csv(tmp_path / "per_class_basic_s0.csv")) == 12
+    assert "confusion_basic_s1" in written
