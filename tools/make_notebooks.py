@@ -1,0 +1,191 @@
+"""Writes notebooks/01_...05_ from the texts below, without outputs.
+
+The notebooks hold prose and calls only; edit here and run
+``python tools/make_notebooks.py`` so the five stay consistent (a test checks that the
+committed notebooks are this script's output).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[1] / "notebooks"
+REPO_URL = "https://github.com/colabkit/colabkit"
+BADGE = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+         "(https://colab.research.google.com/github/colabkit/colabkit/blob/main/notebooks/{file})")
+
+SETUP = f'''# Setup: in Colab, install colabkit (torch and torchvision stay as Colab has them).
+# Elsewhere this cell does nothing: install colabkit with `pip install -e .` instead.
+REPO_URL = "{REPO_URL}"  # where colabkit is installed from: change this to your fork
+import sys
+if "google.colab" in sys.modules:
+    !pip install -q "git+{{REPO_URL}}"'''
+
+MODELS = {
+    "01_resnet18_basic.ipynb": dict(
+        experiment="basic", title="Model 1: ResNet18", report="95.000% at epoch 286",
+        text="""The plain CIFAR ResNet18: a 3×3 stem with 64 channels and no max-pool, four
+stages of two residual blocks (64, 128, 256, 512 channels), global average pooling and one
+linear layer over the 12 classes — 11,174,988 parameters.
+
+**Augmentation:** horizontal flip with probability 0.5, nothing else.
+
+**Schedule (the report's):** 300 epochs of SGD, learning rate 0.1 for epochs 1–100, 0.01 for
+101–200, 0.001 for 201–300. Batch 128, momentum 0.9 and weight decay 5e-4 are the usual
+CIFAR values (the report does not state them)."""),
+    "02_resnet18_da.ipynb": dict(
+        experiment="da", title="Model 2: ResNet18 with data augmentation", report="93.409% at epoch 249",
+        text="""The same ResNet18 as model 1 (11,174,988 parameters), trained on harder data.
+
+**Augmentation:** horizontal flip (p = 0.5), vertical flip (p = 0.1), and a rotation drawn
+from a discrete distribution: 0° with probability 0.70, 30° and 330° with 0.08 each, 60° and
+300° with 0.05, 90° and 270° with 0.02. Rotations are bilinear about the image centre, corners
+black, as torchvision rotates a PIL image — but done for the whole batch at once on the GPU.
+
+In the report this model reached a *lower* accuracy than model 1: rotations of 30–90° make
+CIFAR's upright photographs less typical of the test set."""),
+    "03_resnet18_da_cbam.ipynb": dict(
+        experiment="da_cbam", title="Model 3: ResNet18 + CBAM", report="94.709% at epoch 232",
+        text="""ResNet18 with a CBAM attention module (Woo et al., 2018) in each of its 8 residual
+blocks, acting on the residual branch before the shortcut is added: first *channel* attention
+(a shared two-layer MLP over average- and max-pooled features), then *spatial* attention (a
+3×3 convolution over the channel-mean and channel-max maps) — 11,262,172 parameters.
+
+**Augmentation:** as model 2 but rarer rotations: flips 0.5 / 0.1; 0° with weight 0.89, 30° and
+330° 0.03, 60° and 300° 0.02, 90° and 270° 0.01. (These weights sum to 1.01 in the report;
+colabkit normalizes them, so 0° has probability 0.881.)"""),
+    "04_resnet18_da_cbam_aspp.ipynb": dict(
+        experiment="da_cbam_aspp", title="Model 4: ResNet18 + CBAM + ASPP",
+        report="94.936% at epoch 281",
+        text="""Model 3 with an ASPP head (Chen et al., 2017) on the last stage. Its 4×4 maps are too
+small for DeepLab's rates, so — as the report says, "more like SPP" — the head has four
+parallel branches: a 1×1 convolution, 3×3 convolutions at rates 1 and 2, and image-level
+pooling; they are concatenated and projected back to 512 channels before pooling and the
+classifier — 14,410,460 parameters.
+
+**Augmentation:** the same as model 3."""),
+}
+
+COMMON_TAIL = """## After a disconnect
+
+Colab stops idle or long sessions. Nothing is lost: every finished epoch is checkpointed on
+Drive (`last.pt`, the one before as `last.prev.pt`, the best as `best.pt`) and logged in
+`metrics.csv`. Reconnect, choose *Runtime → Run all*, and training continues from the last
+finished epoch — with the very batches it would have seen."""
+
+
+def md(text):
+    return {"cell_type": "markdown", "metadata": {}, "source": text.strip().splitlines(True)}
+
+
+def code(text, tags=None):
+    meta = {"tags": tags} if tags else {}
+    return {"cell_type": "code", "metadata": meta, "execution_count": None, "outputs": [],
+            "source": text.strip().splitlines(True)}
+
+
+def training_notebook(file, experiment, title, report, text):
+    return [
+        md(f"# {title}\n\n{BADGE.format(file=file)}\n\n"
+           "Part of **colabkit**: the report *Experiment 2: Training Deep Neural Networks for "
+           "CIFAR10*, rerunnable. Open in Colab on a T4 GPU and choose *Runtime → Run all*."),
+        md(text + f"\n\n**The report's best test accuracy:** {report} (its Table 1)."),
+        md("**Data: CIFAR-12.** CIFAR-10's 10 classes plus CIFAR-100's *fish* and *flowers* "
+           "superclasses: 55,000 training and 11,000 test images (fish and flowers have half "
+           "as many as the others). Built once and cached on Drive; kept on the GPU as uint8 "
+           "and augmented there."),
+        code(SETUP),
+        md("## Parameters\n\nChange these in the form on the right. `MAX_MINUTES` stops after the "
+           "last epoch that fits (0: no limit); run again later to continue."),
+        code(f'''EXPERIMENT = "{experiment}"
+RUN_NAME = "{file.split('.')[0]}"  #@param {{type:"string"}}
+EPOCHS = 300  #@param {{type:"integer"}}
+DATASET = "cifar12"  #@param ["cifar12", "cifar10", "synthetic"]
+MAX_MINUTES = 0  #@param {{type:"number"}}
+ALLOW_CPU = False  #@param {{type:"boolean"}}
+# for quick trials only: 0 means the whole split; WIDTH 64 is the report's ResNet18
+TRAIN_SIZE = 0  #@param {{type:"integer"}}
+TEST_SIZE = 0  #@param {{type:"integer"}}
+WIDTH = 64
+BATCH_SIZE = 128''', tags=["parameters"]),
+        md("## Drive and GPU\n\nRuns and the data cache live in `MyDrive/colabkit` (outside "
+           "Colab: `./colabkit-home`). A T4 trains in fp16 with a gradient scaler."),
+        code('''import colabkit
+
+home = colabkit.mount_drive()
+gpu = colabkit.check_gpu(allow_cpu=ALLOW_CPU)'''),
+        md("## Data"),
+        code('''data = colabkit.load_dataset(DATASET, root=home / "data")
+print(len(data.y_train), "training and", len(data.y_test), "test images:", data.counts())'''),
+        md("## Train\n\nThe run folder is `runs/RUN_NAME` on Drive. If it holds a checkpoint, "
+           "training resumes from it; if the run is finished, its results come back at once."),
+        code('''experiment = colabkit.get_experiment(
+    EXPERIMENT, dataset=DATASET, epochs=EPOCHS, width=WIDTH, batch_size=BATCH_SIZE,
+    train_size=TRAIN_SIZE or None, test_size=TEST_SIZE or None)
+experiment'''),
+        code('''results = colabkit.train(experiment, home / "runs" / RUN_NAME, data=data,
+                         max_minutes=MAX_MINUTES or None, on_epoch=colabkit.LiveCurves())
+colabkit.flush_drive()'''),
+        md("## Result"),
+        code(f'''print(f"{{results['status']}}: {{results['epochs_done']}}/{{results['epochs']}} epochs; "
+      f"best test accuracy {{results['best_acc']:.3f}}% at epoch {{results['best_epoch']}} "
+      "(report: {report})")'''),
+        md(COMMON_TAIL + "\n\nWhen all four runs are done, `05_report.ipynb` draws the "
+           "report's figures and table from them — no GPU needed."),
+    ]
+
+
+def report_notebook(file):
+    return [
+        md(f"# The report's figures and table, from saved logs\n\n{BADGE.format(file=file)}\n\n"
+           "Reads the run folders on Drive (`metrics.csv` and `config.json` of each run) and "
+           "redraws Figure 11 (training accuracy), Figure 12 (test accuracy) and Figure 13 "
+           "(training loss), one line per run, and Table 1. Runs in progress are drawn as "
+           "far as they got. No GPU needed: choose a CPU runtime."),
+        code(SETUP),
+        code('''RUNS = "runs"  #@param {type:"string"}
+OUT = "report"  #@param {type:"string"}
+# per-class accuracy and confusion matrices evaluate each best checkpoint on the test set
+CONFUSION = False  #@param {type:"boolean"}''', tags=["parameters"]),
+        code('''import colabkit
+from colabkit.report import show
+
+home = colabkit.mount_drive()
+runs = colabkit.load_runs(home / RUNS)
+runs.groupby("run")["epoch"].max()'''),
+        md("## Table 1: best test accuracy per model\n\nWith several runs (seeds) of one "
+           "experiment, mean ± standard deviation. The report's values are in the last columns."),
+        code('''table = colabkit.results_table(runs)
+table'''),
+        md("## Figures 11–13\n\nDashed lines mark the learning-rate steps (epochs 100 and 200)."),
+        code('''show(colabkit.plot_curves(runs, "train_acc"))
+show(colabkit.plot_curves(runs, "test_acc"))
+show(colabkit.plot_curves(runs, "train_loss"))'''),
+        md("## Save\n\nPNG and PDF figures, `table1.md` and `table1.csv` go to `OUT` on Drive."),
+        code('''written = colabkit.write_report(home / RUNS, home / OUT, confusion=CONFUSION,
+                               data_root=home / "data")
+sorted(p.name for paths in written.values() for p in paths)'''),
+    ]
+
+
+def notebook(cells):
+    return {"cells": cells, "nbformat": 4, "nbformat_minor": 5, "metadata": {
+        "accelerator": "GPU", "colab": {"provenance": [], "gpuType": "T4"},
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"}}}
+
+
+def render() -> dict[str, str]:
+    books = {f: notebook(training_notebook(f, **kw)) for f, kw in MODELS.items()}
+    books["05_report.ipynb"] = notebook(report_notebook("05_report.ipynb"))
+    for nb in books.values():
+        for i, cell in enumerate(nb["cells"]):
+            cell["id"] = f"cell-{i:02d}"
+    return {f: json.dumps(nb, indent=1, ensure_ascii=False) + "\n" for f, nb in books.items()}
+
+
+if __name__ == "__main__":
+    OUT.mkdir(exist_ok=True)
+    for name, text in render().items():
+        (OUT / name).write_text(text, encoding="utf-8")
+        print("wrote", OUT / name)
