@@ -80,6 +80,14 @@ class Dist:
             return flag
         return bool(self.sum(torch.tensor(float(flag), device=self.device))[0] > 0)
 
+    def broadcast_buffers(self, model: nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm running statistics) on every rank."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            for b in model.buffers():
+                dist.broadcast(b, 0)
+
     def barrier(self) -> None:
         if self.world > 1:
             import torch.distributed as dist
@@ -328,8 +336,12 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
                 if dev.type == "cuda":
                     torch.cuda.synchronize(dev)
                 t_train = time.perf_counter() - t0
+                # every rank evaluates its share with rank 0's BatchNorm statistics: those
+                # of the checkpoint, so the logged accuracy is the saved model's
+                dist.broadcast_buffers(model)
+                eval_net = model if dist.world > 1 else net
                 te_loss, te_correct, te_n = dist.sum(*[torch.as_tensor(v, device=dev, dtype=torch.float64)
-                                                       for v in evaluate(net, test_loader, prec)])
+                                                       for v in evaluate(eval_net, test_loader, prec)])
                 n_tr, n_te = float(tr_n_t), float(te_n)
                 row = {
                     "epoch": epoch, "lr": lr,

@@ -71,11 +71,8 @@ def _client(nb, cwd):
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
-    old = {k: os.environ.get(k) for k in ("COLABKIT_HOME", "OMP_NUM_THREADS")}
-    os.environ["COLABKIT_HOME"] = str(home)  # the kernels inherit these
-    # one OpenMP thread: on 2 cores shared with the test process, two spinning OpenMP
-    # threads in the kernel made each step ~20x slower (measured 2.5 s vs 0.1 s)
-    os.environ["OMP_NUM_THREADS"] = "1"
+    old = {k: os.environ.get(k) for k in ("COLABKIT_HOME",)}
+    os.environ["COLABKIT_HOME"] = str(home)  # the kernels inherit it
     yield home
     for k, v in old.items():
         if v is None:

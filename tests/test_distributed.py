@@ -1,0 +1,100 @@
+"""DDP under torchrun: 2 Gloo processes on the CPU, synthetic data."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from colabkit.data import DeviceLoader, load_dataset
+from colabkit.experiments import Experiment
+from colabkit.models import build_model
+from colabkit.runs import DETERMINISTIC_FIELDS, read_metrics
+from colabkit.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+# two workers on two cores: one OpenMP thread each, not two
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+ARGS = ["--experiment", "da", "--dataset", "synthetic", "--width", "4", "--batch-size", "32",
+        "--train-size", "192", "--test-size", "96", "--device", "cpu", "--quiet"]
+
+
+def torchrun(run_dir, epochs, **popen):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "colabkit", "train", "--run-dir", str(run_dir), "--epochs", str(epochs), *ARGS]
+    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **popen)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("ddp") / "run"
+    proc = torchrun(run, 3)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    return run, out
+
+
+def _evaluate(run):
+    """Accuracy (%) of last.pt evaluated in one process, on the run's test split."""
+    state = torch.load(run / "last.pt", weights_only=True)
+    cfg = Experiment.from_dict(state["config"])
+    data = load_dataset(cfg.dataset, seed=cfg.seed).subset(cfg.train_size, cfg.test_size, cfg.seed)
+    model = build_model(cfg.model, data.num_classes, width=cfg.width)
+    model.load_state_dict(state["model"])  # strict: no "module." prefixes
+    model.eval()
+    loader = DeviceLoader(data.x_test, data.y_test, 50, mean=data.mean, std=data.std)
+    with torch.no_grad():
+        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in loader)
+    return 100.0 * correct / len(data.y_test)
+
+
+def test_ddp_run_finishes_with_one_row_per_epoch(ddp_run):
+    run, out = ddp_run
+    rows = read_metrics(run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert out.count('"status": "finished"') == 1  # rank 0 alone reports
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert state["world_size"] == 2 and not any(k.startswith("module.") for k in state["model"])
+
+
+def test_saved_weights_in_one_process_give_the_logged_test_accuracy(ddp_run):
+    run, _ = ddp_run
+    assert _evaluate(run) == pytest.approx(read_metrics(run / "metrics.csv")[-1]["test_acc"])
+
+
+def test_ddp_run_killed_and_restarted_under_torchrun_resumes(ddp_run, tmp_path):
+    ref, _ = ddp_run
+    run = tmp_path / "run"
+    proc = torchrun(run, 3)
+    deadline = time.time() + 300
+    while len(read_metrics(run / "metrics.csv")) < 1 and time.time() < deadline:
+        time.sleep(0.02)
+    # torchrun and both workers (which run in sessions of their own): all name the run dir
+    subprocess.run(["pkill", "-KILL", "-f", str(run)])
+    proc.wait()
+    time.sleep(0.5)
+    assert 1 <= len(read_metrics(run / "metrics.csv")) < 3
+    proc = torchrun(run, 3)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    env = json.loads((run / "environment.json").read_text())
+    assert env["world_size"] == 2 and env["resumed_from_epoch"] >= 1
+    det = lambda rows: [{k: r[k] for k in DETERMINISTIC_FIELDS} for r in rows]
+    assert det(read_metrics(run / "metrics.csv")) == det(read_metrics(ref / "metrics.csv"))
+
+
+def test_single_process_continues_a_ddp_run_with_a_note(ddp_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(ddp_run[0], run)
+    cfg = Experiment.from_dict(torch.load(run / "last.pt", weights_only=True)["config"])
+    from dataclasses import replace
+    res = train(replace(cfg, epochs=4), run)
+    assert res["epochs_done"] == 4
+    assert "saved with 2 process(es) and continues with 1" in capsys.readouterr().out
