@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
+    t.add_argument("--milestones", type=lambda v: tuple(int(m) for m in v.split(",") if m),
+                   help="epochs after which the lr drops, e.g. 100,200 (the report's)")
     t.add_argument("--width", type=int, help="ResNet base width (64 in the report)")
     t.add_argument("--train-size", type=int, help="seeded random subset of the training split")
     t.add_argument("--test-size", type=int, help="seeded random subset of the test split")
@@ -76,7 +78,8 @@ def cmd_info(args) -> int:
 
 def _overrides(args) -> dict:
     keys = {"dataset": "dataset", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
-            "width": "width", "train_size": "train_size", "test_size": "test_size", "seed": "seed"}
+            "width": "width", "train_size": "train_size", "test_size": "test_size", "seed": "seed",
+            "milestones": "milestones"}
     return {field: getattr(args, a) for a, field in keys.items() if getattr(args, a) is not None}
 
 

@@ -104,6 +104,9 @@ def test_training_notebook_runs_headless_and_trains(executed, home, path):
     assert "finished: 3/3 epochs; best test accuracy" in text
     run = home / "runs" / path.stem
     assert [r["epoch"] for r in read_metrics(run / "metrics.csv")] == [1, 2, 3]
+    # the live curves were drawn (one image, updated in place)
+    train_cell = next(c for c in executed[path.name].cells if "colabkit.train(" in c.source)
+    assert sum("image/png" in o.get("data", {}) for o in train_cell.outputs) == 1
 
 
 def test_report_notebook_draws_from_the_four_runs(executed, home):

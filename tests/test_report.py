@@ -130,3 +130,14 @@ def test_confusion_matrix_from_best_checkpoint_matches_logged_accuracy(runs_dir,
     assert (tmp_path / "confusion_da.png").stat().st_size > 0
     assert len(pd.read_csv(tmp_path / "per_class_basic_s0.csv")) == 12
     assert "confusion_basic_s1" in written
+
+
+def test_committed_figures_table_is_what_the_committed_logs_give():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    committed = pd.read_csv(repo / "figures" / "table1.csv")
+    fresh = results_table(load_runs(repo / "logs"))
+    assert list(committed["experiment"]) == list(fresh["experiment"])
+    assert np.allclose(committed["best_acc"], fresh["best_acc"])
+    assert list(committed["best_epoch"]) == list(fresh["best_epoch"])
