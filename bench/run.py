@@ -22,7 +22,6 @@ import os
 import platform
 import random
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -267,7 +266,7 @@ def main(argv=None):
         print(json.dumps(bench_train_model(args.one_model, device, batch, steps)))
         return 0
 
-    lines = [f"# colabkit benchmarks", "", machine_line(device), "",
+    lines = ["# colabkit benchmarks", "", machine_line(device), "",
              f"Command: `python bench/run.py --device {args.device}`", ""]
     aug_report, aug_ours = bench_augment(device, 25_600 if gpu else 6_400)
     lines += ["| augmentation (model 2's: flips + rotation), batch 128 | images/s |", "|---|---:|",

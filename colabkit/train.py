@@ -16,7 +16,6 @@ import threading
 import time
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F

@@ -3,12 +3,11 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.lines import Line2D
 
 from colabkit.experiments import get_experiment
 from colabkit.report import (FIGURES, ReportError, confusion_matrix, load_runs, per_class_accuracy,
                              plot_curves, results_table, table_markdown, write_report)
-from colabkit.runs import RunDir, read_metrics, write_metrics
+from colabkit.runs import read_metrics, write_metrics
 from colabkit.train import train
 
 
