@@ -86,7 +86,7 @@ def plot_curves(runs: pd.DataFrame, metric: str = "test_acc", ax=None, title: st
         ax.axvline(e - 0.5, color="0.6", linestyle="--", linewidth=0.8, zorder=0)
     stem, default_title, ylabel = FIGURES.get(metric, (metric, metric, metric))
     ax.set(xlabel="epoch", ylabel=ylabel, title=title or default_title)
-    if steps:
+    if steps and "lr step" not in [line.get_label() for line in ax.get_lines()]:
         ax.plot([], [], color="0.6", linestyle="--", linewidth=0.8, label="lr step")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
