@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -170,9 +171,20 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, old)
 
 
+def _interactive() -> bool:
+    """A terminal or a notebook, where a redrawn bar is readable (not a log file)."""
+    if sys.stderr is not None and sys.stderr.isatty():
+        return True
+    shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
+    return shell is not None and type(shell).__name__ != "TerminalInteractiveShell"
+
+
 def _progress(total: int, initial: int, enabled: bool, desc: str, leave: bool = True):
+    """An epoch bar (``leave=True``) or a batch bar; batch bars only where they redraw."""
     from tqdm.auto import tqdm
 
+    if not leave and not _interactive():
+        enabled = False
     return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, leave=leave,
                 dynamic_ncols=True, unit="ep" if leave else "batch")
 

@@ -262,3 +262,12 @@ def test_unwritable_run_folder_or_unknown_experiment_fail_before_training(tmp_pa
     with pytest.raises(ValueError, match="unknown experiment 'nope'"):
         train("nope", tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_time_cadence_checkpoints_at_the_end_only_when_no_interval_passed(tiny, tmp_path):
+    res = train(tiny("basic", epochs=3), tmp_path, progress=False, checkpoint_minutes=1e6)
+    assert res["status"] == "finished"
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 3
+    assert not (tmp_path / "last.prev.pt").exists()  # one write: the final one
+    assert [r["epoch"] for r in read_metrics(tmp_path / "metrics.csv")] == [1, 2, 3]
+    assert (tmp_path / "best.pt").exists()
