@@ -236,12 +236,10 @@ def write_report(runs_dir: str | os.PathLike, out: str | os.PathLike, *, confusi
     written["table"] = [out / "table1.md", out / "table1.csv", out / "runs.csv"]
     if confusion:
         from .data import DataError
-        from .runs import RunDir
 
-        for run in sorted(runs["run"].unique()):
-            run_dir = RunDir(Path(runs_dir).expanduser() / run) if \
-                (Path(runs_dir).expanduser() / run).is_dir() else RunDir(runs_dir)
-            if not run_dir.best.exists():
+        for run_dir in find_runs(runs_dir):
+            run = run_dir.name
+            if run not in set(runs["run"]) or not run_dir.best.exists():
                 continue
             try:
                 cm, classes = confusion_matrix(run_dir.path, data_root=data_root)
