@@ -271,3 +271,17 @@ def test_time_cadence_checkpoints_at_the_end_only_when_no_interval_passed(tiny, 
     assert not (tmp_path / "last.prev.pt").exists()  # one write: the final one
     assert [r["epoch"] for r in read_metrics(tmp_path / "metrics.csv")] == [1, 2, 3]
     assert (tmp_path / "best.pt").exists()
+
+
+def test_fp16_with_grad_scaler_resumes_exactly(tiny, tmp_path, monkeypatch):
+    """The T4 path (fp16 autocast + GradScaler, whose state is checkpointed), run on the CPU."""
+    exp = tiny("da_cbam", epochs=3)
+    ref = train(exp, tmp_path / "ref", progress=False, precision="fp16")
+    state = torch.load(tmp_path / "ref" / "last.pt", weights_only=True)
+    assert state["precision"] == "fp16" and state["scaler"]["scale"] > 0
+    _interrupt_at(monkeypatch, epoch=2, batch=1)
+    assert train(exp, tmp_path / "run", progress=False, precision="fp16")["status"] == "interrupted"
+    monkeypatch.undo()
+    res = train(exp, tmp_path / "run", progress=False, precision="fp16")
+    assert _same_weights(_weights(tmp_path / "run"), _weights(tmp_path / "ref"))
+    assert _det(res["history"]) == _det(ref["history"])
