@@ -255,7 +255,8 @@ def machine_line(device):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", help="also write the table to this file")
+    p.add_argument("--out", help="also write the table to this file (GPU mode: by default "
+                                 "bench/results-cuda.md)")
     p.add_argument("--models", default=",".join(PRESETS), help="comma-separated presets")
     p.add_argument("--one-model", help=argparse.SUPPRESS)  # internal: child process
     args = p.parse_args(argv)
@@ -304,8 +305,10 @@ def main(argv=None):
               f"| load a cached data set of CIFAR-12's size (66,000 images) | {cache_s:.2f} | checksum verified |",
               f"| resume: train() to the first training step | {resume_s:.2f} | checkpoint verified, model built |", ""]
     print("\n".join(table), flush=True)
-    if args.out:
-        Path(args.out).write_text("\n".join(lines + table) + "\n", encoding="utf-8")
+    out = args.out or (REPO / "bench" / f"results-{args.device}.md" if gpu else None)
+    if out:
+        Path(out).write_text("\n".join(lines + table) + "\n", encoding="utf-8")
+        print(f"table written to {out}")
     return 0
 
 
