@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .files import atomic_write
 from .runs import explain_os_error
 
 CHECKSUM_KEY = "sha256"
@@ -68,19 +69,6 @@ def to_host(obj: Any) -> Any:
     return obj
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # not possible on every platform or file system
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def prev_path(path: Path) -> Path:
     return path.with_name(path.stem + ".prev" + path.suffix)
 
@@ -106,27 +94,15 @@ def save_checkpoint(state: dict, path: str | os.PathLike, *, keep_previous: bool
     torch.save(state, buf)
     data = buf.getbuffer()
     stage = is_drive_path(path) if stage_locally is None else stage_locally
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        if stage:
-            with tempfile.NamedTemporaryFile(delete=False) as f:
+        with atomic_write(path, keep_previous=prev_path(path) if keep_previous else None) as f:
+            if stage:  # local disk first, then one sequential copy onto the Drive mount
+                with tempfile.TemporaryFile() as staged:
+                    staged.write(data)
+                    staged.seek(0)
+                    shutil.copyfileobj(staged, f)
+            else:
                 f.write(data)
-                staged = f.name
-            try:
-                shutil.copyfile(staged, tmp)
-            finally:
-                os.unlink(staged)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-        else:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        if keep_previous and path.exists():
-            os.replace(path, prev_path(path))
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
     except OSError as e:
         reason = explain_os_error(e)
         previous = path if path.exists() else prev_path(path)
@@ -134,11 +110,6 @@ def save_checkpoint(state: dict, path: str | os.PathLike, *, keep_previous: bool
                 else "No earlier checkpoint exists.")
         raise CheckpointError(f"could not write checkpoint {path}: {reason} ({e}). {kept} "
                               "Fix the cause and run the same command again to resume.") from e
-    finally:  # a failed or interrupted write leaves no partial file behind
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
 
 
 def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -160,22 +131,22 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
 
 
 def load_latest(path: str | os.PathLike, map_location="cpu") -> dict | None:
-    """The newest valid checkpoint among ``path`` and its ``.prev`` sibling, or None if
-    neither exists. A damaged one is reported by a warning naming it, and skipped."""
+    """``path`` if it verifies, else its ``.prev`` sibling (always the older of the two:
+    it is the file ``path`` replaced); None if neither exists. A damaged one is reported
+    by a warning naming it, and skipped. Only what is needed is read."""
     path = Path(path)
     candidates = [p for p in (path, prev_path(path)) if p.exists()]
-    good, bad = [], []
+    bad = []
     for p in candidates:
         try:
-            good.append(read_checkpoint(p, map_location))
+            return read_checkpoint(p, map_location)
         except CheckpointError as e:
             bad.append(str(e))
-    for reason in bad:
-        warnings.warn(f"skipping checkpoint: {reason}", stacklevel=2)
-    if candidates and not good:
+            warnings.warn(f"skipping checkpoint: {e}", stacklevel=2)
+    if bad:
         raise CheckpointError("no readable checkpoint: " + "; ".join(bad) + ". Move the run "
                               "folder aside to start afresh.")
-    return max(good, key=lambda s: s.get("epoch", 0)) if good else None
+    return None
 
 
 # ------------------------------------------------------------ RNG states ----

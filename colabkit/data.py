@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .augment import Augmenter
+from .files import atomic_write
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
@@ -294,15 +295,8 @@ def save_cache(ds: Dataset, path: Path, fingerprint: str = "") -> None:
                   version=np.array(CACHE_VERSION))
     arrays["checksum"] = np.array(_checksum(arrays))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
 
 
 def load_cache(path: Path, name: str, fingerprint: str = "") -> Dataset | None:

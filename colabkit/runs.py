@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from .files import atomic_write
+
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
                  "seconds", "images_per_s", "time")
 # The columns a repeated run reproduces exactly; the others are wall-clock.
@@ -70,22 +72,13 @@ def explain_os_error(e: OSError) -> str:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` whole or not at all."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
+        with atomic_write(path, "w", encoding="utf-8", newline="") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as e:
         raise RunFolderError(e.errno, f"could not write {path}: {explain_os_error(e)} ({e}). "
                              "The file's previous version is intact. Fix the cause and run "
                              "the same command again to resume.") from e
-    finally:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -261,7 +261,7 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
 
     # ---- data, model, optimizer: all on the device
     if data is None:
-        data = load_dataset(exp.dataset, data_root, seed=exp.seed)
+        data = load_dataset(exp.dataset, data_root)
     data = data.subset(exp.train_size, exp.test_size, exp.seed)
     torch.manual_seed(exp.seed)
     model = build_model(exp.model, data.num_classes, width=exp.width,
@@ -293,9 +293,7 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
     if compile:
         net = torch.compile(net)
 
-    per_rank = exp.batch_size // dist.world
-    if exp.batch_size % dist.world:
-        raise ValueError(f"batch size {exp.batch_size} is not divisible by {dist.world} processes")
+    per_rank = exp.batch_size // dist.world  # DeviceLoader refuses a batch that does not divide
     train_loader = DeviceLoader(data.x_train, data.y_train, exp.batch_size, device=dev,
                                 mean=data.mean, std=data.std, train=True, seed=exp.seed,
                                 augment=Augmenter(exp.augment), rank=dist.rank,

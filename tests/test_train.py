@@ -14,6 +14,7 @@ import torch
 
 from colabkit import checkpoint as ck
 from colabkit import data as data_mod
+from colabkit import files
 from colabkit.checkpoint import CheckpointError
 from colabkit.runs import DETERMINISTIC_FIELDS, RunDir, RunFolderError, read_metrics
 from colabkit.train import ConfigMismatch, train
@@ -235,8 +236,10 @@ def test_disk_errors_stop_training_clearly_and_keep_the_previous_checkpoint(tiny
         def write(self, data):
             raise OSError(code, os.strerror(code))
 
-    # the checkpoint write of epoch 2 fails (config.json and metrics.csv still write)
-    monkeypatch.setattr(ck, "open", lambda *a, **k: FailingFile(), raising=False)
+    # the checkpoint writes of epoch 2 fail (config.json and metrics.csv still write)
+    def failing_open(file, *args, **kwargs):
+        return FailingFile() if ".pt.tmp" in str(file) else open(file, *args, **kwargs)
+    monkeypatch.setattr(files, "open", failing_open, raising=False)
     with pytest.raises(CheckpointError, match=rf"{words}.*last\.pt is intact"):
         train(exp, tmp_path, progress=False)
     assert (tmp_path / "last.pt").read_bytes() == good
