@@ -9,7 +9,8 @@ Prints a Markdown table headed by the machine, torch version and device:
    vs colabkit's own loop (data on the device, mixed precision where the device has it,
    channels_last on CUDA), same model, batch and device; with peak memory, each model in
    its own process;
-3. checkpoint stall: how long a save blocks training, against an epoch of CIFAR-12;
+3. checkpoint stall: how long a save (and a save with a mirror to a Drive-policy folder)
+   blocks training, against an epoch of CIFAR-12; the Drive footprint of a 300-epoch run;
 4. resume latency: from calling train() on a run folder with a checkpoint to its first
    training step; and loading a cached data set of CIFAR-12's size.
 Nothing here is a test: numbers vary by machine and are recorded in BENCHMARKS.md.
@@ -173,32 +174,85 @@ def bench_train_model(name, device, batch_size, steps):
     return out
 
 
-def bench_checkpoint(device, epoch_seconds):
-    """Seconds a save blocks training: written in the loop (CPU default) or copied to
-    host memory and written on a background thread (CUDA default)."""
-    from colabkit.checkpoint import CheckpointWriter, rng_state, to_host
-
+def _model4_state(device):
     model = build_model("resnet18_cbam_aspp", 12).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model(torch.randn(2, 3, 32, 32, device=device)).sum().backward()
     opt.step()  # momentum buffers exist, as in a real checkpoint
+    return model, opt
+
+
+def bench_checkpoint(device, epoch_seconds):
+    """Seconds a save blocks training: written in the loop (CPU default) or copied to
+    host memory and written on a background thread (CUDA default); and the same with a
+    mirror to a Drive-policy folder in the same job (the local-disk copy cost: a real
+    Drive mount adds its own, off the training thread on a GPU)."""
+    from colabkit.checkpoint import CheckpointWriter, save_checkpoint, to_host
+    from colabkit.storage import RunStorage
+
+    model, opt = _model4_state(device)
     res = {}
     with tempfile.TemporaryDirectory() as d:
-        for background in (False, True):
-            w = CheckpointWriter(background=background)
-            times = []
-            for _ in range(3):
-                sync(device)
-                t = time.perf_counter()
-                state = to_host({"epoch": 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                 "rng": rng_state(), "history": [{"epoch": 1, "test_acc": 1.0}] * 300})
-                w.submit(state, Path(d) / "last.pt")
-                times.append(time.perf_counter() - t)
-                w.wait()
-            res["background" if background else "inline"] = min(times)
-        res["size_mb"] = (Path(d) / "last.pt").stat().st_size / 2 ** 20
+        os.environ["COLABKIT_DRIVE"], os.environ["COLABKIT_LOCAL"] = f"{d}/drive", f"{d}/local"
+        storage = RunStorage(Path(d) / "drive" / "run", mirror_minutes=0)
+        storage.open()
+        for mirror in (False, True):
+            for background in (False, True):
+                w = CheckpointWriter(background=background)
+                times = []
+                for epoch in range(1, 4):
+                    sync(device)
+                    t = time.perf_counter()
+                    state = to_host({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                     "history": [{"epoch": 1, "test_acc": 1.0}] * 300})
+
+                    def job(state=state, epoch=epoch):
+                        save_checkpoint(state, storage.work.last)
+                        if mirror:
+                            storage.mirror(epoch, force=True)
+                    w.submit(job)
+                    times.append(time.perf_counter() - t)
+                    w.wait()
+                res[("mirror " if mirror else "") + ("background" if background else "inline")] = min(times)
+        res["size_mb"] = storage.work.last.stat().st_size / 2 ** 20
+        storage.close(flush=False)
     res["epoch_s"] = epoch_seconds
     return res
+
+
+def drive_footprint():
+    """Drive bytes of a 300-epoch run per model: what stays (last, prev, best and the
+    small files), what is written (per mirror: a checkpoint, best.pt when it improved,
+    the small files), and what reaches Drive's Trash (only replaced small files: every
+    file over 1 MB is emptied before it is replaced). Sizes from real checkpoints."""
+    from colabkit.checkpoint import save_checkpoint, to_host
+    from colabkit.runs import write_metrics
+
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        history = [{"epoch": e, "lr": 0.001, "train_loss": 0.0123456789012, "train_acc": 99.123456789,
+                    "test_loss": 0.2345678901234, "test_acc": 94.123456789, "seconds": 31.5,
+                    "images_per_s": 1746.0, "time": "2026-11-30T07:00:00+00:00"} for e in range(1, 301)]
+        write_metrics(Path(d) / "metrics.csv", history)
+        metrics = (Path(d) / "metrics.csv").stat().st_size
+        small = metrics + 2_000 + 1_000  # config.json, environment.json (about 1-2 kB each)
+        lease = 400
+        for name in PRESETS:
+            model = build_model(PRESETS[name].model, 12)
+            opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+            model(torch.randn(2, 3, 32, 32)).sum().backward()
+            opt.step()
+            last = Path(d) / f"{name}.pt"
+            save_checkpoint(to_host({"epoch": 300, "model": model.state_dict(),
+                                     "optimizer": opt.state_dict(), "history": history}), last)
+            best = Path(d) / f"{name}.best.pt"
+            save_checkpoint({"epoch": 300, "model": model.state_dict()}, best, keep_previous=False)
+            ck, bk = last.stat().st_size, best.stat().st_size
+            for mirrors in (300, 30):  # every epoch (mirror_minutes=0), and 30 mirrors
+                written = mirrors * (ck + bk + small) + 300 * lease
+                trash = mirrors * small / 2 + 300 * lease  # metrics.csv grows: half on average
+                rows.append((name, mirrors, 2 * ck + bk + small, written, trash))
+    return rows
 
 
 def bench_resume(device):
@@ -302,8 +356,18 @@ def main(argv=None):
               f"file {ck['size_mb']:.0f} MB (model 4) |",
               f"| save blocks training (copied to host, written in background) | {ck['background']:.3f} | "
               f"{100 * ck['background'] / ck['epoch_s']:.2f}% of that epoch |",
+              f"| save + mirror to a Drive-policy folder, inline | {ck['mirror inline']:.3f} | "
+              "the mirror's copy on this disk; a Drive mount is slower |",
+              f"| save + mirror, background writer (GPU default) | {ck['mirror background']:.3f} | "
+              "the copy runs on the writer's thread |",
               f"| load a cached data set of CIFAR-12's size (66,000 images) | {cache_s:.2f} | checksum verified |",
               f"| resume: train() to the first training step | {resume_s:.2f} | checkpoint verified, model built |", ""]
+    table += ["Drive footprint of a 300-epoch run (sizes of real checkpoints; upper bounds: "
+              "best.pt counted at every mirror):", "",
+              "| model | mirrors | on Drive at the end | written to Drive | to Drive's Trash |",
+              "|---|---:|---:|---:|---:|"]
+    table += [f"| {n} | {m} | {keep / 1e6:,.0f} MB | {w / 1e9:,.1f} GB | {t / 1e6:,.1f} MB |"
+              for n, m, keep, w, t in drive_footprint()] + [""]
     print("\n".join(table), flush=True)
     out = args.out or (REPO / "bench" / f"results-{args.device}.md" if gpu else None)
     if out:

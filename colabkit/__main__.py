@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--max-minutes", type=float, help="stop after the last epoch that fits")
     t.add_argument("--checkpoint-minutes", type=float,
                    help="checkpoint every N minutes instead of every epoch")
+    t.add_argument("--mirror-minutes", type=float, default=10.0,
+                   help="a run folder on Google Drive (or $COLABKIT_DRIVE) is trained in a local "
+                        "working copy and copied to Drive every M minutes (0: every "
+                        "checkpoint) and at every stop; default 10")
+    t.add_argument("--takeover", action="store_true",
+                   help="train although another trainer holds the run folder's lease (it stops)")
     t.add_argument("--device", choices=("cpu", "cuda"), default=None)
     t.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -90,7 +96,8 @@ def cmd_train(args) -> int:
     exp = get_experiment(args.experiment, **_overrides(args))
     res = train(exp, args.run_dir, data_root=args.data_root, device=args.device,
                 precision=args.precision, compile=args.compile, max_minutes=args.max_minutes,
-                checkpoint_minutes=args.checkpoint_minutes, progress=not args.quiet,
+                checkpoint_minutes=args.checkpoint_minutes, mirror_minutes=args.mirror_minutes,
+                takeover=args.takeover, progress=not args.quiet,
                 allow_config_change=args.allow_config_change)
     summary = {k: v for k, v in res.items() if k != "history"}
     import os
@@ -134,13 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DataError
     from .report import ReportError
     from .runs import RunFolderError
+    from .storage import LeaseHeld, LeaseLost
     from .train import ConfigMismatch
 
     try:
         return {"info": cmd_info, "train": cmd_train, "report": cmd_report,
                 "demo": cmd_demo}[args.command](args)
     except (ConfigMismatch, DataError, CheckpointError, ReportError, RunFolderError,
-            PermissionError, ValueError) as e:  # user errors: the message says what to do
+            LeaseHeld, LeaseLost, PermissionError, ValueError) as e:  # user errors: the message says what to do
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -3,27 +3,23 @@
 A checkpoint is a dict of tensors and plain Python values (loads with
 ``torch.load(..., weights_only=True)``) carrying a SHA-256 of its own content, because
 ``torch.load`` reads a file with a flipped byte without complaint. Writes go to a
-temporary file that is flushed, fsynced and renamed over the old one; the old one is
-kept as ``<name>.prev.pt``; the folder is fsynced. Loading takes the newest checkpoint
-that verifies, and names each one it skips with the reason.
+temporary file that is flushed and fsynced, then installed (``files.install``) so that
+the old version is kept as ``<name>.prev.pt`` and two complete checkpoints exist at every
+instant. Loading takes the newest checkpoint that verifies, and names each one it skips
+with the reason.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import random
-import shutil
-import tempfile
 import threading
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
-from .files import atomic_write
+from .files import atomic_write, empty_then_remove, fsync_dir, next_path, prev_path
 from .runs import explain_os_error
 
 CHECKSUM_KEY = "sha256"
@@ -69,44 +65,31 @@ def to_host(obj: Any) -> Any:
     return obj
 
 
-def prev_path(path: Path) -> Path:
-    return path.with_name(path.stem + ".prev" + path.suffix)
+def candidates(path: Path) -> list[Path]:
+    """The files that may hold ``path``'s newest version, newest first: ``<stem>.next``
+    (exists only while a write is being installed), ``path``, ``<stem>.prev``."""
+    path = Path(path)
+    return [next_path(path), path, prev_path(path)]
 
 
-def is_drive_path(path: Path) -> bool:
-    return str(Path(path).resolve()).startswith("/content/drive")
-
-
-def save_checkpoint(state: dict, path: str | os.PathLike, *, keep_previous: bool = True,
-                    stage_locally: bool | None = None) -> None:
+def save_checkpoint(state: dict, path: str | os.PathLike, *, keep_previous: bool = True) -> None:
     """Write ``state`` (with its checksum) atomically to ``path``.
 
-    ``keep_previous`` renames the file being replaced to ``<stem>.prev<suffix>``. On a
-    Google Drive path the bytes are first written to local disk and then copied, so a
-    slow or dropped Drive write never leaves training holding a half-written buffer.
-    On failure (disk full, I/O error) the previous checkpoint is untouched and a
+    ``keep_previous`` keeps the version being replaced as ``<stem>.prev<suffix>``; at
+    every instant of the write two complete checkpoints exist (``files.install``). On
+    failure (disk full, I/O error) the previous checkpoint is untouched and a
     ``CheckpointError`` says what happened.
     """
     path = Path(path)
     state = dict(state)
     state[CHECKSUM_KEY] = content_hash(state)
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    data = buf.getbuffer()
-    stage = is_drive_path(path) if stage_locally is None else stage_locally
     try:
         with atomic_write(path, keep_previous=prev_path(path) if keep_previous else None) as f:
-            if stage:  # local disk first, then one sequential copy onto the Drive mount
-                with tempfile.TemporaryFile() as staged:
-                    staged.write(data)
-                    staged.seek(0)
-                    shutil.copyfileobj(staged, f)
-            else:
-                f.write(data)
+            torch.save(state, f)
     except OSError as e:
         reason = explain_os_error(e)
-        previous = path if path.exists() else prev_path(path)
-        kept = (f"The previous checkpoint {previous} is intact." if previous.exists()
+        previous = next((p for p in candidates(path) if p.exists()), None)
+        kept = (f"The previous checkpoint {previous} is intact." if previous is not None
                 else "No earlier checkpoint exists.")
         raise CheckpointError(f"could not write checkpoint {path}: {reason} ({e}). {kept} "
                               "Fix the cause and run the same command again to resume.") from e
@@ -114,15 +97,18 @@ def save_checkpoint(state: dict, path: str | os.PathLike, *, keep_previous: bool
 
 def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """Load and verify one checkpoint; raise ``CheckpointError`` with the reason if it
-    is missing, unreadable, or its content does not match its checksum."""
+    is missing, empty, unreadable, or its content does not match its checksum."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes: on Drive, an upload that never "
+                              "finished)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         raise CheckpointError(f"{path} cannot be read ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200]})") from e
+                              f"{str(e).splitlines()[0][:200] if str(e) else ''})") from e
     if not isinstance(state, dict) or CHECKSUM_KEY not in state:
         raise CheckpointError(f"{path} is not a colabkit checkpoint (no checksum)")
     if content_hash(state) != state[CHECKSUM_KEY]:
@@ -130,73 +116,84 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     return state
 
 
-def load_latest(path: str | os.PathLike, map_location="cpu") -> dict | None:
-    """``path`` if it verifies, else its ``.prev`` sibling (always the older of the two:
-    it is the file ``path`` replaced); None if neither exists. A damaged one is reported
-    by a warning naming it, and skipped. Only what is needed is read."""
+def describe_files(paths: list[Path]) -> str:
+    """'last.pt (85.2 MB), last.prev.pt (0 bytes)' for the paths that exist."""
+    out = []
+    for p in paths:
+        if p.exists():
+            size = p.stat().st_size
+            out.append(f"{p} ({size / 1e6:.1f} MB)" if size >= 1e5 else f"{p} ({size} bytes)")
+    return ", ".join(out)
+
+
+def finish_install(path: str | os.PathLike, keep_previous: bool = True) -> None:
+    """Complete an install that a kill interrupted (``files.install``): a ``<stem>.next``
+    file that verifies becomes ``path``, the current one kept as ``.prev``; one that does
+    not verify is removed. Call it only while holding the folder's lease."""
     path = Path(path)
-    candidates = [p for p in (path, prev_path(path)) if p.exists()]
+    nxt = next_path(path)
+    if not nxt.exists():
+        return
+    try:
+        read_checkpoint(nxt)
+    except CheckpointError:
+        empty_then_remove(nxt)
+        return
+    prev = prev_path(path) if keep_previous else None
+    if prev is not None and path.exists():
+        empty_then_remove(prev)
+        os.replace(path, prev)
+    elif path.exists():
+        empty_then_remove(path)
+    os.replace(nxt, path)
+    fsync_dir(path.parent)
+
+
+def find_latest(path: str | os.PathLike, map_location="cpu", *,
+                quiet: bool = False) -> tuple[dict | None, Path | None]:
+    """(state, file) of the newest version of ``path`` that verifies, trying
+    ``candidates(path)`` in order (newest first) and reading only as many as needed;
+    (None, None) if none exists. A damaged one is named in a warning and skipped. When
+    files exist but none verifies, a ``CheckpointError`` lists them and what to try;
+    nothing is ever deleted."""
+    path = Path(path)
+    found = [p for p in candidates(path) if p.exists()]
     bad = []
-    for p in candidates:
+    for p in found:
         try:
-            return read_checkpoint(p, map_location)
+            return read_checkpoint(p, map_location), p
         except CheckpointError as e:
             bad.append(str(e))
-            warnings.warn(f"skipping checkpoint: {e}", stacklevel=2)
+            if not quiet:
+                warnings.warn(f"skipping checkpoint: {e}", stacklevel=2)
     if bad:
-        raise CheckpointError("no readable checkpoint: " + "; ".join(bad) + ". Move the run "
-                              "folder aside to start afresh.")
-    return None
+        raise CheckpointError(
+            f"no checkpoint in {path.parent} verifies; found {describe_files(found)}: "
+            + "; ".join(bad) + ". Nothing was changed. If the folder is on Google Drive, "
+            "wait for Drive to finish uploading (or open it on the machine that trained) "
+            "and run again; a copy of the run folder elsewhere (the local working copy "
+            "under $COLABKIT_LOCAL) can be copied back.")
+    return None, None
 
 
-# ------------------------------------------------------------ RNG states ----
-
-def rng_state() -> dict:
-    """Python, NumPy, torch (and CUDA) RNG states as tensors and plain values."""
-    np_state = np.random.get_state()
-    state = {
-        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
-        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def load_latest(path: str | os.PathLike, map_location="cpu") -> dict | None:
+    """The state of ``find_latest(path)``: the newest version that verifies, or None."""
+    return find_latest(path, map_location)[0]
 
 
 # ------------------------------------------------------- background writer ----
 
 class CheckpointWriter:
-    """Writes checkpoints in order, on a background thread when ``background=True``, so
-    training goes on while the bytes reach the disk. ``then`` callbacks (writing
-    metrics.csv) run after the checkpoint commits. ``wait()`` re-raises a failed write."""
+    """Runs write jobs in order, on a background thread when ``background=True``, so
+    training goes on while the bytes reach the disk. ``wait()`` re-raises a failed job."""
 
     def __init__(self, background: bool = False):
         self.background = background
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def submit(self, state: dict, path: Path, then: Callable[[], None] | None = None,
-               keep_previous: bool = True) -> None:
+    def submit(self, job: Callable[[], None]) -> None:
         self.wait()
-
-        def job():
-            save_checkpoint(state, path, keep_previous=keep_previous)
-            if then is not None:
-                then()
-
         if not self.background:
             job()
             return

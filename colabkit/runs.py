@@ -1,8 +1,9 @@
 """A run folder's contract: what lives in ``<home>/runs/<run name>/`` and how it is read.
 
 ``config.json`` the Experiment; ``environment.json`` where it ran; ``metrics.csv`` one
-row per finished epoch; ``last.pt`` / ``last.prev.pt`` / ``best.pt`` checkpoints.
-These files alone resume a run and redraw its figures.
+row per finished epoch; ``last.pt`` / ``last.prev.pt`` / ``best.pt`` checkpoints
+(``last.next.pt`` for an instant while one is installed); ``lease.json`` names the one
+trainer that may write. These files alone resume a run and redraw its figures.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from .files import atomic_write
+from .files import atomic_write, temp_path
 
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
                  "seconds", "images_per_s", "time")
@@ -34,19 +35,22 @@ class RunDir:
     last = property(lambda self: self.path / "last.pt")
     last_prev = property(lambda self: self.path / "last.prev.pt")
     best = property(lambda self: self.path / "best.pt")
+    lease = property(lambda self: self.path / "lease.json")
 
     @property
     def name(self) -> str:
         return self.path.name
 
     def has_checkpoint(self) -> bool:
-        return self.last.exists() or self.last_prev.exists()
+        from .checkpoint import candidates
+
+        return any(p.exists() for p in candidates(self.last))
 
     def ensure_writable(self) -> None:
         """Create the folder and prove a file can be written there, before any training."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            probe = self.path / f".write-test-{os.getpid()}"
+            probe = temp_path(self.path / "write-test")
             probe.write_bytes(b"ok")
             probe.unlink()
         except OSError as e:

@@ -32,7 +32,7 @@ def _is_disconnected(e: BaseException) -> bool:
         "Transport endpoint is not connected" in str(e)
 
 
-def mount_drive(folder: str = "colabkit", mountpoint: str = DRIVE_MOUNTPOINT) -> Path:
+def mount_drive(folder: str = "colabkit", mountpoint: str | None = None) -> Path:
     """Mount Google Drive and return the project folder ``MyDrive/<folder>`` (created).
 
     A stale mount ("Transport endpoint is not connected", Errno 107, common after a
@@ -46,6 +46,7 @@ def mount_drive(folder: str = "colabkit", mountpoint: str = DRIVE_MOUNTPOINT) ->
         return home
     from google.colab import drive
 
+    mountpoint = mountpoint or DRIVE_MOUNTPOINT
     try:
         drive.mount(mountpoint)
         home = Path(mountpoint) / "MyDrive" / folder
@@ -61,15 +62,26 @@ def mount_drive(folder: str = "colabkit", mountpoint: str = DRIVE_MOUNTPOINT) ->
     return home
 
 
-def flush_drive(unmount: bool = False) -> None:
-    """Push pending writes to disk; with ``unmount=True`` in Colab also
-    ``drive.flush_and_unmount()`` (which unmounts: call it only at the very end)."""
+def flush_drive(path: str | os.PathLike | None = None, *, remount: bool = True) -> None:
+    """Make Drive upload what was written, now.
+
+    ``fsync`` reaches only Drive's local cache; in Colab the one call that forces the
+    upload is ``drive.flush_and_unmount()``, so this calls it and (``remount=True``)
+    mounts Drive again for the cells that follow. ``path``: act only if it lies under the
+    Drive mount point. Elsewhere, ``os.sync()``.
+    """
     if hasattr(os, "sync"):
         os.sync()
-    if unmount and in_colab():
-        from google.colab import drive
+    if not in_colab():
+        return
+    mountpoint = Path(DRIVE_MOUNTPOINT).resolve()
+    if path is not None and mountpoint not in Path(path).resolve().parents:
+        return
+    from google.colab import drive
 
-        drive.flush_and_unmount()
+    drive.flush_and_unmount()
+    if remount:
+        drive.mount(str(mountpoint))
 
 
 def choose_device(device: str | torch.device | None = None) -> torch.device:

@@ -5,7 +5,8 @@ finished epoch the state is checkpointed (atomically, with a checksum) and
 ``metrics.csv`` is rewritten from the checkpoint's history, so killing the process at
 any instant and calling ``train`` again ends exactly as an uninterrupted run would:
 each epoch's randomness comes from (seed, epoch) and the learning rate is a pure
-function of the epoch.
+function of the epoch, so no random-number state needs saving. Where the files live
+(a local working copy mirrored to Google Drive, the lease) is ``storage.py``'s concern.
 """
 from __future__ import annotations
 
@@ -23,12 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import Augmenter
-from .checkpoint import CheckpointWriter, load_latest, rng_state, set_rng_state, to_host
+from .checkpoint import CheckpointWriter, save_checkpoint, to_host
 from .data import Dataset, DeviceLoader, load_dataset
 from .experiments import Experiment, get_experiment
 from .models import build_model
-from .runs import RunDir, read_json, write_json, write_metrics
+from .runs import read_json, write_json, write_metrics
 from .runtime import choose_device, choose_precision, environment_record
+from .storage import LeaseLost, RunStorage
 
 CHECKPOINT_FORMAT = 1
 
@@ -189,11 +191,11 @@ def _progress(total: int, initial: int, enabled: bool, desc: str, leave: bool = 
                 dynamic_ncols=True, unit="ep" if leave else "batch")
 
 
-def _results(exp: Experiment, run: RunDir, history: list[dict], status: str,
+def _results(exp: Experiment, run_dir, history: list[dict], status: str,
              world: int = 1) -> dict:
     best = max(history, key=lambda r: (r["test_acc"], -r["epoch"]), default=None)
     return {
-        "run_dir": str(run.path), "experiment": exp.name, "model": exp.model,
+        "run_dir": str(run_dir), "experiment": exp.name, "model": exp.model,
         "status": status, "epochs_done": len(history), "epochs": exp.epochs,
         "best_acc": best["test_acc"] if best else None,
         "best_epoch": best["epoch"] if best else None,
@@ -203,66 +205,63 @@ def _results(exp: Experiment, run: RunDir, history: list[dict], status: str,
     }
 
 
-def _check_config(saved: dict, exp: Experiment, run: RunDir, allow_change: bool) -> None:
-    diff = {k: v for k, v in Experiment.from_dict(saved).diff(exp).items() if k != "epochs"}
-    if diff and not allow_change:
-        lines = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items())
+# Fields whose change makes a checkpoint's weights unusable: refused even when asked.
+SHAPE_FIELDS = ("model", "width", "spatial_kernel", "dataset")
+
+
+def _check_config(state: dict | None, exp: Experiment, storage: RunStorage,
+                  allow_change: bool, main: bool) -> None:
+    """Refuse a configuration the run folder's checkpoint was not trained with. Before
+    the first finished epoch there is nothing to protect: a new configuration is taken."""
+    run = storage.home
+    if state is None:
+        if main and run.config.exists():
+            try:
+                old = Experiment.from_dict(read_json(run.config))
+            except (OSError, ValueError):
+                old = None
+            if old is not None and old.diff(exp):
+                print(f"{run.path} has no finished epoch yet: starting it with the new "
+                      f"configuration ({', '.join(old.diff(exp))}).")
+        return
+    if state.get("format") != CHECKPOINT_FORMAT or "config" not in state:
+        raise ConfigMismatch(f"{run.path} holds a checkpoint of another format "
+                             f"({state.get('format')!r}, this colabkit writes "
+                             f"{CHECKPOINT_FORMAT}): train in a new run folder.")
+    diff = {k: v for k, v in Experiment.from_dict(state["config"]).diff(exp).items()
+            if k != "epochs"}
+    if not diff:
+        return
+    lines = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items())
+    fixed = [k for k in diff if k in SHAPE_FIELDS]
+    if fixed:
+        raise ConfigMismatch(f"{run.path} holds a run with another {', '.join(fixed)} ({lines}), "
+                             "whose checkpoint cannot continue as this one: train in a new "
+                             "run folder.")
+    if not allow_change:
         raise ConfigMismatch(
             f"{run.path} holds a run with another configuration ({lines}). Use a new run "
             "folder, or pass allow_config_change=True (--allow-config-change) to continue "
             "this run with the new values.")
 
 
-def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
-          data: Dataset | None = None, data_root: str | os.PathLike = "data",
-          device: str | torch.device | None = None, precision: str = "auto",
-          compile: bool = False, max_minutes: float | None = None,
-          checkpoint_minutes: float | None = None, progress: bool = True,
-          allow_config_change: bool = False, on_epoch=None,
-          background_save: bool | None = None) -> dict:
-    """Train ``experiment`` in ``run_dir``, resuming it if it holds a checkpoint.
+def _load_state(model, optimizer, scaler, state: dict, classes, run_dir) -> None:
+    if list(state.get("classes", classes)) != list(classes):
+        raise ConfigMismatch(f"{run_dir} was trained on the classes {state['classes']}, not "
+                             f"{list(classes)}: train in a new run folder.")
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise ConfigMismatch(f"the checkpoint in {run_dir} does not fit this model "
+                             f"({str(e).splitlines()[0][:200]}): train in a new run folder.") from e
 
-    - ``experiment``: an ``Experiment`` or a preset name (``"basic"``, ``"da"``, ...).
-    - ``data``: a loaded ``Dataset``; else ``load_dataset(experiment.dataset, data_root)``.
-    - ``precision``: ``"auto"`` (fp16 on a T4, bf16 on Ampere and newer, fp32 on the
-      CPU), or ``"fp32"``, ``"fp16"``, ``"bf16"``.
-    - ``max_minutes``: stop after the last epoch that fits the budget.
-    - ``checkpoint_minutes``: checkpoint every N minutes instead of every epoch (a
-      checkpoint is always written at the end and on an interrupt).
-    - ``on_epoch(row, history)``: called after each epoch (live plots).
 
-    Returns a dict: status (``finished``, ``budget`` or ``interrupted``), best_acc and
-    best_epoch (Table 1), final_acc, epochs_done, history, ...
-    """
-    started = time.perf_counter()
-    exp = get_experiment(experiment) if isinstance(experiment, str) else experiment
-    run = RunDir(run_dir)
-    dist = Dist(torch.device(device) if device is not None else None)
+def _setup(exp: Experiment, data: Dataset, dist: Dist, prec: str, compile: bool):
+    """Model, optimizer, grad scaler, the network to step (DDP / compiled) and loaders."""
     dev = dist.device
-    prec = choose_precision(dev, precision)
-    run.ensure_writable()
-
-    state = load_latest(run.last, map_location="cpu")
-    history: list[dict] = []
-    if state is not None:
-        _check_config(state["config"], exp, run, allow_config_change)
-        history = list(state["history"])
-    elif run.config.exists():  # started, killed before the first checkpoint
-        _check_config(read_json(run.config), exp, run, allow_config_change)
-    start = len(history)
-    if dist.main:
-        write_json(run.config, exp.to_dict())
-        write_metrics(run.metrics, history)  # reconcile: the checkpoint's history is the truth
-    if start >= exp.epochs:
-        dist.close()
-        if progress and dist.main:
-            print(f"{run.path}: finished ({start} epochs); nothing to train.")
-        return _results(exp, run, history[:exp.epochs], "finished", dist.world)
-
-    # ---- data, model, optimizer: all on the device
-    if data is None:
-        data = load_dataset(exp.dataset, data_root)
-    data = data.subset(exp.train_size, exp.test_size, exp.seed)
     torch.manual_seed(exp.seed)
     model = build_model(exp.model, data.num_classes, width=exp.width,
                         attention_kwargs={"kernel_size": exp.spatial_kernel})
@@ -273,16 +272,6 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
     optimizer = torch.optim.SGD(model.parameters(), lr=exp.lr, momentum=exp.momentum,
                                 weight_decay=exp.weight_decay, nesterov=exp.nesterov)
     scaler = torch.amp.GradScaler(dev.type, enabled=prec == "fp16")
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        if state.get("world_size", 1) != dist.world and dist.main:
-            print(f"Note: this run was saved with {state.get('world_size', 1)} process(es) and "
-                  f"continues with {dist.world}. The global batch ({exp.batch_size}) and the "
-                  "data order are unchanged; only BatchNorm statistics see other slices.")
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     net: nn.Module = model
@@ -292,7 +281,6 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
         net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     if compile:
         net = torch.compile(net)
-
     per_rank = exp.batch_size // dist.world  # DeviceLoader refuses a batch that does not divide
     train_loader = DeviceLoader(data.x_train, data.y_train, exp.batch_size, device=dev,
                                 mean=data.mean, std=data.std, train=True, seed=exp.seed,
@@ -301,118 +289,203 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
     test_loader = DeviceLoader(data.x_test, data.y_test, max(per_rank * 4, 256) * dist.world,
                                device=dev, mean=data.mean, std=data.std, train=False,
                                rank=dist.rank, world_size=dist.world)
+    return model, optimizer, scaler, net, train_loader, test_loader
 
-    if dist.main:
-        env = environment_record(dev)
-        env.update(precision=prec, world_size=dist.world, compile=compile,
-                   resumed_from_epoch=start)
-        write_json(run.environment, env)
 
-    background = (dev.type == "cuda") if background_save is None else background_save
-    writer = CheckpointWriter(background=background)
-    best_acc = max((r["test_acc"] for r in history), default=-1.0)
-    snapshot, saved_epoch, last_save = None, start, time.perf_counter()
-    status = "finished"
-    show = progress and dist.main
-    epochs_bar = _progress(exp.epochs, start, show, f"{exp.name}")
-    epoch_seconds: list[float] = []
-    if show and start:
-        print(f"Resuming {run.path} at epoch {start + 1}/{exp.epochs}.")
+def run_epoch(epoch: int, exp: Experiment, model, net, optimizer, scaler, prec: str,
+              loaders, dist: Dist, show: bool) -> dict:
+    """Train one epoch and evaluate; the metrics.csv row (sums across DDP ranks)."""
+    train_loader, test_loader = loaders
+    dev = dist.device
+    lr = exp.lr_at(epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    t0 = time.perf_counter()
+    with _progress(len(train_loader), 0, show, f"epoch {epoch}", leave=False) as bar:
+        tr = train_epoch(net, train_loader, epoch, optimizer, scaler, prec, bar)
+    tr_loss, tr_correct, tr_n = dist.sum(tr[0], tr[1], torch.tensor(float(tr[2]), device=dev))
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    t_train = time.perf_counter() - t0
+    # every rank evaluates its share with rank 0's BatchNorm statistics: those of the
+    # checkpoint, so the logged accuracy is the saved model's
+    dist.broadcast_buffers(model)
+    te = evaluate(model if dist.world > 1 else net, test_loader, prec)
+    te_loss, te_correct, te_n = dist.sum(*[torch.as_tensor(v, device=dev, dtype=torch.float64)
+                                           for v in te])
+    n_tr, n_te = float(tr_n), float(te_n)
+    row = {"epoch": epoch, "lr": lr, "train_loss": float(tr_loss) / n_tr,
+           "train_acc": 100.0 * float(tr_correct) / n_tr, "test_loss": float(te_loss) / n_te,
+           "test_acc": 100.0 * float(te_correct) / n_te, "seconds": time.perf_counter() - t0,
+           "images_per_s": n_tr / t_train,
+           "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if not math.isfinite(row["train_loss"]):
+        raise FloatingPointError(f"training loss is {row['train_loss']} at epoch {epoch}: lower "
+                                 "the learning rate, or resume from the last checkpoint with "
+                                 "another precision")
+    return row
 
-    def commit(snap: dict, rows: list[dict], best_state: dict | None) -> None:
-        if best_state is not None:
-            writer.submit(best_state, run.best, keep_previous=False)
-        writer.submit(snap, run.last, then=lambda: write_metrics(run.metrics, rows))
 
+class Saver:
+    """Checkpoints (last.pt, best.pt) and metrics.csv in the working copy, then the Drive
+    mirror, on the writer's thread; on the cadence asked, always at the end."""
+
+    def __init__(self, storage: RunStorage, background: bool, minutes: float | None,
+                 best_acc: float, start: int):
+        self.storage, self.minutes = storage, minutes
+        self.writer = CheckpointWriter(background=background)
+        self.best_acc, self.saved_epoch = best_acc, start
+        self.snapshot, self.best_pending, self.last_save = None, None, time.perf_counter()
+
+    def epoch_done(self, snapshot: dict, row: dict, final: bool) -> None:
+        self.snapshot = snapshot
+        if row["test_acc"] > self.best_acc:
+            self.best_acc = row["test_acc"]
+            self.best_pending = {k: snapshot[k] for k in ("format", "epoch", "config", "model",
+                                                          "classes")}
+            self.best_pending["test_acc"] = row["test_acc"]
+        if final or self.minutes is None or time.perf_counter() - self.last_save >= self.minutes * 60:
+            self.commit()
+
+    def commit(self) -> None:
+        snap, best, work, storage = self.snapshot, self.best_pending, self.storage.work, self.storage
+        if snap is None or self.saved_epoch >= snap["epoch"]:
+            return
+
+        def job():
+            if best is not None:
+                save_checkpoint(best, work.best, keep_previous=False)
+            save_checkpoint(snap, work.last)
+            write_metrics(work.metrics, snap["history"])  # after the checkpoint commits
+            storage.committed(snap["epoch"], best is not None)
+
+        self.writer.submit(job)
+        self.saved_epoch, self.best_pending, self.last_save = snap["epoch"], None, time.perf_counter()
+
+    def close(self) -> None:
+        try:
+            self.commit()
+        finally:
+            self.writer.wait()
+
+
+def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
+          data: Dataset | None = None, data_root: str | os.PathLike = "data",
+          device: str | torch.device | None = None, precision: str = "auto",
+          compile: bool = False, max_minutes: float | None = None,
+          checkpoint_minutes: float | None = None, mirror_minutes: float = 10.0,
+          takeover: bool = False, progress: bool = True, allow_config_change: bool = False,
+          on_epoch=None, background_save: bool | None = None, flush: bool = True) -> dict:
+    """Train ``experiment`` in ``run_dir``, resuming it if it holds a checkpoint.
+
+    - ``experiment``: an ``Experiment`` or a preset name (``"basic"``, ``"da"``, ...).
+    - ``data``: a loaded ``Dataset``; else ``load_dataset(experiment.dataset, data_root)``.
+    - ``precision``: ``"auto"`` (fp16 on a T4, bf16 on Ampere and newer, fp32 on the
+      CPU), or ``"fp32"``, ``"fp16"``, ``"bf16"``.
+    - ``max_minutes``: stop after the last epoch that fits the budget, counted from
+      this call.
+    - ``checkpoint_minutes``: checkpoint every N minutes instead of every epoch (a
+      checkpoint is always written at the end and on an interrupt).
+    - ``mirror_minutes``: a run folder on Google Drive is trained in a local working copy
+      and copied to Drive every N minutes (0: every checkpoint), and at every stop.
+    - ``takeover``: train although another trainer's lease holds the folder (that
+      trainer stops at its next epoch).
+    - ``on_epoch(row, history)``: called after each epoch (live plots).
+    - ``flush``: at the end, make Drive upload now (in Colab: flush_and_unmount, remount).
+
+    Returns a dict: status (``finished``, ``budget`` or ``interrupted``), best_acc and
+    best_epoch (Table 1), final_acc, epochs_done, history, ...
+    """
+    started = time.perf_counter()
+    exp = get_experiment(experiment) if isinstance(experiment, str) else experiment
+    dist = Dist(torch.device(device) if device is not None else None)
+    prec = choose_precision(dist.device, precision)
+    storage = RunStorage(run_dir, mirror_minutes=mirror_minutes, takeover=takeover)
+    state = storage.open() if dist.main else None
+    dist.barrier()
+    saver, status, note, lost = None, "finished", "", False
     try:
-        with _sigterm_as_interrupt():
+        state = state if dist.main else storage.load()
+        _check_config(state, exp, storage, allow_config_change, dist.main)
+        history: list[dict] = list(state["history"]) if state is not None else []
+        start, show = len(history), progress and dist.main
+        if start >= exp.epochs:  # finished: reconcile metrics.csv with the checkpoint
+            if dist.main:
+                storage.reconcile(history)
+                if show:
+                    print(f"{storage.home.path}: finished ({start} epochs); nothing to train.")
+            dist.close()
+            return _results(exp, storage.home.path, history[:exp.epochs], "finished", dist.world)
+
+        data = (data or load_dataset(exp.dataset, data_root)).subset(exp.train_size, exp.test_size, exp.seed)
+        model, optimizer, scaler, net, *loaders = _setup(exp, data, dist, prec, compile)
+        if state is not None:
+            _load_state(model, optimizer, scaler, state, data.classes, storage.home.path)
+            if state.get("world_size", 1) != dist.world and dist.main:
+                print(f"Note: this run was saved with {state.get('world_size', 1)} process(es) "
+                      f"and continues with {dist.world}. The global batch ({exp.batch_size}), "
+                      "the data order and the augmentation are unchanged; only BatchNorm "
+                      "statistics see other slices.")
+        if dist.main:  # the configuration has proven itself: record it
+            write_json(storage.work.config, exp.to_dict())
+            storage.reconcile(history)  # the checkpoint's history is the truth
+            env = environment_record(dist.device)
+            env.update(precision=prec, world_size=dist.world, compile=compile,
+                       resumed_from_epoch=start)
+            write_json(storage.work.environment, env)
+            size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+            storage.check_space(2 * size, size)
+        saver = Saver(storage, dist.device.type == "cuda" if background_save is None else background_save,
+                      checkpoint_minutes, max((r["test_acc"] for r in history), default=-1.0), start)
+        epoch_seconds: list[float] = []
+        with _progress(exp.epochs, start, show, exp.name) as bar, _sigterm_as_interrupt():
+            if show and start:
+                bar.write(f"Resuming {storage.home.path} at epoch {start + 1}/{exp.epochs}.")
             for epoch in range(start + 1, exp.epochs + 1):
-                if max_minutes is not None and epoch_seconds:
-                    elapsed = time.perf_counter() - started
-                    over = elapsed + max(epoch_seconds[-3:]) > max_minutes * 60
-                    if dist.any(over):
-                        status = "budget"
-                        break
-                lr = exp.lr_at(epoch)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                t0 = time.perf_counter()
-                with _progress(len(train_loader), 0, show, f"epoch {epoch}", leave=False) as bar:
-                    tr_loss, tr_correct, tr_n = train_epoch(net, train_loader, epoch, optimizer,
-                                                            scaler, prec, bar)
-                tr_loss, tr_correct, tr_n_t = dist.sum(tr_loss, tr_correct,
-                                                       torch.tensor(float(tr_n), device=dev))
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
-                t_train = time.perf_counter() - t0
-                # every rank evaluates its share with rank 0's BatchNorm statistics: those
-                # of the checkpoint, so the logged accuracy is the saved model's
-                dist.broadcast_buffers(model)
-                eval_net = model if dist.world > 1 else net
-                te_loss, te_correct, te_n = dist.sum(*[torch.as_tensor(v, device=dev, dtype=torch.float64)
-                                                       for v in evaluate(eval_net, test_loader, prec)])
-                n_tr, n_te = float(tr_n_t), float(te_n)
-                row = {
-                    "epoch": epoch, "lr": lr,
-                    "train_loss": float(tr_loss) / n_tr,
-                    "train_acc": 100.0 * float(tr_correct) / n_tr,
-                    "test_loss": float(te_loss) / n_te,
-                    "test_acc": 100.0 * float(te_correct) / n_te,
-                    "seconds": time.perf_counter() - t0,
-                    "images_per_s": n_tr / t_train,
-                    "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                }
-                if not math.isfinite(row["train_loss"]):
-                    raise FloatingPointError(f"training loss is {row['train_loss']} at epoch "
-                                             f"{epoch}: lower the learning rate, or resume from "
-                                             "the last checkpoint with another precision")
+                over = (max_minutes is not None and epoch_seconds and
+                        time.perf_counter() - started + max(epoch_seconds[-3:]) > max_minutes * 60)
+                if dist.any(bool(over)):
+                    status = "budget"
+                    break
+                row = run_epoch(epoch, exp, model, net, optimizer, scaler, prec, loaders, dist, show)
                 history.append(row)
                 epoch_seconds.append(row["seconds"])
-                if dist.main:
-                    improved = row["test_acc"] > best_acc
-                    best_acc = max(best_acc, row["test_acc"])
-                    snapshot = to_host({
-                        "format": CHECKPOINT_FORMAT, "epoch": epoch, "config": exp.to_dict(),
-                        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scaler": scaler.state_dict(), "history": list(history),
-                        "rng": rng_state(), "world_size": dist.world, "precision": prec,
-                        "classes": list(data.classes),
-                    })
-                    best_state = None
-                    if improved:
-                        best_state = {k: snapshot[k] for k in ("format", "epoch", "config",
-                                                               "model", "classes")}
-                        best_state["test_acc"] = row["test_acc"]
-                    due = (checkpoint_minutes is None or epoch == exp.epochs
-                           or time.perf_counter() - last_save >= checkpoint_minutes * 60)
-                    if due:
-                        commit(snapshot, list(history), best_state)
-                        saved_epoch, last_save = epoch, time.perf_counter()
-                    elif best_state is not None:
-                        writer.submit(best_state, run.best, keep_previous=False)
-                    epochs_bar.set_postfix(loss=f"{row['train_loss']:.3f}",
-                                           train=f"{row['train_acc']:.1f}%",
-                                           test=f"{row['test_acc']:.1f}%", lr=f"{lr:g}")
-                    epochs_bar.update(1)
-                    if on_epoch is not None:
-                        on_epoch(row, history)
+                if not dist.main:
+                    continue
+                storage.heartbeat()
+                saver.epoch_done(to_host({
+                    "format": CHECKPOINT_FORMAT, "epoch": epoch, "config": exp.to_dict(),
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(), "history": list(history),
+                    "world_size": dist.world, "precision": prec, "classes": list(data.classes),
+                }), row, final=epoch == exp.epochs)
+                bar.set_postfix(loss=f"{row['train_loss']:.3f}", train=f"{row['train_acc']:.1f}%",
+                                test=f"{row['test_acc']:.1f}%", lr=f"{row['lr']:g}")
+                bar.update(1)
+                if on_epoch is not None:
+                    on_epoch(row, history)
     except KeyboardInterrupt:
+        if saver is None:  # before training started: nothing to save
+            raise
         status = "interrupted"
+    except LeaseLost:
+        lost = True
+        raise
     finally:
-        epochs_bar.close()
-        try:
-            if dist.main and snapshot is not None and saved_epoch < snapshot["epoch"]:
-                writer.wait()
-                commit(snapshot, list(snapshot["history"]), None)
-                saved_epoch = snapshot["epoch"]
-        finally:
-            writer.wait()
-    done = history[:saved_epoch] if status == "interrupted" else history
+        if dist.main:
+            try:
+                if saver is not None:
+                    saver.writer.wait() if lost else saver.close()
+            finally:
+                note = "" if lost else storage.close(flush=flush and saver is not None)
+    done = history[:saver.saved_epoch] if status == "interrupted" else history
     if dist.main and status != "finished":
         why = ("Interrupted" if status == "interrupted"
                else f"Time budget of {max_minutes:g} min reached")
-        print(f"{why} after epoch {saved_epoch}/{exp.epochs}: checkpoint saved in {run.path}. "
-              "Run the same command (or notebook) again to resume.")
+        print(f"{why} after epoch {saver.saved_epoch}/{exp.epochs}: checkpoint saved in "
+              f"{storage.home.path}. Run the same command (or notebook) again to resume.")
+    if dist.main and note:
+        print(note)
     dist.barrier()
     dist.close()
-    return _results(exp, run, done, status, dist.world)
+    return _results(exp, storage.home.path, done, status, dist.world)

@@ -45,11 +45,15 @@ def test_stale_mount_errno_107_is_remounted_with_force(fake_colab, monkeypatch, 
         runtime.mount_drive(mountpoint=fake_colab.mountpoint)
 
 
-def test_flush_unmounts_only_when_asked(fake_colab):
-    runtime.flush_drive()
+def test_flush_uploads_the_colab_way_and_remounts(fake_colab, tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime, "DRIVE_MOUNTPOINT", fake_colab.mountpoint)
+    runtime.flush_drive(tmp_path / "elsewhere")  # not under the mount point: only os.sync
     assert fake_colab.calls == []
-    runtime.flush_drive(unmount=True)
-    assert fake_colab.calls == [("flush",)]
+    runtime.flush_drive(Path(fake_colab.mountpoint) / "MyDrive" / "runs")
+    mp = str(Path(fake_colab.mountpoint).resolve())
+    assert fake_colab.calls == [("flush",), ("mount", mp, False)]
+    runtime.flush_drive(remount=False)
+    assert fake_colab.calls[2:] == [("flush",)]
 
 
 def test_cpu_runtime_in_colab_explains_how_to_get_a_gpu(fake_colab, monkeypatch):

@@ -68,10 +68,15 @@ classifier — 14,410,460 parameters.
 
 COMMON_TAIL = """## After a disconnect
 
-Colab stops idle or long sessions. Nothing is lost: every finished epoch is checkpointed on
-Drive (`last.pt`, the one before as `last.prev.pt`, the best as `best.pt`) and logged in
-`metrics.csv`. Reconnect, choose *Runtime → Run all*, and training continues from the last
-finished epoch — with the very batches it would have seen."""
+Colab stops idle or long sessions. Every finished epoch is checkpointed in a working copy
+on the VM's disk and logged in `metrics.csv`; the run folder on Drive receives a copy every
+`MIRROR_MINUTES` (and at every stop: the end, the time budget, the stop button), keeping
+two checkpoints that verify (`last.pt`, `last.prev.pt`) and `best.pt`. A disconnect costs
+at most `MIRROR_MINUTES` of training plus what Drive had not yet uploaded (usually minutes;
+colabkit forces the upload at the end and at the time budget). Reconnect, choose *Runtime →
+Run all*, and training continues from the newest checkpoint that verifies — with the very
+batches it would have seen. If the same run is open in another tab, the second one refuses
+to train it (set `TAKEOVER = True` only if the first is gone)."""
 
 
 def md(text):
@@ -96,12 +101,16 @@ def training_notebook(file, experiment, title, report, text):
            "and augmented there."),
         code(SETUP),
         md("## Parameters\n\nChange these in the form on the right. `MAX_MINUTES` stops after the "
-           "last epoch that fits (0: no limit); run again later to continue."),
+           "last epoch that fits (0: no limit), counted from the start of the training cell; run "
+           "again later to continue. `MIRROR_MINUTES`: how often the run is copied to Drive "
+           "(0: every epoch)."),
         code(f'''EXPERIMENT = "{experiment}"
 RUN_NAME = "{file.split('.')[0]}"  #@param {{type:"string"}}
 EPOCHS = 300  #@param {{type:"integer"}}
 DATASET = "cifar12"  #@param ["cifar12", "cifar10", "synthetic"]
 MAX_MINUTES = 0  #@param {{type:"number"}}
+MIRROR_MINUTES = 10  #@param {{type:"number"}}
+TAKEOVER = False  #@param {{type:"boolean"}}
 ALLOW_CPU = False  #@param {{type:"boolean"}}
 # for quick trials only: 0 means the whole split; WIDTH 64 is the report's ResNet18
 TRAIN_SIZE = 0  #@param {{type:"integer"}}
@@ -124,8 +133,8 @@ print(len(data.y_train), "training and", len(data.y_test), "test images:", data.
     train_size=TRAIN_SIZE or None, test_size=TEST_SIZE or None)
 experiment'''),
         code('''results = colabkit.train(experiment, home / "runs" / RUN_NAME, data=data,
-                         max_minutes=MAX_MINUTES or None, on_epoch=colabkit.LiveCurves())
-colabkit.flush_drive()'''),
+                         max_minutes=MAX_MINUTES or None, mirror_minutes=MIRROR_MINUTES,
+                         takeover=TAKEOVER, on_epoch=colabkit.LiveCurves())'''),
         md("## Result"),
         code(f'''print(f"{{results['status']}}: {{results['epochs_done']}}/{{results['epochs']}} epochs; "
       f"best test accuracy {{results['best_acc']:.3f}}% at epoch {{results['best_epoch']}} "

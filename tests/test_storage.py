@@ -1,0 +1,326 @@
+"""Google Drive as it behaves, simulated: a folder given the Drive policy by
+COLABKIT_DRIVE, a local working area in COLABKIT_LOCAL, and the faults of a Drive mount
+(ENOTCONN, EIO, ENOSPC, 0-byte files after a lost upload, a second runtime)."""
+import errno
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from colabkit import files, runtime
+from colabkit.checkpoint import read_checkpoint
+from colabkit.runs import DETERMINISTIC_FIELDS, read_json, read_metrics
+from colabkit.storage import Lease, LeaseHeld, _start_ticks, is_drive
+from colabkit.train import train
+
+HERE = Path(__file__).parent
+
+# every file-system event that removes or replaces a file, while a test listens
+_EVENTS: list | None = None
+
+
+def _audit(event, args):
+    if _EVENTS is None or event not in ("os.rename", "os.remove"):
+        return
+    victim = args[1] if event == "os.rename" else args[0]
+    try:
+        size = os.stat(victim).st_size
+    except (OSError, TypeError, ValueError):
+        return
+    _EVENTS.append((event, str(victim), size))
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.fixture
+def drive(tmp_path, monkeypatch):
+    """(drive folder, local area): the first has the Drive policy."""
+    d, local = tmp_path / "drive", tmp_path / "local"
+    d.mkdir()
+    monkeypatch.setenv("COLABKIT_DRIVE", str(d))
+    monkeypatch.setenv("COLABKIT_LOCAL", str(local))
+    return d, local
+
+
+@pytest.fixture
+def listen():
+    global _EVENTS
+    _EVENTS = []
+    yield _EVENTS
+    _EVENTS = None
+
+
+def _det(rows):
+    return [{k: r[k] for k in DETERMINISTIC_FIELDS} for r in rows]
+
+
+def _weights(path):
+    return read_checkpoint(path)["model"]
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_drive_policy_applies_below_the_configured_folders(drive, tmp_path, monkeypatch):
+    d, _ = drive
+    assert is_drive(d / "runs" / "x") and not is_drive(tmp_path / "elsewhere")
+    monkeypatch.setattr(runtime, "DRIVE_MOUNTPOINT", str(tmp_path / "content" / "drive"))
+    assert is_drive(tmp_path / "content" / "drive" / "MyDrive" / "runs")
+
+
+def test_no_large_file_on_drive_is_removed_or_replaced_without_being_emptied(tiny, drive, listen):
+    d, local = drive
+    run = d / "runs" / "basic"
+    # width 12: checkpoints of 3 MB and a best.pt of 1.6 MB, over the 1 MB line
+    res = train(tiny("basic", epochs=6, width=12), run, progress=False, mirror_minutes=0)
+    assert res["epochs_done"] == 6
+    on_drive = [(e, p, size) for e, p, size in listen if p.startswith(str(d))]
+    big = [x for x in on_drive if x[2] > files.BIG]
+    assert big == [], big
+    assert (run / "last.pt").stat().st_size > files.BIG and (run / "best.pt").stat().st_size > files.BIG
+    renames = [x for x in on_drive if x[0] == "os.rename"]
+    assert len(renames) >= 6  # the rotation really ran on every mirror
+    trash = sum(size for _, _, size in on_drive)
+    assert trash < 200_000  # only small files (metrics.csv, config, lease) ever reach Trash
+    # the Drive folder is a whole run folder: it alone resumes and reports
+    assert read_checkpoint(run / "last.pt")["epoch"] == 6 and read_checkpoint(run / "last.prev.pt")["epoch"] == 5
+    assert [r["epoch"] for r in read_metrics(run / "metrics.csv")] == list(range(1, 7))
+    assert read_json(run / "config.json")["width"] == 12
+    assert (local / "basic" / "last.pt").is_file()  # trained from the local working copy
+
+
+def test_newest_checkpoint_that_verifies_wins_between_local_and_drive(tiny, drive, tmp_path, reference_run):
+    d, local = drive
+    exp = tiny("basic", epochs=3)
+    ref = reference_run(exp)
+    run = d / "runs" / "r"
+    train(tiny("basic", epochs=2), run, progress=False, mirror_minutes=0)
+    # a lost upload: Drive's newest checkpoint is 0 bytes; the local copy is newer
+    (run / "last.pt").write_bytes(b"")
+    with pytest.warns(UserWarning, match=r"skipping checkpoint: .*drive.*last\.pt is empty"):
+        res = train(exp, run, progress=False, mirror_minutes=0)
+    assert [r["epoch"] for r in res["history"]] == [1, 2, 3]
+    assert _same(_weights(run / "last.pt"), _weights(ref / "last.pt"))
+    # a new VM whose local copy is older than Drive: Drive wins
+    exp4 = tiny("basic", epochs=4)
+    stale = tmp_path / "stale"
+    shutil.copytree(local / "r", stale)
+    train(exp4, run, progress=False, mirror_minutes=0)
+    shutil.rmtree(local / "r")
+    shutil.copytree(stale, local / "r")  # epoch 3 locally, 4 on Drive
+    res = train(tiny("basic", epochs=5), run, progress=False, mirror_minutes=0)
+    assert _det(res["history"]) == _det(train(tiny("basic", epochs=5), tmp_path / "plain",
+                                              progress=False)["history"])
+
+
+@pytest.fixture
+def reference_run(tmp_path_factory):
+    def get(exp):
+        d = tmp_path_factory.mktemp("ref")
+        train(exp, d, progress=False)
+        return d
+    return get
+
+
+@pytest.mark.parametrize("code", [errno.ENOTCONN, errno.EIO, errno.ENOSPC])
+def test_drive_faults_never_stop_training_and_drive_catches_up(tiny, drive, monkeypatch, capsys, code):
+    d, local = drive
+    run = d / "runs" / "f"
+    fault = {"on": False}
+    real_open = open
+
+    def drive_open(file, *a, **k):
+        if fault["on"] and str(file).startswith(str(d)):
+            raise OSError(code, os.strerror(code))
+        return real_open(file, *a, **k)
+
+    monkeypatch.setattr(files, "open", drive_open, raising=False)
+
+    def toggle(row, history):  # Drive drops after epoch 1 and is back after epoch 4
+        fault["on"] = row["epoch"] in (1, 2, 3)
+
+    with pytest.warns(UserWarning, match="could not copy the run to Drive"):
+        res = train(tiny("basic", epochs=6), run, progress=False, mirror_minutes=0, on_epoch=toggle)
+    assert res["status"] == "finished" and res["epochs_done"] == 6
+    assert read_checkpoint(run / "last.pt")["epoch"] == 6
+    assert [r["epoch"] for r in read_metrics(run / "metrics.csv")] == list(range(1, 7))
+    out = capsys.readouterr().out
+    assert "Drive is back" in out and "The Drive copy is up to date (epoch 6)" in out
+
+
+def test_a_drive_that_stays_down_says_where_the_local_copy_is(tiny, drive, monkeypatch, capsys):
+    d, local = drive
+    run = d / "runs" / "down"
+    real_open = open
+    state = {"down": False}
+
+    def drive_open(file, *a, **k):
+        if state["down"] and str(file).startswith(str(d)):
+            raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+        return real_open(file, *a, **k)
+
+    monkeypatch.setattr(files, "open", drive_open, raising=False)
+    with pytest.warns(UserWarning, match="could not copy the run to Drive"):
+        train(tiny("basic", epochs=3), run, progress=False, mirror_minutes=0,
+              on_epoch=lambda row, h: state.update(down=True))
+    out = capsys.readouterr().out
+    assert "The Drive copy is behind: epoch 1 on Drive, epoch 3 in the local copy" in out
+    assert str(local / "down") in out
+    # next session, Drive works: it catches up before training (nothing left to train)
+    state["down"] = False
+    train(tiny("basic", epochs=3), run, progress=False, mirror_minutes=0)
+    assert read_checkpoint(run / "last.pt")["epoch"] == 3
+    assert len(read_metrics(run / "metrics.csv")) == 3
+
+
+def test_mirror_cadence_copies_at_the_end_even_when_no_interval_passed(tiny, drive):
+    d, _ = drive
+    run = d / "runs" / "c"
+    train(tiny("basic", epochs=3), run, progress=False, mirror_minutes=1e6)
+    assert read_checkpoint(run / "last.pt")["epoch"] == 3
+    assert read_checkpoint(run / "last.prev.pt")["epoch"] == 1  # start mirror, then the end's
+
+
+def test_end_of_run_flushes_drive_the_way_colab_uploads_it(tiny, fake_colab, tmp_path, monkeypatch):
+    mountpoint = tmp_path / "content" / "drive"
+    monkeypatch.setattr(runtime, "DRIVE_MOUNTPOINT", str(mountpoint))
+    monkeypatch.setenv("COLABKIT_LOCAL", str(tmp_path / "local"))
+    home = runtime.mount_drive()
+    assert is_drive(home)
+    train(tiny("basic", epochs=1), home / "runs" / "x", progress=False)
+    assert fake_colab.calls[-2:] == [("flush",), ("mount", str(mountpoint.resolve()), False)]
+    assert read_checkpoint(home / "runs" / "x" / "last.pt")["epoch"] == 1
+
+
+def test_space_shortage_is_a_warning_with_the_numbers(tiny, drive, monkeypatch):
+    d, _ = drive
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.warns(UserWarning, match=r"Drive at .* has 0\.00 GB free; this run needs about"):
+        train(tiny("basic", epochs=1), d / "runs" / "s", progress=False)
+
+
+# ------------------------------------------------------------------ lease ----
+
+def _foreign_lease(path, pid, host=None, age_minutes=0.0):
+    lease = Lease(path)
+    record = dict(lease.me, id="someone-else", pid=pid, host=host or lease.me["host"],
+                  start=_start_ticks(pid), heartbeat="then",
+                  heartbeat_unix=time.time() - 60 * age_minutes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    import json
+    path.write_text(json.dumps(record))
+
+
+def test_a_second_trainer_is_refused_naming_the_holder(tiny, tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _foreign_lease(tmp_path / "lease.json", sleeper.pid)
+        with pytest.raises(LeaseHeld, match=rf"being trained by host .* pid {sleeper.pid} .*--takeover"):
+            train(tiny("basic", epochs=1), tmp_path, progress=False)
+        assert not (tmp_path / "last.pt").exists()
+        # another machine's lease: refused while fresh, taken over once stale
+        _foreign_lease(tmp_path / "lease.json", 1, host="other-vm", age_minutes=5)
+        with pytest.raises(LeaseHeld, match="host other-vm"):
+            train(tiny("basic", epochs=1), tmp_path, progress=False)
+        _foreign_lease(tmp_path / "lease.json", 1, host="other-vm", age_minutes=31)
+        assert train(tiny("basic", epochs=1), tmp_path, progress=False)["epochs_done"] == 1
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not (tmp_path / "lease.json").exists()  # released at the end
+
+
+def test_a_dead_holder_on_this_machine_is_taken_over(tiny, tmp_path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    _foreign_lease(tmp_path / "lease.json", gone.pid)
+    assert train(tiny("basic", epochs=1), tmp_path, progress=False)["epochs_done"] == 1
+
+
+def test_takeover_makes_the_first_trainer_stop_without_writing(tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--experiment", "basic", "--dataset", "synthetic", "--width", "4",
+            "--batch-size", "32", "--train-size", "256", "--test-size", "64", "--device", "cpu",
+            "--quiet", "--run-dir", str(run)]
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent), "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen([sys.executable, "-m", "colabkit", *args, "--epochs", "200"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while len(read_metrics(run / "metrics.csv")) < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    second = subprocess.run([sys.executable, "-m", "colabkit", *args, "--epochs", "200",
+                             "--max-minutes", "0.05", "--takeover"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 2, (out, err)
+    assert "was taken over by host" in err and "stops without writing" in err
+    assert "Taking over" in second.stdout and second.returncode == 0, second.stderr
+
+
+# ------------------------------------------------------- kills, new VMs ----
+
+def _cli(run, kill, epochs=8):
+    return [sys.executable, str(HERE / "crash_child.py"), *kill, "train", "--experiment", "da",
+            "--dataset", "synthetic", "--epochs", str(epochs), "--width", "4", "--batch-size", "32",
+            "--train-size", "128", "--test-size", "64", "--run-dir", str(run), "--quiet",
+            "--device", "cpu", "--mirror-minutes", "0"]
+
+
+def test_sigkill_anywhere_with_a_new_vm_each_time_ends_as_an_uninterrupted_run(tiny, drive, tmp_path):
+    d, local = drive
+    run = d / "runs" / "k"
+    ref = tmp_path / "ref"
+    train(tiny("da", epochs=8, milestones=(100, 200)), ref, progress=False)
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent), "PYTHONUNBUFFERED": "1"}
+    dr = str(run)
+    # deaths aimed at each window of the scheme, on Drive (the mirror) and locally
+    plan = [("replace", "4", f"{local}&last.next"),  # local install: next -> last
+            ("replace", "2", f"{local}&metrics.csv"),  # local: checkpoint committed, log not
+            ("replace", "1", f"{dr}&last.next"),   # mirror: new checkpoint not yet on Drive
+            ("replace", "2", f"{dr}&last.prev"),   # mirror: between the two renames
+            ("truncate", "1", f"{dr}&last.prev"),  # mirror: prev emptied, last not yet moved
+            ("copyfileobj", "2", dr),              # mirror: mid-copy
+            "timer", "timer"]
+    rng = random.Random(7)
+    deaths = 0
+    for step in plan + ["finish"] * 3:
+        shutil.rmtree(local, ignore_errors=True)  # every restart is a new VM
+        if step == "finish":
+            proc = subprocess.run(_cli(run, ("none", "0", "")), env=env, capture_output=True, text=True)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            break
+        if step == "timer":
+            proc = subprocess.Popen(_cli(run, ("none", "0", "")), env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.time() + 60  # only once it holds the lease: training has started
+            while time.time() < deadline and proc.poll() is None:
+                try:
+                    if read_json(run / "lease.json")["pid"] == proc.pid:
+                        break
+                except (OSError, ValueError, KeyError):
+                    pass
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.3, 2.0))
+            proc.kill()
+            deaths += proc.wait() == -signal.SIGKILL
+        else:
+            proc = subprocess.run(_cli(run, step), env=env, capture_output=True, text=True)
+            deaths += proc.returncode == -signal.SIGKILL
+            assert proc.returncode in (0, -signal.SIGKILL), proc.stderr[-3000:]
+    assert deaths >= 6
+    assert _same(_weights(run / "last.pt"), _weights(ref / "last.pt"))
+    assert _det(read_metrics(run / "metrics.csv")) == _det(read_metrics(ref / "metrics.csv"))
+    # (f) no temporaries, nothing half-installed, on Drive or in the last local copy
+    for folder in (run, local / "k"):
+        left = [p.name for p in folder.iterdir() if files.is_temporary(p) or ".next." in p.name]
+        assert left == [], left
+    assert not (run / "lease.json").exists()
