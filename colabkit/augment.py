@@ -14,20 +14,33 @@ import torch
 import torch.nn.functional as F
 
 
-def _coin(x: torch.Tensor, p: float, g: torch.Generator | None) -> torch.Tensor:
+Part = tuple  # (start, stop, total): this batch is images [start:stop) of a global batch
+
+
+def _span(x: torch.Tensor, part: Part | None) -> tuple[int, int, int]:
+    """Under DDP each rank holds a slice of the global batch: the random draws are taken
+    for the whole global batch (the same numbers one process would draw) and each rank
+    uses its slice, so rank r's images are augmented exactly as in one process."""
+    return part if part is not None else (0, x.shape[0], x.shape[0])
+
+
+def _coin(x: torch.Tensor, p: float, g: torch.Generator | None, part: Part | None = None) -> torch.Tensor:
     """(B, 1, 1, 1) boolean mask, True with probability p."""
-    draw = torch.rand(x.shape[0], device=x.device, generator=g)
+    lo, hi, n = _span(x, part)
+    draw = torch.rand(n, device=x.device, generator=g)[lo:hi]
     return (draw < p).view(-1, 1, 1, 1)
 
 
-def hflip(x: torch.Tensor, p: float, g: torch.Generator | None = None) -> torch.Tensor:
+def hflip(x: torch.Tensor, p: float, g: torch.Generator | None = None,
+          part: Part | None = None) -> torch.Tensor:
     """Mirror each image left-right with probability p."""
-    return torch.where(_coin(x, p, g), x.flip(3), x)
+    return torch.where(_coin(x, p, g, part), x.flip(3), x)
 
 
-def vflip(x: torch.Tensor, p: float, g: torch.Generator | None = None) -> torch.Tensor:
+def vflip(x: torch.Tensor, p: float, g: torch.Generator | None = None,
+          part: Part | None = None) -> torch.Tensor:
     """Mirror each image upside down with probability p."""
-    return torch.where(_coin(x, p, g), x.flip(2), x)
+    return torch.where(_coin(x, p, g, part), x.flip(2), x)
 
 
 def rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
@@ -51,17 +64,20 @@ def rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
 
 
 def random_rotate(x: torch.Tensor, angles: torch.Tensor, probs: torch.Tensor,
-                  g: torch.Generator | None = None) -> torch.Tensor:
+                  g: torch.Generator | None = None, part: Part | None = None) -> torch.Tensor:
     """Rotate each image by an angle drawn from the discrete distribution (angles, probs)."""
-    idx = torch.multinomial(probs.to(x.device), x.shape[0], replacement=True, generator=g)
+    lo, hi, n = _span(x, part)
+    idx = torch.multinomial(probs.to(x.device), n, replacement=True, generator=g)[lo:hi]
     return rotate(x, angles.to(x.device)[idx])
 
 
-def random_crop(x: torch.Tensor, padding: int, g: torch.Generator | None = None) -> torch.Tensor:
+def random_crop(x: torch.Tensor, padding: int, g: torch.Generator | None = None,
+                part: Part | None = None) -> torch.Tensor:
     """Pad by ``padding`` (reflect) and cut a random same-size window from each image."""
     b, c, h, w = x.shape
+    lo, hi, n = _span(x, part)
     padded = F.pad(x, (padding,) * 4, mode="reflect")
-    off = torch.randint(0, 2 * padding + 1, (2, b), device=x.device, generator=g)
+    off = torch.randint(0, 2 * padding + 1, (2, n), device=x.device, generator=g)[:, lo:hi]
     rows = (off[0, :, None] + torch.arange(h, device=x.device))  # (B, H)
     cols = (off[1, :, None] + torch.arange(w, device=x.device))  # (B, W)
     bi = torch.arange(b, device=x.device)[:, None, None]
@@ -153,16 +169,19 @@ class Augmenter:
         s = self.spec
         return bool(s.crop_padding or s.hflip or s.vflip or self._rotates)
 
-    def __call__(self, x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, g: torch.Generator | None = None,
+                 part: Part | None = None) -> torch.Tensor:
+        """Augment ``x``; ``part=(start, stop, total)`` when ``x`` is images
+        [start:stop) of a global batch of ``total`` (DDP), drawing as for the whole."""
         s = self.spec
         if s.crop_padding:
-            x = random_crop(x, s.crop_padding, g)
+            x = random_crop(x, s.crop_padding, g, part)
         if s.hflip:
-            x = hflip(x, s.hflip, g)
+            x = hflip(x, s.hflip, g, part)
         if s.vflip:
-            x = vflip(x, s.vflip, g)
+            x = vflip(x, s.vflip, g, part)
         if self._rotates:
             if self._angles.device != x.device:  # moved once, not per batch
                 self._angles, self._probs = self._angles.to(x.device), self._probs.to(x.device)
-            x = random_rotate(x, self._angles, self._probs, g)
+            x = random_rotate(x, self._angles, self._probs, g, part)
         return x

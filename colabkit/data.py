@@ -13,6 +13,7 @@ import os
 import pickle
 import tarfile
 import warnings
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from .augment import Augmenter
-from .files import atomic_write
+from .files import atomic_write, empty_then_remove, temp_path
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
@@ -92,40 +93,147 @@ def _make(name, x_tr, y_tr, x_te, y_te, classes) -> Dataset:
 
 # ------------------------------------------------------------------ CIFAR ----
 
-_CIFAR = {
-    10: ("cifar-10-batches-py", "cifar-10-python.tar.gz", "CIFAR10"),
-    100: ("cifar-100-python", "cifar-100-python.tar.gz", "CIFAR100"),
+@dataclass(frozen=True)
+class _Source:
+    which: int
+    folder: str
+    archive: str
+    md5: str
+    files: tuple[str, ...]
+
+    @property
+    def url(self) -> str:
+        return f"https://www.cs.toronto.edu/~kriz/{self.archive}"
+
+
+_CIFAR = {  # the md5 sums torchvision checks
+    10: _Source(10, "cifar-10-batches-py", "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
+                tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")),
+    100: _Source(100, "cifar-100-python", "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
+                 ("train", "test", "meta")),
 }
+COMPLETE = ".colabkit-complete"
 
 
-def _cifar_folder(root: Path, which: int, download: bool) -> Path:
-    """The extracted CIFAR folder; downloaded (md5-checked) by torchvision if missing."""
-    folder, archive, cls_name = _CIFAR[which]
-    if (root / folder).is_dir():
-        return root / folder
-    hint = (f"Place {archive} (from https://www.cs.toronto.edu/~kriz/cifar.html) in "
-            f"{root.resolve()} and run again, or use dataset='folder' with a "
-            "train/<class>/ and test/<class>/ image tree, or dataset='synthetic' to run "
-            "without any download.")
-    if not download:
-        raise DataError(f"CIFAR-{which} is not in {root.resolve()} and download=False. {hint}")
-    import torchvision.datasets as tvd  # imported here: only needed to download
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
+
+def _work_root(root: Path) -> Path:
+    """Where archives are downloaded and extracted: ``root`` itself, or for a ``root``
+    on Google Drive a local folder (Drive is slow for many files, and what is replaced
+    there fills its Trash); only the .npz cache goes to Drive."""
+    from .storage import is_drive, local_area
+
+    return local_area() / "data" if is_drive(root) else root
+
+
+def _missing_hint(names: list[str], root: Path) -> str:
+    return (f"Place {' and '.join(names)} (from https://www.cs.toronto.edu/~kriz/cifar.html) in "
+            f"{root.resolve()} and run again, or use --dataset folder (dataset='folder') with a "
+            "train/<class>/ and test/<class>/ image tree, or --dataset synthetic to run without "
+            "any download.")
+
+
+def _extract(archive: Path, src: _Source, dest_root: Path) -> Path:
+    """Extract into a temporary folder, then rename it: a kill never leaves a folder
+    that looks complete. A marker file says it was."""
+    dest_root.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(dest_root / src.folder)
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        getattr(tvd, cls_name)(str(root), train=True, download=True)
-    except Exception as e:  # URLError, socket errors, md5 mismatch: all say the same
-        raise DataError(f"CIFAR-{which} could not be downloaded into {root.resolve()} "
-                        f"({type(e).__name__}: {e}). {hint}") from e
-    return root / folder
+        with tarfile.open(archive) as tar:
+            members = [m for m in tar.getmembers() if Path(m.name).parts[:1] == (src.folder,)]
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(tmp, members=members, **safe)
+        (tmp / src.folder / COMPLETE).write_text(archive.name)
+        final = dest_root / src.folder
+        if final.exists():
+            _discard(final)
+        os.replace(tmp / src.folder, final)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise DataError(f"{archive} could not be extracted ({type(e).__name__}: {e}): delete it "
+                        "and run again to download it afresh") from e
+    finally:
+        if tmp.exists():
+            _discard(tmp)
+    return final
+
+
+def _discard(folder: Path) -> None:
+    """Remove derived data (an extracted folder), emptying large files first."""
+    for p in sorted(folder.rglob("*"), reverse=True):
+        if p.is_dir():
+            p.rmdir()
+        else:
+            empty_then_remove(p)
+    folder.rmdir()
+
+
+def _cifar_folder(root: Path, which: int, download: bool, rebuild: bool = False) -> Path:
+    """The extracted CIFAR folder: one already complete, else extracted from the archive
+    (found in ``root`` or downloaded, md5-checked). ``rebuild``: the folder found was
+    damaged; extract it afresh."""
+    src = _CIFAR[which]
+    work = _work_root(root)
+    for base in dict.fromkeys((root, work)):
+        folder = base / src.folder
+        if not rebuild and folder.is_dir() and all((folder / f).is_file() for f in src.files):
+            return folder
+    archive = next((b / src.archive for b in (root, work) if (b / src.archive).is_file()), None)
+    if archive is not None and _md5(archive) != src.md5:
+        raise DataError(f"{archive} is damaged: its md5 is not CIFAR-{which}'s. Delete it and run "
+                        f"again to download it afresh, or replace it with a good copy from {src.url}")
+    if archive is None:
+        partial = next((b / src.folder for b in (root, work) if (b / src.folder).is_dir()), None)
+        if not download and partial is not None:
+            missing = [f for f in src.files if not (partial / f).is_file()]
+            raise DataError(f"{partial} is incomplete (extracted only in part? missing "
+                            f"{', '.join(missing) or 'nothing, but a file is damaged'}). "
+                            + _missing_hint([src.archive], root) + " It is rebuilt from the archive.")
+        if not download:
+            raise DataError(f"CIFAR-{which} is not in {root.resolve()} and download=False. "
+                            + _missing_hint([src.archive], root))
+        from torchvision.datasets.utils import download_url  # only needed to download
+
+        try:
+            work.mkdir(parents=True, exist_ok=True)
+            download_url(src.url, str(work), filename=src.archive, md5=src.md5)
+        except Exception as e:  # URLError, socket errors, md5 mismatch: all say the same
+            raise DataError(f"CIFAR-{which} could not be downloaded into {work.resolve()} "
+                            f"({type(e).__name__}: {e}). " + _missing_hint([src.archive], root)) from e
+        archive = work / src.archive
+    return _extract(archive, src, work)
+
+
+def _read_cifar(root: Path, which: int, download: bool, read):
+    """``read(folder)``; a folder whose files cannot be read (extracted only in part by
+    an earlier, killed session) is extracted afresh from the archive, never trusted."""
+    folder = _cifar_folder(root, which, download)
+    try:
+        return read(folder)
+    except DataError:
+        if (folder / COMPLETE).is_file():
+            raise
+    return read(_cifar_folder(root, which, download, rebuild=True))
 
 
 def _unpickle(path: Path) -> dict:
     if not path.is_file():
         raise DataError(f"{path} is missing: the CIFAR folder is incomplete. Delete "
-                        f"{path.parent} and run again to download it afresh.")
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
+                        f"{path.parent} and run again to extract it afresh.")
+    try:
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, ValueError, OSError) as e:
+        raise DataError(f"{path} is damaged ({type(e).__name__}): delete {path.parent} and run "
+                        "again to extract it afresh") from e
+    if not isinstance(d, dict) or "data" not in d:
+        raise DataError(f"{path} is not a CIFAR python pickle: delete {path.parent} and run again")
+    return d
 
 
 def _pickle_images(d: dict) -> np.ndarray:
@@ -133,29 +241,39 @@ def _pickle_images(d: dict) -> np.ndarray:
     return np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
 
 
+def _labels(d: dict, key: str, n_classes: int, path: str) -> np.ndarray:
+    y = np.asarray(d[key])
+    if len(y) != len(d["data"]) or (len(y) and (y.min() < 0 or y.max() >= n_classes)):
+        raise DataError(f"{path}: labels out of range or not one per image: not a CIFAR pickle. "
+                        "Delete the folder and run again to extract it afresh")
+    return y
+
+
 def _read_cifar10(root: Path, download: bool):
-    folder = _cifar_folder(root, 10, download)
-    parts = [_unpickle(folder / f"data_batch_{i}") for i in range(1, 6)]
-    test = _unpickle(folder / "test_batch")
-    x_tr = np.concatenate([_pickle_images(p) for p in parts])
-    y_tr = np.concatenate([np.asarray(p["labels"]) for p in parts])
-    return x_tr, y_tr, _pickle_images(test), np.asarray(test["labels"])
+    def read(folder):
+        parts = [_unpickle(folder / f"data_batch_{i}") for i in range(1, 6)]
+        test = _unpickle(folder / "test_batch")
+        x_tr = np.concatenate([_pickle_images(p) for p in parts])
+        y_tr = np.concatenate([_labels(p, "labels", 10, str(folder)) for p in parts])
+        return x_tr, y_tr, _pickle_images(test), _labels(test, "labels", 10, str(folder))
+    return _read_cifar(root, 10, download, read)
 
 
 def _read_cifar100_extra(root: Path, download: bool):
     """CIFAR-100 images whose coarse label is fish or flowers, relabelled 10 and 11."""
-    folder = _cifar_folder(root, 100, download)
-    out = []
-    for split in ("train", "test"):
-        d = _unpickle(folder / split)
-        if "coarse_labels" not in d:
-            raise DataError(f"{folder / split} has no 'coarse_labels': not a CIFAR-100 "
-                            "python pickle. Delete the folder and run again.")
-        coarse = np.asarray(d["coarse_labels"])
-        keep = np.isin(coarse, list(CIFAR100_EXTRA))
-        new_label = {c: 10 + i for i, c in enumerate(sorted(CIFAR100_EXTRA))}
-        out += [_pickle_images(d)[keep], np.array([new_label[c] for c in coarse[keep]])]
-    return out
+    def read(folder):
+        out = []
+        for split in ("train", "test"):
+            d = _unpickle(folder / split)
+            if "coarse_labels" not in d:
+                raise DataError(f"{folder / split} has no 'coarse_labels': not a CIFAR-100 "
+                                "python pickle. Delete the folder and run again.")
+            coarse = _labels(d, "coarse_labels", 20, str(folder / split))
+            keep = np.isin(coarse, list(CIFAR100_EXTRA))
+            new_label = {c: 10 + i for i, c in enumerate(sorted(CIFAR100_EXTRA))}
+            out += [_pickle_images(d)[keep], np.array([new_label[c] for c in coarse[keep]])]
+        return out
+    return _read_cifar(root, 100, download, read)
 
 
 def build_cifar10(root: Path, download: bool = True) -> Dataset:
@@ -163,6 +281,13 @@ def build_cifar10(root: Path, download: bool = True) -> Dataset:
 
 
 def build_cifar12(root: Path, download: bool = True) -> Dataset:
+    if not download:  # name every archive that is missing, not only the first
+        missing = [s.archive for s in _CIFAR.values()
+                   if not any((b / s.folder).is_dir() or (b / s.archive).is_file()
+                              for b in (root, _work_root(root)))]
+        if missing:
+            raise DataError(f"CIFAR-12 needs CIFAR-10 and CIFAR-100, and {root.resolve()} lacks "
+                            f"{' and '.join(missing)} (download=False). " + _missing_hint(missing, root))
     x_tr, y_tr, x_te, y_te = _read_cifar10(root, download)
     ex_tr, ey_tr, ex_te, ey_te = _read_cifar100_extra(root, download)
     return _make("cifar12", np.concatenate([x_tr, ex_tr]), np.concatenate([y_tr, ey_tr]),
@@ -213,9 +338,13 @@ def build_folder(root: Path) -> Dataset:
         raise DataError(f"{root} does not exist: give data_root as a folder holding "
                         "train/ and test/, or a .tar.gz of one")
     images = {"train": ([], []), "test": ([], [])}
-    for split, cls, where, data in _folder_entries(root):
-        images[split][0].append(_decode(data, where))
-        images[split][1].append(cls)
+    try:
+        for split, cls, where, data in _folder_entries(root):
+            images[split][0].append(_decode(data, where))
+            images[split][1].append(cls)
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise DataError(f"{root} is not a readable .tar.gz ({type(e).__name__}: {e}): the archive "
+                        "is damaged or truncated; make it again, or give the extracted folder") from e
     train_classes, test_classes = sorted(set(images["train"][1])), sorted(set(images["test"][1]))
     if not train_classes:
         raise DataError(f"no images found under {root}/train/<class>/")
@@ -306,14 +435,16 @@ def load_cache(path: Path, name: str, fingerprint: str = "") -> Dataset | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-        ok = (int(arrays["version"]) == CACHE_VERSION
-              and str(arrays["fingerprint"]) == fingerprint
-              and str(arrays["checksum"]) == _checksum(arrays))
+        current = (int(arrays["version"]) == CACHE_VERSION
+                   and str(arrays["fingerprint"]) == fingerprint)
+        ok = current and str(arrays["checksum"]) == _checksum(arrays)
     except Exception as e:
         warnings.warn(f"data cache {path} is unreadable ({e}); rebuilding it")
         return None
+    if not current:  # the source changed (or an older colabkit wrote it): rebuilt quietly
+        return None
     if not ok:
-        warnings.warn(f"data cache {path} failed its checksum or is stale; rebuilding it")
+        warnings.warn(f"data cache {path} failed its checksum; rebuilding it")
         return None
     return Dataset(name, *(arrays[k] for k in _ARRAYS), tuple(str(c) for c in arrays["classes"]),
                    tuple(float(v) for v in arrays["mean"]), tuple(float(v) for v in arrays["std"]))
@@ -410,11 +541,14 @@ class DeviceLoader:
                  else torch.arange(n, device=self.device))
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            if self.world_size > 1:
-                idx = idx.tensor_split(self.world_size)[self.rank]
+            part = None
+            if self.world_size > 1:  # this rank's slice; augmented as in one process
+                per = -(-len(idx) // self.world_size)
+                part = (self.rank * per, min((self.rank + 1) * per, len(idx)), len(idx))
+                idx = idx[part[0]:part[1]]
             # NHWC -> NCHW view: already channels_last in memory
             x = self.x[idx].permute(0, 3, 1, 2).float().div_(255)
             if self.augment is not None:
-                x = self.augment(x, g)
+                x = self.augment(x, g, part)
             x = ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
             yield x, self.y[idx]

@@ -67,9 +67,9 @@ def test_corrupt_cache_is_rebuilt_not_used(cifar_root):
     good = load_dataset("cifar12", root, download=False)
     cache = root / "colabkit-cifar12.npz"
     raw = bytearray(cache.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF  # flip a byte inside the image array
+    raw[len(raw) // 2] ^= 0xFF  # flip a byte inside the image array: the zip CRC notices
     cache.write_bytes(bytes(raw))
-    with pytest.warns(UserWarning, match="failed its checksum|unreadable"):
+    with pytest.warns(UserWarning, match="unreadable"):
         again = load_dataset("cifar12", root, download=False)
     assert np.array_equal(again.x_train, good.x_train)
     with warnings.catch_warnings():
@@ -77,28 +77,99 @@ def test_corrupt_cache_is_rebuilt_not_used(cifar_root):
         load_dataset("cifar12", root, download=False)
 
 
+def test_cache_with_valid_zip_but_wrong_content_fails_its_own_checksum(cifar_root):
+    root, _, _ = cifar_root
+    good = load_dataset("cifar12", root, download=False)
+    cache = root / "colabkit-cifar12.npz"
+    with np.load(cache) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["x_train"] = arrays["x_train"].copy()
+    arrays["x_train"][0, 0, 0, 0] ^= 1  # one pixel, the stored checksum kept: CRCs all valid
+    np.savez(cache, **arrays)
+    with pytest.warns(UserWarning, match="failed its checksum"):
+        again = load_dataset("cifar12", root, download=False)
+    assert np.array_equal(again.x_train, good.x_train)
+
+
+def _archive(root, folder_name, out):
+    with tarfile.open(out, "w:gz") as tar:
+        tar.add(root / folder_name, arcname=folder_name)
+    import hashlib
+    return hashlib.md5(out.read_bytes()).hexdigest()
+
+
+def test_archives_on_drive_are_extracted_locally_and_only_the_cache_goes_to_drive(tmp_path, monkeypatch):
+    from colabkit import data as data_mod
+
+    src, drive_root, local = tmp_path / "src", tmp_path / "drive" / "data", tmp_path / "local"
+    write_cifar10(src)
+    write_cifar100(src)
+    drive_root.mkdir(parents=True)
+    monkeypatch.setenv("COLABKIT_DRIVE", str(tmp_path / "drive"))
+    monkeypatch.setenv("COLABKIT_LOCAL", str(local))
+    for which in (10, 100):
+        s = data_mod._CIFAR[which]
+        md5 = _archive(src, s.folder, drive_root / s.archive)
+        monkeypatch.setitem(data_mod._CIFAR, which, data_mod.replace(s, md5=md5))
+    ds = load_dataset("cifar12", drive_root, download=False)
+    assert len(ds.y_train) == 30 + 20
+    assert sorted(p.name for p in drive_root.iterdir()) == [
+        "cifar-10-python.tar.gz", "cifar-100-python.tar.gz", "colabkit-cifar12.npz"]
+    assert (local / "data" / "cifar-10-batches-py" / ".colabkit-complete").is_file()
+    assert not [p for p in (local / "data").iterdir() if ".tmp-" in p.name]
+
+
+def test_half_extracted_folder_is_rebuilt_from_the_archive_never_trusted(tmp_path, monkeypatch):
+    from colabkit import data as data_mod
+
+    root = tmp_path / "data"
+    y_train, _ = write_cifar10(root)
+    s = data_mod._CIFAR[10]
+    md5 = _archive(root, s.folder, root / s.archive)
+    monkeypatch.setitem(data_mod._CIFAR, 10, data_mod.replace(s, md5=md5))
+    # an earlier session was killed while extracting in place: the last file is cut short
+    last = root / s.folder / "test_batch"
+    last.write_bytes(last.read_bytes()[:100])
+    ds = load_dataset("cifar10", root, download=False, cache=False)
+    assert np.array_equal(ds.y_train, y_train) and len(ds.y_test) == 10
+    assert (root / s.folder / ".colabkit-complete").is_file()
+
+
+def test_a_damaged_archive_is_named_as_damaged(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "cifar-10-python.tar.gz").write_bytes(b"not really a tarball")
+    with pytest.raises(DataError, match=r"cifar-10-python\.tar\.gz is damaged: its md5"):
+        load_dataset("cifar10", root)
+
+
+def test_cifar12_offline_names_both_archives(tmp_path):
+    with pytest.raises(DataError, match=r"lacks cifar-10-python\.tar\.gz and cifar-100-python\.tar\.gz"):
+        load_dataset("cifar12", tmp_path, download=False)
+
+
 def test_failed_build_leaves_no_cache(tmp_path):
     root = tmp_path / "data"
     write_cifar10(root)
     (root / "cifar-10-batches-py" / "data_batch_3").unlink()
-    with pytest.raises(DataError, match="data_batch_3 is missing"):
+    with pytest.raises(DataError, match=r"cifar-10-batches-py is incomplete .*missing data_batch_3"):
         load_dataset("cifar10", root, download=False)
     assert list(root.glob("colabkit-*")) == []
 
 
 def test_no_network_gives_a_clear_error(tmp_path, monkeypatch):
-    import torchvision.datasets as tvd
+    import torchvision.datasets.utils as tvu
 
     def offline(*a, **k):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(tvd, "CIFAR10", offline)
+    monkeypatch.setattr(tvu, "download_url", offline)
     with pytest.raises(DataError) as e:
         load_dataset("cifar12", tmp_path / "nowhere")
     msg = str(e.value)
     assert "could not be downloaded" in msg and "cifar-10-python.tar.gz" in msg
     assert str((tmp_path / "nowhere").resolve()) in msg
-    assert "dataset='folder'" in msg and "dataset='synthetic'" in msg
+    assert "--dataset folder" in msg and "--dataset synthetic" in msg
 
 
 def test_folder_source_reads_a_png_tree_and_its_targz(tmp_path):
@@ -194,15 +265,33 @@ def test_test_loader_never_drops_and_keeps_order():
     assert len(loader) == 3 and torch.equal(ys, torch.from_numpy(ds.y_test))
 
 
-def test_ranks_split_every_global_batch_between_them():
+@pytest.mark.parametrize("world", [2, 4])
+def test_each_rank_gets_exactly_its_slice_of_the_single_process_augmented_batch(world):
     ds = synthetic(train_size=200, test_size=70)
-    whole = DeviceLoader(ds.x_train, ds.y_train, 32, train=True, seed=1)
-    parts = [DeviceLoader(ds.x_train, ds.y_train, 32, train=True, seed=1, rank=r, world_size=2)
-             for r in range(2)]
-    for (_, y), (_, y0), (_, y1) in zip(whole.epoch(2), parts[0].epoch(2), parts[1].epoch(2)):
-        assert len(y0) == len(y1) == 16 and torch.equal(torch.cat([y0, y1]), y)
+    aug = Augmenter(PRESETS["da"].augment)
+    kw = dict(train=True, seed=1, mean=ds.mean, std=ds.std, augment=aug)
+    whole = DeviceLoader(ds.x_train, ds.y_train, 32, **kw)
+    ranks = [DeviceLoader(ds.x_train, ds.y_train, 32, rank=r, world_size=world, **kw)
+             for r in range(world)]
+    n = 0
+    for (x, y), *parts in zip(whole.epoch(2), *(r.epoch(2) for r in ranks)):
+        assert all(len(py) == 32 // world for _, py in parts)
+        assert torch.equal(torch.cat([py for _, py in parts]), y)
+        assert torch.equal(torch.cat([px for px, _ in parts]), x)  # bit-exact, augmented
+        n += 1
+    assert n == len(whole) == 6
     with pytest.raises(ValueError, match="divisible"):
         DeviceLoader(ds.x_train, ds.y_train, 30, world_size=4)
+
+
+def test_crop_augmentation_is_split_exactly_too():
+    ds = synthetic(train_size=64, test_size=8)
+    aug = Augmenter({"crop_padding": 4, "hflip": 0.5})
+    whole = DeviceLoader(ds.x_train, ds.y_train, 32, train=True, seed=3, augment=aug)
+    parts = [DeviceLoader(ds.x_train, ds.y_train, 32, train=True, seed=3, augment=aug, rank=r,
+                          world_size=2) for r in range(2)]
+    for (x, _), (x0, _), (x1, _) in zip(whole.epoch(1), parts[0].epoch(1), parts[1].epoch(1)):
+        assert torch.equal(torch.cat([x0, x1]), x)
 
 
 def test_test_subset_does_not_depend_on_the_train_subset():
