@@ -1,29 +1,66 @@
 """Command line: ``python -m colabkit {info,demo,train,report}``. Flags map onto the
-``Experiment`` dataclass and the package's functions; no logic of its own."""
+``Experiment`` dataclass and the package's functions; no logic of its own beyond saying
+errors in the words of the command line: one line, naming the flag, exit status 2."""
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+import warnings
 from pathlib import Path
+
+DESCRIPTION = ("colabkit: train the report's ResNet18 / CBAM / ASPP models on CIFAR-12, "
+               "resumably, and redraw its figures from the run folders.")
+
+
+class UsageError(Exception):
+    """A command-line mistake found by argparse."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + message
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _number(kind, low, strict=False):
+    """An argparse type: ``kind`` (int or float) >= low (> low when strict)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number")
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low:g}, got {text}")
+        return value
+    return parse
+
+
+def _milestones(text):
+    try:
+        return tuple(int(m) for m in text.split(",") if m.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of epochs, "
+                                         "e.g. 100,200")
 
 
 def _parser() -> argparse.ArgumentParser:
     from .experiments import PRESETS
     from .data import SOURCES
 
-    p = argparse.ArgumentParser(prog="python -m colabkit", description=__doc__)
+    pos_int, pos_minutes = _number(int, 1), _number(float, 0, strict=True)
+    p = _Parser(prog="python -m colabkit", description=DESCRIPTION)
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("info", help="versions, device, precision, experiments")
 
     d = sub.add_parser("demo", help="a short end-to-end run on synthetic data, then the report")
     d.add_argument("--home", default="colabkit-home", help="folder for runs and the report")
-    d.add_argument("--epochs", type=int, default=4)
-    d.add_argument("--device", default=None)
-    d.add_argument("--width", type=int, default=16, help="ResNet base width (64 in the report)")
-    d.add_argument("--train-size", type=int, default=2400)
-    d.add_argument("--test-size", type=int, default=600)
+    d.add_argument("--epochs", type=pos_int, default=4)
+    d.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    d.add_argument("--width", type=pos_int, default=16, help="ResNet base width (64 in the report)")
+    d.add_argument("--train-size", type=pos_int, default=2400)
+    d.add_argument("--test-size", type=pos_int, default=600)
 
     t = sub.add_parser("train", help="train (or resume) one run")
     t.add_argument("--experiment", required=True, choices=sorted(PRESETS))
@@ -33,19 +70,20 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--data-root", default="data",
                    help="where CIFAR archives are downloaded or found; for 'folder', the tree "
                         "holding train/ and test/ (or a .tar.gz of it)")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--milestones", type=lambda v: tuple(int(m) for m in v.split(",") if m),
+    t.add_argument("--epochs", type=pos_int)
+    t.add_argument("--batch-size", type=pos_int, help="the global batch (128)")
+    t.add_argument("--lr", type=_number(float, 0, strict=True), help="initial learning rate (0.1)")
+    t.add_argument("--milestones", type=_milestones,
                    help="epochs after which the lr drops, e.g. 100,200 (the report's)")
-    t.add_argument("--width", type=int, help="ResNet base width (64 in the report)")
-    t.add_argument("--train-size", type=int, help="seeded random subset of the training split")
-    t.add_argument("--test-size", type=int, help="seeded random subset of the test split")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--max-minutes", type=float, help="stop after the last epoch that fits")
-    t.add_argument("--checkpoint-minutes", type=float,
+    t.add_argument("--width", type=pos_int, help="ResNet base width (64 in the report)")
+    t.add_argument("--train-size", type=pos_int, help="seeded random subset of the training split")
+    t.add_argument("--test-size", type=pos_int, help="seeded random subset of the test split")
+    t.add_argument("--seed", type=_number(int, 0))
+    t.add_argument("--max-minutes", type=pos_minutes,
+                   help="stop after the last epoch that fits, counted from the start")
+    t.add_argument("--checkpoint-minutes", type=pos_minutes,
                    help="checkpoint every N minutes instead of every epoch")
-    t.add_argument("--mirror-minutes", type=float, default=10.0,
+    t.add_argument("--mirror-minutes", type=_number(float, 0), default=10.0,
                    help="a run folder on Google Drive (or $COLABKIT_DRIVE) is trained in a local "
                         "working copy and copied to Drive every M minutes (0: every "
                         "checkpoint) and at every stop; default 10")
@@ -63,7 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True)
     r.add_argument("--confusion", action="store_true",
                    help="also per-class accuracy and confusion matrices (needs the test data)")
-    r.add_argument("--data-root", default="data")
+    r.add_argument("--data-root", default="data",
+                   help="where the test data is, for --confusion (as for train)")
     return p
 
 
@@ -135,21 +174,49 @@ def cmd_demo(args) -> int:
     return 0
 
 
+# Python names in library messages -> the flags a command-line user types
+_FLAGS = {"dataset='folder'": "--dataset folder", "dataset='synthetic'": "--dataset synthetic",
+          "allow_config_change=True (--allow-config-change)": "--allow-config-change",
+          "--takeover (takeover=True)": "--takeover", "download=False": "no download",
+          "device='cpu'": "--device cpu"}
+_FIELDS = ("batch_size", "epochs", "width", "train_size", "test_size", "lr", "milestones",
+           "data_root", "max_minutes", "mirror_minutes", "checkpoint_minutes")
+
+
+def cli_words(message: str) -> str:
+    """A library message as the command line says it: one line, flags not keywords."""
+    for py, flag in _FLAGS.items():
+        message = message.replace(py, flag)
+    names = "|".join(_FIELDS)  # a field named as such: "(batch_size)", "lr: ", "width must"
+    message = re.sub(rf"\(({names})\)|\b({names})(?=: | must\b|=)",
+                     lambda m: f"(--{m.group(1).replace('_', '-')})" if m.group(1)
+                     else "--" + m.group(2).replace("_", "-"), message)
+    return " ".join(message.split())
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
     from .checkpoint import CheckpointError
     from .data import DataError
     from .report import ReportError
     from .runs import RunFolderError
+    from .runtime import DeviceError
     from .storage import LeaseHeld, LeaseLost
     from .train import ConfigMismatch
 
     try:
+        args = _parser().parse_args(argv)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    # warnings as one line each, in the command line's words
+    warnings.showwarning = lambda msg, *a, **k: print(f"warning: {cli_words(str(msg))}",
+                                                      file=sys.stderr)
+    try:
         return {"info": cmd_info, "train": cmd_train, "report": cmd_report,
                 "demo": cmd_demo}[args.command](args)
-    except (ConfigMismatch, DataError, CheckpointError, ReportError, RunFolderError,
-            LeaseHeld, LeaseLost, PermissionError, ValueError) as e:  # user errors: the message says what to do
-        print(f"error: {e}", file=sys.stderr)
+    except (ConfigMismatch, DataError, CheckpointError, ReportError, RunFolderError, DeviceError,
+            LeaseHeld, LeaseLost, PermissionError, ValueError) as e:  # the message says what to do
+        print(f"error: {cli_words(str(e))}", file=sys.stderr)
         return 2
 
 

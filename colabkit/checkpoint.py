@@ -161,11 +161,13 @@ def find_latest(path: str | os.PathLike, map_location="cpu", *,
     bad = []
     for p in found:
         try:
-            return read_checkpoint(p, map_location), p
+            state = read_checkpoint(p, map_location)
         except CheckpointError as e:
             bad.append(str(e))
-            if not quiet:
-                warnings.warn(f"skipping checkpoint: {e}", stacklevel=2)
+            continue
+        for reason in bad if not quiet else ():  # said once an older one is used instead
+            warnings.warn(f"skipping checkpoint: {reason}", stacklevel=2)
+        return state, p
     if bad:
         raise CheckpointError(
             f"no checkpoint in {path.parent} verifies; found {describe_files(found)}: "

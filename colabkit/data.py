@@ -55,6 +55,11 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def __repr__(self) -> str:
+        return (f"Dataset({self.name!r}: {len(self.y_train):,} training and {len(self.y_test):,} "
+                f"test images of {self.x_train.shape[1]}x{self.x_train.shape[2]}, "
+                f"{self.num_classes} classes {list(self.classes)})")
+
     def subset(self, train_size: int | None = None, test_size: int | None = None,
                seed: int = 0) -> "Dataset":
         """A seeded random subset of each split (same seed, same images); mean and std
@@ -216,7 +221,9 @@ def _read_cifar(root: Path, which: int, download: bool, read):
     try:
         return read(folder)
     except DataError:
-        if (folder / COMPLETE).is_file():
+        src = _CIFAR[which]
+        archive_at_hand = any((b / src.archive).is_file() for b in (root, _work_root(root)))
+        if (folder / COMPLETE).is_file() or not archive_at_hand:
             raise
     return read(_cifar_folder(root, which, download, rebuild=True))
 
@@ -335,8 +342,8 @@ def build_folder(root: Path) -> Dataset:
         raise DataError(f"{root} must hold train/<class>/ and test/<class>/ folders of "
                         "images (or be a .tar.gz of such a tree)")
     if not root.exists():
-        raise DataError(f"{root} does not exist: give data_root as a folder holding "
-                        "train/ and test/, or a .tar.gz of one")
+        raise DataError(f"{root} does not exist: give the data root (data_root) as a folder "
+                        "holding train/ and test/, or a .tar.gz of one")
     images = {"train": ([], []), "test": ([], [])}
     try:
         for split, cls, where, data in _folder_entries(root):
@@ -519,7 +526,7 @@ class DeviceLoader:
         self.drop_last = train if drop_last is None else drop_last
         if train and self.drop_last and len(self.y) < batch_size:
             raise ValueError(f"the training split has {len(self.y)} images, fewer than one "
-                             f"batch of {batch_size}: lower the batch size")
+                             f"batch of {batch_size}: lower the batch size (batch_size)")
         self.rank, self.world_size = rank, world_size
         cl = self.device.type == "cuda" if channels_last is None else channels_last
         self.memory_format = torch.channels_last if cl else torch.contiguous_format

@@ -40,11 +40,14 @@ class Experiment:
     def __post_init__(self):
         object.__setattr__(self, "augment", AugmentSpec.from_dict(self.augment))
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, "
-                             f"{self.batch_size}")
-        if list(self.milestones) != sorted(self.milestones):
-            raise ValueError(f"milestones must be increasing, got {self.milestones}")
+        for key in ("epochs", "batch_size", "width", "train_size", "test_size"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{key} must be a whole number >= 1, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if list(self.milestones) != sorted(set(self.milestones)) or min(self.milestones, default=1) < 1:
+            raise ValueError(f"milestones must be increasing epochs >= 1, got {list(self.milestones)}")
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate of (1-based) ``epoch``: a pure function, so nothing to save.

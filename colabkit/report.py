@@ -20,9 +20,9 @@ from .experiments import Experiment, REPORTED_BEST
 from .runs import find_runs, read_json, read_metrics
 
 FIGURES = {  # metric -> (file stem, title, y label); numbered as in the report
-    "train_acc": ("fig11_train_acc", "Training accuracy", "accuracy (%)"),
-    "test_acc": ("fig12_test_acc", "Test accuracy", "accuracy (%)"),
-    "train_loss": ("fig13_train_loss", "Training loss", "cross-entropy"),
+    "train_acc": ("fig11_train_acc", "Figure 11: training accuracy", "accuracy (%)"),
+    "test_acc": ("fig12_test_acc", "Figure 12: test accuracy", "accuracy (%)"),
+    "train_loss": ("fig13_train_loss", "Figure 13: training loss", "cross-entropy"),
 }
 
 
@@ -33,6 +33,9 @@ class ReportError(ValueError):
 def load_runs(runs_dir: str | os.PathLike) -> pd.DataFrame:
     """Every run's metrics.csv joined with its config.json, one row per logged epoch:
     run, experiment, model, dataset, seed, augment, epoch, lr, losses, accuracies, ..."""
+    if not Path(runs_dir).expanduser().exists():
+        raise ReportError(f"{Path(runs_dir).expanduser()} does not exist: give the folder that "
+                          "holds the run folders (e.g. runs), or one run folder")
     runs = find_runs(runs_dir)
     frames = []
     for run in runs:
@@ -88,6 +91,9 @@ def plot_curves(runs: pd.DataFrame, metric: str = "test_acc", ax=None, title: st
     ax.set(xlabel="epoch", ylabel=ylabel, title=title or default_title)
     if steps and "lr step" not in [line.get_label() for line in ax.get_lines()]:
         ax.plot([], [], color="0.6", linestyle="--", linewidth=0.8, label="lr step")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
@@ -205,7 +211,7 @@ def plot_confusion(cm: np.ndarray, classes: list[str], title: str = "") -> Figur
                 ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=6,
                         color="white" if frac[i, j] > 0.5 else "black")
     ax.set(xlabel="predicted", ylabel="true", title=title or "Confusion matrix (best checkpoint)")
-    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of the true class")
     return fig
 
 
@@ -223,8 +229,10 @@ def write_report(runs_dir: str | os.PathLike, out: str | os.PathLike, *, confusi
     """Figures 11-13 (PNG and PDF), Table 1 (Markdown and CSV) and the joined logs into
     ``out``; with ``confusion=True`` also per-class accuracy and confusion matrices from
     each run's best checkpoint (runs whose test data is not at hand are skipped)."""
-    runs = load_runs(runs_dir)
     out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out {out} is a file: give a folder for the figures and tables")
+    runs = load_runs(runs_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, list[Path]] = {}
     for metric, (stem, _, _) in FIGURES.items():
@@ -248,7 +256,7 @@ def write_report(runs_dir: str | os.PathLike, out: str | os.PathLike, *, confusi
                 continue
             per_class_accuracy(cm, classes).to_csv(out / f"per_class_{run}.csv")
             written[f"confusion_{run}"] = save_figure(plot_confusion(cm, classes, run), out,
-                                                      f"confusion_{run}")
+                                                      f"confusion_{run}") + [out / f"per_class_{run}.csv"]
     return written
 
 

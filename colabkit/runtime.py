@@ -84,12 +84,16 @@ def flush_drive(path: str | os.PathLike | None = None, *, remount: bool = True) 
         drive.mount(str(mountpoint))
 
 
+class DeviceError(RuntimeError):
+    """The device asked for is not there; the message says what to do."""
+
+
 def choose_device(device: str | torch.device | None = None) -> torch.device:
     """``device`` if given, else CUDA when available, else the CPU."""
     if device is not None:
         device = torch.device(device)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is visible: "
+            raise DeviceError("device 'cuda' was asked for but no CUDA GPU is visible: "
                                "use device='cpu', or (in Colab) Runtime → Change runtime "
                                "type → T4 GPU")
         return device
@@ -135,7 +139,7 @@ def check_gpu(allow_cpu: bool = False, verbose: bool = True) -> GPUInfo:
                        torch.version.cuda, colab)
     else:
         if colab and not allow_cpu:
-            raise RuntimeError(
+            raise DeviceError(
                 "This Colab runtime has no GPU. Choose Runtime → Change runtime type → "
                 "T4 GPU → Save, then Run all again (your run resumes where it stopped). "
                 "To train on the CPU anyway (very slow), pass allow_cpu=True.")
@@ -169,5 +173,5 @@ def environment_record(device: torch.device | None = None) -> dict:
     return rec
 
 
-__all__ = ["in_colab", "mount_drive", "flush_drive", "choose_device", "choose_precision",
+__all__ = ["DeviceError", "in_colab", "mount_drive", "flush_drive", "choose_device", "choose_precision",
            "check_gpu", "GPUInfo", "environment_record"]

@@ -226,11 +226,15 @@ class RunStorage:
         is ahead; return the newest checkpoint that verifies, local or Drive, or None."""
         self.home.ensure_writable()
         self.lease.acquire(self.takeover)
-        for run in {self.home.path: self.home, self.work.path: self.work}.values():
-            remove_temporaries(run.path)
-            finish_install(run.last)
-            finish_install(run.best, keep_previous=False)
-        state = self.load()
+        try:
+            for run in {self.home.path: self.home, self.work.path: self.work}.values():
+                remove_temporaries(run.path)
+                finish_install(run.last)
+                finish_install(run.best, keep_previous=False)
+            state = self.load()
+        except BaseException:
+            self.lease.release()
+            raise
         if self.drive and self.local_epoch > self.mirrored_epoch:
             self._best_pending = self.work.best.exists()
             self.mirror(self.local_epoch, force=True)

@@ -14,6 +14,18 @@ from colabkit.experiments import get_experiment
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` run only where a CUDA GPU is visible."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run bench/gpu_check.sh on one)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 def _image_rows(codes, rng):
     """(N, 3072) uint8 in CIFAR's layout (1024 R, 1024 G, 1024 B); the first red byte
     holds a code identifying the image, the first green byte 200, the first blue 100."""

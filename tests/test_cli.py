@@ -46,10 +46,13 @@ def test_errors_are_one_clear_line_and_exit_code_2(tmp_path, capsys):
                  "--lr", "0.5", *TINY]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "lr: saved 0.1, now 0.5" in err and "--allow-config-change" in err
+    assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert "missing does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     assert "holds no run folders" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["train", "--experiment", "nope", "--run-dir", str(run)])
+    assert main(["train", "--experiment", "nope", "--run-dir", str(run)]) == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
 
 
 def test_demo_trains_two_models_and_writes_the_report(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """DDP under torchrun: 2 Gloo processes on the CPU, synthetic data."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -38,6 +39,23 @@ def ddp_run(tmp_path_factory):
     return run, out
 
 
+def _descendants(pid):
+    """Process ids of every descendant of ``pid`` (from /proc), children first."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
 def _evaluate(run):
     """Accuracy (%) of last.pt evaluated in one process, on the run's test split."""
     state = torch.load(run / "last.pt", weights_only=True)
@@ -73,8 +91,14 @@ def test_ddp_run_killed_and_restarted_under_torchrun_resumes(ddp_run, tmp_path):
     deadline = time.time() + 300
     while len(read_metrics(run / "metrics.csv")) < 1 and time.time() < deadline:
         time.sleep(0.02)
-    # torchrun and both workers (which run in sessions of their own): all name the run dir
-    subprocess.run(["pkill", "-KILL", "-f", str(run)])
+    # torchrun and both workers (which run in sessions of their own), by process id
+    family = [proc.pid, *_descendants(proc.pid)]
+    assert len(family) >= 3, family
+    for pid in family:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait()
     time.sleep(0.5)
     assert 1 <= len(read_metrics(run / "metrics.csv")) < 3

@@ -129,7 +129,7 @@ def test_notebook_02_resumes_after_the_kernel_dies_mid_training(executed, home, 
         def run_all():
             try:
                 client.execute()
-            except (DeadKernelError, RuntimeError, Exception) as e:  # the "disconnect"
+            except DeadKernelError as e:  # the "disconnect"; any other error fails the test
                 died.append(e)
 
         t = threading.Thread(target=run_all)
@@ -139,7 +139,7 @@ def test_notebook_02_resumes_after_the_kernel_dies_mid_training(executed, home, 
             time.sleep(0.02)
         client.km.provisioner.process.kill()  # like Colab dropping the runtime
         t.join(120)
-        assert died, "the kernel should have died before the run finished"
+        assert died and isinstance(died[0], DeadKernelError), "the kernel should have died mid-run"
         assert 1 <= len(read_metrics(run / "metrics.csv")) < 3
         # Run all again
         nb = _with_parameters(REPO / "notebooks" / "02_resnet18_da.ipynb", params)

@@ -4,6 +4,7 @@ COLABKIT_DRIVE, a local working area in COLABKIT_LOCAL, and the faults of a Driv
 import errno
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -148,8 +149,11 @@ def test_drive_faults_never_stop_training_and_drive_catches_up(tiny, drive, monk
     def toggle(row, history):  # Drive drops after epoch 1 and is back after epoch 4
         fault["on"] = row["epoch"] in (1, 2, 3)
 
-    with pytest.warns(UserWarning, match="could not copy the run to Drive"):
+    with pytest.warns(UserWarning) as said:
         res = train(tiny("basic", epochs=6), run, progress=False, mirror_minutes=0, on_epoch=toggle)
+    said = [str(w.message) for w in said]
+    assert sum("could not copy the run to Drive" in m for m in said) == 1  # once, not per epoch
+    assert all("could not copy the run to Drive" in m or "could not renew the lease" in m for m in said)
     assert res["status"] == "finished" and res["epochs_done"] == 6
     assert read_checkpoint(run / "last.pt")["epoch"] == 6
     assert [r["epoch"] for r in read_metrics(run / "metrics.csv")] == list(range(1, 7))
@@ -169,9 +173,10 @@ def test_a_drive_that_stays_down_says_where_the_local_copy_is(tiny, drive, monke
         return real_open(file, *a, **k)
 
     monkeypatch.setattr(files, "open", drive_open, raising=False)
-    with pytest.warns(UserWarning, match="could not copy the run to Drive"):
+    with pytest.warns(UserWarning) as said:
         train(tiny("basic", epochs=3), run, progress=False, mirror_minutes=0,
               on_epoch=lambda row, h: state.update(down=True))
+    assert any("could not copy the run to Drive" in str(w.message) for w in said)
     out = capsys.readouterr().out
     assert "The Drive copy is behind: epoch 1 on Drive, epoch 3 in the local copy" in out
     assert str(local / "down") in out
@@ -204,8 +209,11 @@ def test_end_of_run_flushes_drive_the_way_colab_uploads_it(tiny, fake_colab, tmp
 def test_space_shortage_is_a_warning_with_the_numbers(tiny, drive, monkeypatch):
     d, _ = drive
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
-    with pytest.warns(UserWarning, match=r"Drive at .* has 0\.00 GB free; this run needs about"):
+    with pytest.warns(UserWarning) as said:
         train(tiny("basic", epochs=1), d / "runs" / "s", progress=False)
+    said = [str(w.message) for w in said]
+    assert any(re.search(r"^Drive at .* has 0\.00 GB free; this run needs about", m) for m in said)
+    assert any(m.startswith("local disk at ") for m in said) and len(said) == 2
 
 
 # ------------------------------------------------------------------ lease ----

@@ -264,7 +264,8 @@ def test_disk_errors_stop_training_clearly_and_keep_the_previous_checkpoint(tiny
     assert [r["epoch"] for r in read_metrics(tmp_path / "metrics.csv")] == [1]
     # every write fails, from the start: a clear error, nothing lost
     monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(code, os.strerror(code))))
-    with pytest.raises(RunFolderError, match=rf"{words}.*previous version is intact"):
+    with pytest.raises(RunFolderError, match=rf"{words}.*previous version is intact"), \
+            pytest.warns(UserWarning, match=rf"could not renew the lease .*{words}"):
         train(exp, tmp_path, progress=False)
     monkeypatch.undo()
     assert (tmp_path / "last.pt").read_bytes() == good
