@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # (about 5.8 GB in .venv, 3.2 GB of it NVIDIA libraries) that also runs on the CPU.
 # A CPU-only build is far smaller:
 #   make TORCH="torch torchvision --index-url https://download.pytorch.org/whl/cpu" test
-# TORCH="" keeps whatever pip picks for torch>=2.2.
+# TORCH="" keeps whatever pip picks for torch>=2.3.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: demo test figures bench clean

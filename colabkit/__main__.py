@@ -1,4 +1,4 @@
-"""Command line: ``python -m colabkit {info,demo,train,report}``. Flags map onto the
+"""Command line: ``python -m colabkit {info,demo,train,sweep,report}``. Flags map onto the
 ``Experiment`` dataclass and the package's functions; no logic of its own beyond saying
 errors in the words of the command line: one line, naming the flag, exit status 2."""
 from __future__ import annotations
@@ -65,7 +65,36 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train (or resume) one run")
     t.add_argument("--experiment", required=True, choices=sorted(PRESETS))
     t.add_argument("--run-dir", required=True)
-    t.add_argument("--dataset", choices=SOURCES, default=None,
+    t.add_argument("--seed", type=_number(int, 0))
+    _run_flags(t, SOURCES, pos_int, pos_minutes)
+
+    w = sub.add_parser("sweep", help="train every (experiment, seed), one after another")
+    w.add_argument("--experiments", nargs="+", required=True, choices=sorted(PRESETS), metavar="E")
+    w.add_argument("--seeds", nargs="+", type=_number(int, 0), required=True, metavar="S")
+    w.add_argument("--runs-dir", required=True, help="runs go to RUNS_DIR/<experiment>-s<seed>")
+    w.add_argument("--parallel", type=pos_int, default=1,
+                   help="runs at once, each in its own process (one per GPU where there are several)")
+    _run_flags(w, SOURCES, pos_int, pos_minutes)
+
+    r = sub.add_parser("report", help="figures and Table 1 from run folders")
+    r.add_argument("runs_dir")
+    r.add_argument("--out", required=True)
+    r.add_argument("--confusion", action="store_true",
+                   help="also per-class accuracy and confusion matrices (needs the test data)")
+    r.add_argument("--data-root", default="data",
+                   help="where the test data is, for --confusion (as for train)")
+    return p
+
+
+# flags shared by train and sweep: (dest, flag) of the value flags, and the switches
+_VALUE_FLAGS = ("dataset", "data_root", "epochs", "batch_size", "lr", "milestones", "width",
+                "train_size", "test_size", "val_size", "max_minutes", "checkpoint_minutes",
+                "mirror_minutes", "device", "precision")
+_SWITCHES = ("compile", "takeover", "allow_config_change", "quiet")
+
+
+def _run_flags(t, sources, pos_int, pos_minutes) -> None:
+    t.add_argument("--dataset", choices=sources, default=None,
                    help="default: the experiment's (cifar12)")
     t.add_argument("--data-root", default="data",
                    help="where CIFAR archives are downloaded or found; for 'folder', the tree "
@@ -74,11 +103,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=pos_int, help="the global batch (128)")
     t.add_argument("--lr", type=_number(float, 0, strict=True), help="initial learning rate (0.1)")
     t.add_argument("--milestones", type=_milestones,
-                   help="epochs after which the lr drops, e.g. 100,200 (the report's)")
+                   help="epochs after which the lr drops, e.g. 100,200 (default: at a third and "
+                        "two thirds of --epochs: 100,200 for 300)")
     t.add_argument("--width", type=pos_int, help="ResNet base width (64 in the report)")
     t.add_argument("--train-size", type=pos_int, help="seeded random subset of the training split")
     t.add_argument("--test-size", type=pos_int, help="seeded random subset of the test split")
-    t.add_argument("--seed", type=_number(int, 0))
+    t.add_argument("--val-size", type=pos_int,
+                   help="hold out N training images (stratified, seeded) to choose the best "
+                        "epoch on, instead of the test set")
     t.add_argument("--max-minutes", type=pos_minutes,
                    help="stop after the last epoch that fits, counted from the start")
     t.add_argument("--checkpoint-minutes", type=pos_minutes,
@@ -96,14 +128,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="continue a run although its saved configuration differs")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    r = sub.add_parser("report", help="figures and Table 1 from run folders")
-    r.add_argument("runs_dir")
-    r.add_argument("--out", required=True)
-    r.add_argument("--confusion", action="store_true",
-                   help="also per-class accuracy and confusion matrices (needs the test data)")
-    r.add_argument("--data-root", default="data",
-                   help="where the test data is, for --confusion (as for train)")
-    return p
+
+def _child_args(args) -> list[str]:
+    """The run flags given, as a child ``train`` process takes them."""
+    out = []
+    for dest in _VALUE_FLAGS:
+        v = getattr(args, dest)
+        if v is not None and not (dest == "data_root") and not (dest == "mirror_minutes" and v == 10.0) \
+                and not (dest == "precision" and v == "auto"):
+            out += ["--" + dest.replace("_", "-"), ",".join(map(str, v)) if dest == "milestones" else str(v)]
+    return out + ["--" + d.replace("_", "-") for d in _SWITCHES if getattr(args, d)]
 
 
 def cmd_info(args) -> int:
@@ -122,10 +156,16 @@ def cmd_info(args) -> int:
 
 
 def _overrides(args) -> dict:
-    keys = {"dataset": "dataset", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
-            "width": "width", "train_size": "train_size", "test_size": "test_size", "seed": "seed",
-            "milestones": "milestones"}
-    return {field: getattr(args, a) for a, field in keys.items() if getattr(args, a) is not None}
+    keys = ("dataset", "epochs", "batch_size", "lr", "width", "train_size", "test_size",
+            "val_size", "seed", "milestones")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def _train_kwargs(args) -> dict:
+    return dict(device=args.device, precision=args.precision, compile=args.compile,
+                max_minutes=args.max_minutes, checkpoint_minutes=args.checkpoint_minutes,
+                mirror_minutes=args.mirror_minutes, takeover=args.takeover,
+                progress=not args.quiet, allow_config_change=args.allow_config_change)
 
 
 def cmd_train(args) -> int:
@@ -133,11 +173,7 @@ def cmd_train(args) -> int:
     from .train import train
 
     exp = get_experiment(args.experiment, **_overrides(args))
-    res = train(exp, args.run_dir, data_root=args.data_root, device=args.device,
-                precision=args.precision, compile=args.compile, max_minutes=args.max_minutes,
-                checkpoint_minutes=args.checkpoint_minutes, mirror_minutes=args.mirror_minutes,
-                takeover=args.takeover, progress=not args.quiet,
-                allow_config_change=args.allow_config_change)
+    res = train(exp, args.run_dir, data_root=args.data_root, **_train_kwargs(args))
     summary = {k: v for k, v in res.items() if k != "history"}
     import os
     if int(os.environ.get("RANK", "0")) == 0:
@@ -145,11 +181,27 @@ def cmd_train(args) -> int:
     return 130 if res["status"] == "interrupted" else 0
 
 
+def cmd_sweep(args) -> int:
+    from .sweep import sweep
+
+    results = sweep(args.experiments, args.seeds, args.runs_dir, parallel=args.parallel,
+                    data_root=args.data_root, cli_args=_child_args(args),
+                    **_overrides(args), **_train_kwargs(args))
+    for r in results:
+        best = "-" if r.get("best_acc") is None else f"{r['best_acc']:.2f}% at epoch {r['best_epoch']}"
+        print(f"{r['run_dir']}: {r['status']}, best test accuracy {best}")
+    failed = [r for r in results if r["status"] not in ("finished", "budget")]
+    return 130 if any(r["status"] == "interrupted" for r in failed) else (2 if failed else 0)
+
+
 def cmd_report(args) -> int:
     from .report import write_report
 
+    from .report import status_table
+
     written = write_report(args.runs_dir, args.out, confusion=args.confusion,
                            data_root=args.data_root)
+    print(status_table(args.runs_dir).to_string(index=False), end="\n\n")
     print(Path(args.out, "table1.md").read_text(encoding="utf-8"))
     print("wrote", ", ".join(str(p) for paths in written.values() for p in paths))
     return 0
@@ -179,7 +231,7 @@ _FLAGS = {"dataset='folder'": "--dataset folder", "dataset='synthetic'": "--data
           "allow_config_change=True (--allow-config-change)": "--allow-config-change",
           "--takeover (takeover=True)": "--takeover", "download=False": "no download",
           "device='cpu'": "--device cpu"}
-_FIELDS = ("batch_size", "epochs", "width", "train_size", "test_size", "lr", "milestones",
+_FIELDS = ("batch_size", "epochs", "width", "train_size", "test_size", "val_size", "lr", "milestones",
            "data_root", "max_minutes", "mirror_minutes", "checkpoint_minutes")
 
 
@@ -212,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = lambda msg, *a, **k: print(f"warning: {cli_words(str(msg))}",
                                                       file=sys.stderr)
     try:
-        return {"info": cmd_info, "train": cmd_train, "report": cmd_report,
+        return {"info": cmd_info, "train": cmd_train, "sweep": cmd_sweep, "report": cmd_report,
                 "demo": cmd_demo}[args.command](args)
     except (ConfigMismatch, DataError, CheckpointError, ReportError, RunFolderError, DeviceError,
             LeaseHeld, LeaseLost, PermissionError, ValueError) as e:  # the message says what to do

@@ -90,8 +90,8 @@ class AugmentSpec:
 
     ``rotate_angles`` (degrees, counter-clockwise) are drawn with probabilities
     ``rotate_probs`` normalized to sum 1, as ``random.choices`` and ``torch.multinomial``
-    treat weights. (The report's weights for models 3 and 4 sum to 1.01; they are kept
-    as written, so 0 degrees has probability 0.89 / 1.01 = 0.881.)
+    treat weights. (colabkit's presets give probabilities that sum to 1: see the note on
+    models 3 and 4 in ``experiments.py``.)
     """
 
     @property

@@ -50,15 +50,39 @@ class Dataset:
     classes: tuple[str, ...]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    x_val: np.ndarray | None = None  # a hold-out from the training split (``holdout``)
+    y_val: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
     def __repr__(self) -> str:
-        return (f"Dataset({self.name!r}: {len(self.y_train):,} training and {len(self.y_test):,} "
-                f"test images of {self.x_train.shape[1]}x{self.x_train.shape[2]}, "
-                f"{self.num_classes} classes {list(self.classes)})")
+        val = f", {len(self.y_val):,} validation" if self.y_val is not None else ""
+        return (f"Dataset({self.name!r}: {len(self.y_train):,} training{val} and "
+                f"{len(self.y_test):,} test images of {self.x_train.shape[1]}x"
+                f"{self.x_train.shape[2]}, {self.num_classes} classes {list(self.classes)})")
+
+    def holdout(self, val_size: int, seed: int = 0) -> "Dataset":
+        """Move ``val_size`` training images, stratified by class and seeded, into a
+        validation split (``x_val``, ``y_val``): each class keeps its share (largest
+        remainders), and the same seed always holds out the same images."""
+        n = len(self.y_train)
+        if not 0 < val_size < n:
+            raise ValueError(f"val_size must be between 1 and {n - 1} (the training split has "
+                             f"{n} images), got {val_size}")
+        counts = np.bincount(self.y_train, minlength=self.num_classes)
+        quota = val_size * counts / n
+        take = np.floor(quota).astype(int)
+        for c in np.argsort(-(quota - take), kind="stable")[: val_size - take.sum()]:
+            take[c] += 1
+        val = np.concatenate([
+            np.random.default_rng([seed, 2, c]).permutation(np.flatnonzero(self.y_train == c))[:k]
+            for c, k in enumerate(take)])
+        val = np.sort(val)
+        keep = np.setdiff1d(np.arange(n), val)
+        return replace(self, x_train=self.x_train[keep], y_train=self.y_train[keep],
+                       x_val=self.x_train[val], y_val=self.y_train[val])
 
     def subset(self, train_size: int | None = None, test_size: int | None = None,
                seed: int = 0) -> "Dataset":

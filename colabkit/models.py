@@ -155,9 +155,11 @@ class ASPP(nn.Module):
                 nn.BatchNorm2d(branch_channels), nn.ReLU(inplace=True))
 
         self.branches = nn.ModuleList([conv_bn(1, 1)] + [conv_bn(3, r) for r in rates])
+        # BN on the pooled branch as in DeepLab v3: its statistics are taken over the batch
+        # (128 vectors at the report's batch), not over the 1x1 map, so they are sound
         self.image_pool = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_channels, branch_channels, 1, bias=False),
-            nn.ReLU(inplace=True))  # no BN: a 1x1 map would make its batch statistics degenerate
+            nn.BatchNorm2d(branch_channels), nn.ReLU(inplace=True))
         n = len(self.branches) + 1
         self.project = nn.Sequential(
             nn.Conv2d(n * branch_channels, out_channels, 1, bias=False),
@@ -181,7 +183,25 @@ class ASPPHead(nn.Module):
         return self.pool(self.aspp(x))
 
 
-HEADS: dict[str, Callable[[int, int], nn.Module]] = {"pool": PoolHead, "aspp": ASPPHead}
+class SPPHead(nn.Module):
+    """Spatial pyramid pooling (He et al., "Spatial Pyramid Pooling in Deep Convolutional
+    Networks", 2014) over the last stage: max-pooled bins of 1x1, 2x2 and 4x4, flattened,
+    concatenated ((1 + 4 + 16) x C features) and one linear layer. The other literal
+    reading of the report's "more like SPP"; no convolution of its own."""
+
+    BINS = (1, 2, 4)
+
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__()
+        self.fc = nn.Linear(in_channels * sum(b * b for b in self.BINS), num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = [torch.flatten(F.adaptive_max_pool2d(x, b), 1) for b in self.BINS]
+        return self.fc(torch.cat(pooled, dim=1))
+
+
+HEADS: dict[str, Callable[[int, int], nn.Module]] = {"pool": PoolHead, "aspp": ASPPHead,
+                                                     "spp": SPPHead}
 
 
 # -------------------------------------------------------------------- ResNet ----
@@ -230,15 +250,21 @@ def resnet18_cbam_aspp(num_classes: int = 12, **kw) -> ResNet:
     return ResNet((2, 2, 2, 2), num_classes, attention="cbam", head="aspp", **kw)
 
 
+def resnet18_cbam_spp(num_classes: int = 12, **kw) -> ResNet:
+    return ResNet((2, 2, 2, 2), num_classes, attention="cbam", head="spp", **kw)
+
+
 MODELS: dict[str, Callable[..., ResNet]] = {
     "resnet18": resnet18,
     "resnet18_cbam": resnet18_cbam,
     "resnet18_cbam_aspp": resnet18_cbam_aspp,
+    "resnet18_cbam_spp": resnet18_cbam_spp,
 }
 
 
 def build_model(name: str, num_classes: int = 12, **kwargs) -> nn.Module:
-    """A registered network by name: ``resnet18``, ``resnet18_cbam``, ``resnet18_cbam_aspp``.
+    """A registered network by name: ``resnet18``, ``resnet18_cbam``, ``resnet18_cbam_aspp``,
+    ``resnet18_cbam_spp``.
 
     ``kwargs`` go to ``ResNet`` (``width``, ``attention_kwargs={"kernel_size": 7}``).
     """

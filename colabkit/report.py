@@ -43,14 +43,22 @@ def load_runs(runs_dir: str | os.PathLike) -> pd.DataFrame:
         rows = read_metrics(run.metrics)
         if not rows:
             continue  # started, no epoch finished yet
+        try:
+            env = read_json(run.environment)
+        except (OSError, ValueError):
+            env = {}
         df = pd.DataFrame(rows)
-        df.insert(0, "run", run.name)
-        df.insert(1, "experiment", cfg.name)
-        df.insert(2, "model", cfg.model)
-        df.insert(3, "dataset", cfg.dataset)
-        df.insert(4, "seed", cfg.seed)
-        df.insert(5, "augment", cfg.augment.describe())
-        df.insert(6, "epochs_planned", cfg.epochs)
+        for col in ("val_loss", "val_acc"):  # logs from before validation splits
+            if col not in df:
+                df[col] = np.nan
+        df = df.astype({"val_loss": float, "val_acc": float})
+        meta = {"run": run.name, "experiment": cfg.name, "model": cfg.model,
+                "dataset": cfg.dataset, "seed": cfg.seed, "augment": cfg.augment.describe(),
+                "epochs_planned": cfg.epochs, "width": cfg.width,
+                "train_images": env.get("train_images", cfg.train_size),
+                "val_images": env.get("val_images", cfg.val_size)}
+        for i, (k, v) in enumerate(meta.items()):
+            df.insert(i, k, v)
         frames.append(df)
     if not frames:
         what = "no run folders (each holds config.json)" if not runs else \
@@ -106,18 +114,25 @@ def _fmt(mean: float, sd: float, n: int, digits: int = 3) -> str:
 
 
 def results_table(runs: pd.DataFrame, by: str = "experiment") -> pd.DataFrame:
-    """Table 1: per experiment (or per run with ``by="run"``) the model, augmentation
-    procedures, best test accuracy (%), its epoch, final accuracy, epochs done and
-    training hours; with several runs (seeds) of one experiment, mean and sd."""
+    """Table 1: per experiment (or per run with ``by="run"``) the model, data set, training
+    images, width, augmentation, best test accuracy (%) and its epoch, final accuracy,
+    epochs and training hours; with several runs (seeds) of one experiment, mean and sd.
+
+    The best epoch is chosen on the validation split when the run has one (its test
+    accuracy is then an honest estimate), else on the test set as the report did."""
     if by not in ("experiment", "run"):
         raise ValueError("by must be 'experiment' or 'run'")
     per_run = []
     for run, df in runs.groupby("run", sort=True):
         df = df.sort_values("epoch")
-        best = df.loc[df["test_acc"].idxmax()]  # first epoch reaching the maximum
+        key = "val_acc" if df["val_acc"].notna().any() else "test_acc"
+        best = df.loc[df[key].idxmax()]  # first epoch reaching the maximum
         per_run.append({
             "run": run, "experiment": df["experiment"].iloc[0], "model": df["model"].iloc[0],
-            "augmentation": df["augment"].iloc[0], "best_acc": float(best["test_acc"]),
+            "dataset": df["dataset"].iloc[0], "train_images": df["train_images"].iloc[0],
+            "width": int(df["width"].iloc[0]), "seed": int(df["seed"].iloc[0]),
+            "augmentation": df["augment"].iloc[0], "selected_on": key.split("_")[0],
+            "best_acc": float(best["test_acc"]), "best_val_acc": float(best["val_acc"]),
             "best_epoch": int(best["epoch"]), "final_acc": float(df["test_acc"].iloc[-1]),
             "epochs_done": int(df["epoch"].nunique()),
             "epochs_planned": int(df["epochs_planned"].iloc[0]),
@@ -129,9 +144,13 @@ def results_table(runs: pd.DataFrame, by: str = "experiment") -> pd.DataFrame:
     rows = []
     for exp, g in table.groupby("experiment", sort=False):
         reported = REPORTED_BEST.get(exp, (float("nan"), float("nan")))
+        first = g.iloc[0]
         rows.append({
-            "experiment": exp, "model": g["model"].iloc[0], "augmentation": g["augmentation"].iloc[0],
-            "runs": len(g), "best_acc": g["best_acc"].mean(), "best_acc_sd": g["best_acc"].std(),
+            "experiment": exp, "model": first["model"], "dataset": first["dataset"],
+            "train_images": first["train_images"], "width": first["width"],
+            "augmentation": first["augmentation"], "selected_on": first["selected_on"],
+            "runs": len(g), "seeds": ",".join(str(v) for v in sorted(g["seed"])),
+            "best_acc": g["best_acc"].mean(), "best_acc_sd": g["best_acc"].std(),
             "best_epoch": g["best_epoch"].mean() if len(g) > 1 else int(g["best_epoch"].iloc[0]),
             "final_acc": g["final_acc"].mean(), "final_acc_sd": g["final_acc"].std(),
             "epochs_done": int(g["epochs_done"].min()), "epochs_planned": int(g["epochs_planned"].max()),
@@ -140,22 +159,156 @@ def results_table(runs: pd.DataFrame, by: str = "experiment") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def comparable_to_report(row) -> bool:
+    """The report's setting: CIFAR-12 in full, ResNet18's width, 300 epochs done."""
+    return (row.dataset == "cifar12" and row.width == 64 and row.epochs_done >= 300
+            and (row.train_images is None or pd.isna(row.train_images) or row.train_images >= 55_000))
+
+
 def table_markdown(table: pd.DataFrame) -> str:
-    """Table 1 as Markdown (mean ± sd where there are several runs)."""
-    head = ["model", "augmentation", "runs", "best test acc. (%)", "best epoch",
-            "final acc. (%)", "epochs", "hours", "report: best (epoch)"]
+    """Table 1 as Markdown (mean ± sd where there are several runs). The report's number
+    stands beside a row only when the row's setting is the report's; other rows say why
+    they cannot be compared."""
+    head = ["model", "data set", "train images", "width", "epochs", "seeds", "augmentation",
+            "best test acc. (%)", "best epoch (chosen on)", "final acc. (%)", "hours",
+            "report: best (epoch)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table.itertuples():
         n = getattr(r, "runs", 1)
-        rep = "" if math.isnan(getattr(r, "report_best_acc", float("nan"))) else \
-            f"{r.report_best_acc:.3f} ({int(r.report_best_epoch)})"
+        if math.isnan(getattr(r, "report_best_acc", float("nan"))):
+            rep = ""
+        elif comparable_to_report(r):
+            rep = f"{r.report_best_acc:.3f} ({int(r.report_best_epoch)})"
+        else:
+            rep = "not comparable (other data, width or epochs)"
+        images = "all" if r.train_images is None or pd.isna(r.train_images) else f"{int(r.train_images):,}"
         best_epoch = f"{r.best_epoch:.0f}" if n == 1 else f"{r.best_epoch:.1f} (mean)"
         lines.append("| " + " | ".join([
-            f"{r.experiment}: {r.model}", r.augmentation, str(n),
-            _fmt(r.best_acc, getattr(r, "best_acc_sd", float("nan")), n), best_epoch,
+            f"{r.experiment}: {r.model}", r.dataset, images, str(r.width),
+            f"{r.epochs_done}/{r.epochs_planned}", getattr(r, "seeds", "") or "1", r.augmentation,
+            _fmt(r.best_acc, getattr(r, "best_acc_sd", float("nan")), n),
+            f"{best_epoch} ({r.selected_on})",
             _fmt(r.final_acc, getattr(r, "final_acc_sd", float("nan")), n),
-            f"{r.epochs_done}/{r.epochs_planned}", f"{r.hours:.2f}", rep]) + " |")
+            f"{r.hours:.2f}", rep]) + " |")
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------ comparisons ----
+
+def _correct(run_dir: Path):
+    from .runs import read_predictions
+
+    p = read_predictions(Path(run_dir) / "predictions.npz")
+    return None if p is None else (p["pred"] == p["label"], p["label"])
+
+
+def comparison_table(runs_dir: str | os.PathLike, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """For each pair of experiments: the difference of mean best test accuracy (B - A, in
+    points) with a 95% interval - over seeds (Welch) when both have two or more, else a
+    paired bootstrap over test images - and an exact McNemar p-value on the best epochs'
+    predictions of the same test images, pooled over the seeds both ran; with a sentence
+    a reader can quote. The report's sequence and the ablations come first."""
+    from itertools import combinations
+
+    from .experiments import ABLATIONS, REPORT_MODELS
+    from . import stats
+
+    runs = load_runs(runs_dir) if runs is None else runs
+    per_run = results_table(runs, by="run")
+    folders = {r.name: r.path for r in find_runs(runs_dir)}
+    exps = list(dict.fromkeys(per_run["experiment"]))
+    first = [(a, b) for a, b in zip(REPORT_MODELS, REPORT_MODELS[1:])] + \
+        [(ref, e) for e, (ref, _) in ABLATIONS.items()]
+    pairs = [p for p in first if p[0] in exps and p[1] in exps]
+    pairs += [p for p in combinations(exps, 2) if p not in pairs and p[::-1] not in pairs]
+    rows = []
+    for a, b in pairs:
+        ra, rb = per_run[per_run["experiment"] == a], per_run[per_run["experiment"] == b]
+        diff = rb["best_acc"].mean() - ra["best_acc"].mean()
+        lo = hi = float("nan")
+        how = ""
+        if len(ra) >= 2 and len(rb) >= 2:
+            lo, hi = stats.welch_interval(list(ra["best_acc"]), list(rb["best_acc"]))
+            how = f"over seeds, {len(ra)} and {len(rb)} runs"
+        b_only = c_only = images = matched = 0
+        boot = None
+        for seed in sorted(set(ra["seed"]) & set(rb["seed"])):
+            ca = _correct(folders[ra[ra["seed"] == seed]["run"].iloc[0]])
+            cb = _correct(folders[rb[rb["seed"] == seed]["run"].iloc[0]])
+            if ca is None or cb is None or not np.array_equal(ca[1], cb[1]):
+                continue  # no predictions saved, or not the same test images
+            x, y = stats.discordant(ca[0], cb[0])
+            b_only, c_only, images, matched = b_only + x, c_only + y, len(ca[0]), matched + 1
+            boot = boot or (ca[0], cb[0], seed)
+        if not how and boot is not None:  # one seed on a side: the matched pair, paired
+            diff = 100 * (boot[1].mean() - boot[0].mean())
+            lo, hi = stats.paired_bootstrap(boot[0], boot[1])
+            how = f"seed {boot[2]}, bootstrap over test images"
+        p = stats.mcnemar(b_only, c_only) if matched else float("nan")
+        rows.append({"a": a, "b": b, "diff": diff, "ci_low": lo, "ci_high": hi, "interval": how,
+                     "mcnemar_p": p, "only_a_right": b_only, "only_b_right": c_only,
+                     "paired_images": images, "paired_seeds": matched,
+                     "sentence": _sentence(a, b, diff, lo, hi, how, p, b_only, c_only, images, matched)})
+    return pd.DataFrame(rows)
+
+
+def _sentence(a, b, diff, lo, hi, how, p, x, y, images, seeds) -> str:
+    text = f"{b} vs {a}: {diff:+.2f} points of test accuracy"
+    if not math.isnan(lo):
+        text += f" (95% CI {lo:+.2f} to {hi:+.2f}; {how})"
+    if seeds:
+        verdict = ("a difference at the 5% level" if p < 0.05
+                   else "no evidence of a difference at the 5% level")
+        text += (f"; McNemar p = {p:.3g} on {images:,} paired test images x {seeds} seed(s) "
+                 f"({x} right only for {a}, {y} only for {b}): {verdict}.")
+    else:
+        text += "; no paired predictions (predictions.npz) to test."
+    return text
+
+
+def per_class_table(runs_dir: str | os.PathLike, classes=None) -> pd.DataFrame:
+    """Test accuracy (%) per class at each run's best epoch (from predictions.npz; runs
+    without it are left out), one column per run, with the number of test images."""
+    from .runs import read_json
+
+    cols, counts = {}, None
+    for run in find_runs(runs_dir):
+        c = _correct(run.path)
+        if c is None:
+            continue
+        correct, labels = c
+        k = int(labels.max()) + 1
+        hits = np.bincount(labels, weights=correct, minlength=k)
+        counts = np.bincount(labels, minlength=k)
+        cols[run.name] = 100 * hits / np.maximum(counts, 1)
+        if classes is None:
+            try:
+                ds = read_json(run.config).get("dataset")
+            except (OSError, ValueError):
+                ds = None
+            from .data import CIFAR10_CLASSES, CIFAR12_CLASSES
+            classes = {"cifar12": CIFAR12_CLASSES, "cifar10": CIFAR10_CLASSES}.get(ds)
+    if not cols:
+        return pd.DataFrame()
+    k = max(len(v) for v in cols.values())
+    names = list(classes)[:k] if classes and len(classes) >= k else [f"class {i}" for i in range(k)]
+    table = pd.DataFrame({n: v for n, v in cols.items()}, index=names)
+    table.insert(0, "test images", counts[:k])
+    table.index.name = "class"
+    return table
+
+
+def status_table(runs_dir: str | os.PathLike, names: list[str] | None = None,
+                 epochs: int | None = None) -> pd.DataFrame:
+    """One row per run folder under ``runs_dir`` (or per name in ``names``, which need not
+    exist yet): state, epochs done and planned, last update, estimated hours left."""
+    from .runs import run_status
+
+    root = Path(runs_dir).expanduser()
+    folders = [root / n for n in names] if names is not None else [r.path for r in find_runs(root)]
+    return pd.DataFrame([run_status(f, epochs) for f in folders],
+                        columns=["run", "experiment", "state", "epochs_done", "epochs",
+                                 "last_update", "epoch_seconds", "hours_left"])
 
 
 # --------------------------------------------------- per-class, confusion ----
@@ -241,7 +394,30 @@ def write_report(runs_dir: str | os.PathLike, out: str | os.PathLike, *, confusi
     (out / "table1.md").write_text(table_markdown(table), encoding="utf-8")
     table.to_csv(out / "table1.csv", index=False)
     results_table(runs, by="run").to_csv(out / "runs.csv", index=False)
-    written["table"] = [out / "table1.md", out / "table1.csv", out / "runs.csv"]
+    status_table(runs_dir).to_csv(out / "status.csv", index=False)
+    written["table"] = [out / "table1.md", out / "table1.csv", out / "runs.csv", out / "status.csv"]
+    comparison = comparison_table(runs_dir, runs)
+    if len(comparison):
+        comparison.to_csv(out / "comparison.csv", index=False)
+        (out / "comparison.md").write_text(
+            "# Comparisons\n\n" + "\n".join(f"- {t}" for t in comparison["sentence"]) + "\n",
+            encoding="utf-8")
+        written["comparison"] = [out / "comparison.csv", out / "comparison.md"]
+    per_class = per_class_table(runs_dir)
+    if len(per_class):
+        per_class.to_csv(out / "per_class.csv", float_format="%.2f")
+        note = ""
+        if {"fish", "flowers"} <= set(per_class.index):
+            note = ("\nfish and flowers (CIFAR-100's superclasses) have half the test images of "
+                    "the CIFAR-10 classes (500 each in the full test set): their accuracies are "
+                    "less certain, and they had half the training images too.\n")
+        head = ["class", *per_class.columns]
+        body = [f"| {name} | {int(row.iloc[0])} | " + " | ".join(f"{v:.1f}" for v in row.iloc[1:]) + " |"
+                for name, row in per_class.iterrows()]
+        (out / "per_class.md").write_text(
+            "# Test accuracy per class at the best epoch (%)\n\n| " + " | ".join(head) + " |\n|"
+            + "---|" * len(head) + "\n" + "\n".join(body) + "\n" + note, encoding="utf-8")
+        written["per_class"] = [out / "per_class.csv", out / "per_class.md"]
     if confusion:
         from .data import DataError
 

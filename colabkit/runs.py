@@ -18,9 +18,10 @@ from typing import Any, Iterable
 from .files import atomic_write, temp_path
 
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
-                 "seconds", "images_per_s", "time")
-# The columns a repeated run reproduces exactly; the others are wall-clock.
-DETERMINISTIC_FIELDS = METRIC_FIELDS[:6]
+                 "val_loss", "val_acc", "seconds", "images_per_s", "time")
+# The columns a repeated run reproduces exactly; the others are wall-clock. val_* are
+# empty without a validation split.
+DETERMINISTIC_FIELDS = METRIC_FIELDS[:8]
 
 
 class RunDir:
@@ -36,6 +37,7 @@ class RunDir:
     last_prev = property(lambda self: self.path / "last.prev.pt")
     best = property(lambda self: self.path / "best.pt")
     lease = property(lambda self: self.path / "lease.json")
+    predictions = property(lambda self: self.path / "predictions.npz")
 
     @property
     def name(self) -> str:
@@ -125,8 +127,10 @@ def read_metrics(path: Path) -> list[dict]:
         for r in csv.DictReader(f):
             row = {}
             for k, v in r.items():
-                if k == "time" or v in ("", None):
+                if k == "time":
                     row[k] = v
+                elif v in ("", None):
+                    row[k] = None
                 elif k == "epoch":
                     row[k] = int(v)
                 else:
@@ -135,9 +139,81 @@ def read_metrics(path: Path) -> list[dict]:
     return rows
 
 
+def save_predictions(path: Path, epoch: int, pred, labels) -> None:
+    """The best epoch's predicted class for each test image, with the true labels: what
+    the report needs for per-class accuracy and paired tests, without the data."""
+    import numpy as np
+
+    with atomic_write(path) as f:
+        np.savez(f, epoch=np.array(int(epoch)), pred=np.asarray(pred, dtype=np.int16),
+                 label=np.asarray(labels, dtype=np.int16))
+
+
+def read_predictions(path: Path) -> dict | None:
+    """{'epoch', 'pred', 'label'} or None if absent or unreadable."""
+    import numpy as np
+
+    try:
+        with np.load(path) as z:
+            out = {"epoch": int(z["epoch"]), "pred": z["pred"], "label": z["label"]}
+    except (OSError, KeyError, ValueError):
+        return None
+    return out if len(out["pred"]) == len(out["label"]) else None
+
+
 def find_runs(runs_dir: str | os.PathLike) -> list[RunDir]:
     """Run folders under ``runs_dir`` (or ``runs_dir`` itself if it is one), sorted."""
     root = Path(runs_dir).expanduser()
     if (root / "config.json").is_file():
         return [RunDir(root)]
     return [RunDir(p.parent) for p in sorted(root.glob("*/config.json"))]
+
+
+def run_status(run_dir: str | os.PathLike, epochs: int | None = None,
+               now: float | None = None) -> dict:
+    """Where a run stands, from its folder alone (useful while it trains in another tab):
+    ``state`` is ``finished``, ``running`` (a trainer's heartbeat within three epoch
+    times), ``stalled`` (a trainer holds the folder but has been silent for longer, or is
+    known dead), ``stopped`` (stopped cleanly: run it again to continue) or ``not started``;
+    with epochs done and planned, the last update and an estimate of the time left."""
+    import statistics
+    import time
+    from datetime import datetime
+
+    run = RunDir(run_dir)
+    now = time.time() if now is None else now
+    try:
+        cfg = read_json(run.config)
+    except (OSError, ValueError):
+        cfg = {}
+    planned = epochs or cfg.get("epochs")
+    rows = read_metrics(run.metrics)
+    done = len(rows)
+    seconds = [r["seconds"] for r in rows[-5:] if isinstance(r.get("seconds"), float)]
+    epoch_s = statistics.median(seconds) if seconds else None
+    last = None
+    if rows and rows[-1].get("time"):
+        try:
+            last = datetime.fromisoformat(rows[-1]["time"]).timestamp()
+        except ValueError:
+            last = None
+    from .storage import Lease
+
+    lease = Lease(run.lease)
+    holder = lease.read()
+    fresh = 3 * (epoch_s or 600)  # three epoch times (ten minutes before the first epoch)
+    if planned and done >= planned:
+        state = "finished"
+    elif holder is not None and not lease.gone(holder) and \
+            now - float(holder.get("heartbeat_unix", 0)) <= fresh:
+        state = "running"
+    elif holder is not None:  # a trainer that died or went silent without letting go
+        state = "stalled"
+    elif done == 0:
+        state = "not started"
+    else:
+        state = "stopped"
+    left = (planned - done) * epoch_s if planned and epoch_s and done < planned else (0.0 if state == "finished" else None)
+    return {"run": run.name, "experiment": cfg.get("name"), "state": state, "epochs_done": done,
+            "epochs": planned, "last_update": rows[-1].get("time") if rows else None,
+            "epoch_seconds": epoch_s, "hours_left": None if left is None else left / 3600}

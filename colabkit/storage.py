@@ -137,7 +137,7 @@ class Lease:
     def _age_minutes(self, holder: dict) -> float:
         return (time.time() - float(holder.get("heartbeat_unix", 0))) / 60
 
-    def _gone(self, holder: dict) -> bool:
+    def gone(self, holder: dict) -> bool:
         """Provably gone: this machine (same boot), and its process is dead or is this
         one (an earlier call that stopped, in the same notebook kernel)."""
         if holder.get("host") != self.me["host"] or holder.get("boot_id") != self.me["boot_id"]:
@@ -153,14 +153,14 @@ class Lease:
         holder = self.read()
         if holder is not None and holder["id"] != self.me["id"]:
             age = self._age_minutes(holder)
-            if not (takeover or self._gone(holder) or age > self.stale_minutes):
+            if not (takeover or self.gone(holder) or age > self.stale_minutes):
                 raise LeaseHeld(
                     f"{self.path.parent} is being trained by {self.describe(holder)} (last "
                     f"heartbeat {max(age, 0):.1f} min ago). Wait for it to finish, or if "
                     "that trainer is gone (a closed tab, a dead VM), run again with "
                     f"--takeover (takeover=True); after {self.stale_minutes:g} min without a "
                     "heartbeat it is taken over by itself.")
-            if not self._gone(holder):
+            if not self.gone(holder):
                 print(f"Taking over {self.path.parent} from {self.describe(holder)} "
                       f"(last heartbeat {max(age, 0):.1f} min ago).")
         self.renew()
@@ -202,7 +202,7 @@ class RunStorage:
     """One run folder's files: where training writes them (``work``), the folder the user
     named (``home``: the same, or the Drive folder it is mirrored to), the lease."""
 
-    SMALL = ("config", "environment", "metrics")
+    SMALL = ("config", "environment", "predictions", "metrics")
 
     def __init__(self, run_dir: str | os.PathLike, *, mirror_minutes: float = 10.0,
                  takeover: bool = False, stale_minutes: float = 30.0):
@@ -222,8 +222,8 @@ class RunStorage:
 
     # ---- start
     def open(self) -> dict | None:
-        """Claim the folder (lease), remove leftovers, catch Drive up if the local copy
-        is ahead; return the newest checkpoint that verifies, local or Drive, or None."""
+        """Claim the folder (lease), remove leftovers and finish interrupted installs;
+        return the newest checkpoint that verifies, local or Drive, or None."""
         self.home.ensure_writable()
         self.lease.acquire(self.takeover)
         try:
@@ -235,9 +235,9 @@ class RunStorage:
         except BaseException:
             self.lease.release()
             raise
-        if self.drive and self.local_epoch > self.mirrored_epoch:
-            self._best_pending = self.work.best.exists()
-            self.mirror(self.local_epoch, force=True)
+        # a working copy ahead of Drive (Drive was down at the last stop) is copied at the
+        # first mirror, due at the first checkpoint, or at close
+        self._best_pending = self.drive and self.local_epoch > self.mirrored_epoch and self.work.best.exists()
         return state
 
     def load(self) -> dict | None:
@@ -353,7 +353,7 @@ class RunStorage:
             if self.behind or self.mirrored_epoch < self.local_epoch:
                 note = (f"The Drive copy is behind: epoch {self.mirrored_epoch} on Drive, epoch "
                         f"{self.local_epoch} in the local copy {self.work.path}. Run again when "
-                        "Drive works: it catches up before training.")
+                        "Drive works: the copy catches up.")
             else:
                 note = f"The Drive copy is up to date (epoch {self.mirrored_epoch})."
         self.lease.release()

@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 
@@ -28,8 +29,8 @@ from .checkpoint import CheckpointWriter, save_checkpoint, to_host
 from .data import Dataset, DeviceLoader, load_dataset
 from .experiments import Experiment, get_experiment
 from .models import build_model
-from .runs import read_json, write_json, write_metrics
-from .runtime import choose_device, choose_precision, environment_record
+from .runs import read_json, save_predictions, write_json, write_metrics
+from .runtime import choose_device, choose_precision, colabkit_version, environment_record
 from .storage import LeaseLost, RunStorage
 
 CHECKPOINT_FORMAT = 1
@@ -137,8 +138,10 @@ def train_epoch(model, loader: DeviceLoader, epoch: int, optimizer, scaler, prec
 
 
 @torch.no_grad()
-def evaluate(model, loader: DeviceLoader, precision: str) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(loss sum, correct count, images) over the loader's split (this rank's share)."""
+def evaluate(model, loader: DeviceLoader, precision: str,
+             predictions: list | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(loss sum, correct count, images) over the loader's split (this rank's share);
+    each batch's predicted classes are appended to ``predictions`` if given."""
     model.eval()
     device = loader.device
     loss_sum = torch.zeros((), device=device)
@@ -147,9 +150,12 @@ def evaluate(model, loader: DeviceLoader, precision: str) -> tuple[torch.Tensor,
     for x, y in loader.epoch(0):
         with _autocast(device, precision):
             logits = model(x)
+        pred = logits.argmax(1)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
+        correct += (pred == y).sum()
         seen += len(y)
+        if predictions is not None:
+            predictions.append(pred)
     return loss_sum, correct, seen
 
 
@@ -191,13 +197,22 @@ def _progress(total: int, initial: int, enabled: bool, desc: str, leave: bool = 
                 dynamic_ncols=True, unit="ep" if leave else "batch")
 
 
+def selection_key(history: list[dict]) -> str:
+    """What picks the best epoch: validation accuracy when the run has a validation split
+    (the honest way), else test accuracy (the report's way)."""
+    return "val_acc" if any(r.get("val_acc") is not None for r in history) else "test_acc"
+
+
 def _results(exp: Experiment, run_dir, history: list[dict], status: str,
              world: int = 1) -> dict:
-    best = max(history, key=lambda r: (r["test_acc"], -r["epoch"]), default=None)
+    key = selection_key(history)
+    best = max(history, key=lambda r: (r[key], -r["epoch"]), default=None)
     return {
         "run_dir": str(run_dir), "experiment": exp.name, "model": exp.model,
         "status": status, "epochs_done": len(history), "epochs": exp.epochs,
-        "best_acc": best["test_acc"] if best else None,
+        "selected_on": key.split("_")[0],
+        "best_acc": best["test_acc"] if best else None,  # test accuracy at the best epoch
+        "best_val_acc": best.get("val_acc") if best else None,
         "best_epoch": best["epoch"] if best else None,
         "final_acc": history[-1]["test_acc"] if history else None,
         "train_seconds": sum(r["seconds"] for r in history),
@@ -245,6 +260,17 @@ def _check_config(state: dict | None, exp: Experiment, storage: RunStorage,
             "this run with the new values.")
 
 
+def _version_note(state: dict, now: dict) -> str | None:
+    """A warning when a run continues under another colabkit than it was trained with."""
+    then = state.get("colabkit") or {"version": "0.1.0 or earlier", "commit": None}
+    if (then.get("version"), then.get("commit")) == (now["version"], now["commit"]):
+        return None
+    name = lambda v: f"{v.get('version')}" + (f" ({v['commit'][:10]})" if v.get("commit") else "")
+    return (f"this run was trained with colabkit {name(then)} and continues with colabkit "
+            f"{name(now)}: results may differ from an uninterrupted run. Pin the version "
+            "(REF in the notebook's setup cell) to keep a run on one version.")
+
+
 def _load_state(model, optimizer, scaler, state: dict, classes, run_dir) -> None:
     if list(state.get("classes", classes)) != list(classes):
         raise ConfigMismatch(f"{run_dir} was trained on the classes {state['classes']}, not "
@@ -286,16 +312,20 @@ def _setup(exp: Experiment, data: Dataset, dist: Dist, prec: str, compile: bool)
                                 mean=data.mean, std=data.std, train=True, seed=exp.seed,
                                 augment=Augmenter(exp.augment), rank=dist.rank,
                                 world_size=dist.world)
-    test_loader = DeviceLoader(data.x_test, data.y_test, max(per_rank * 4, 256) * dist.world,
-                               device=dev, mean=data.mean, std=data.std, train=False,
-                               rank=dist.rank, world_size=dist.world)
-    return model, optimizer, scaler, net, train_loader, test_loader
+    eval_batch = max(per_rank * 4, 256) * dist.world
+    test_loader = DeviceLoader(data.x_test, data.y_test, eval_batch, device=dev, mean=data.mean,
+                               std=data.std, train=False, rank=dist.rank, world_size=dist.world)
+    val_loader = None if data.x_val is None else DeviceLoader(
+        data.x_val, data.y_val, eval_batch, device=dev, mean=data.mean, std=data.std,
+        train=False, rank=dist.rank, world_size=dist.world)
+    return model, optimizer, scaler, net, train_loader, test_loader, val_loader
 
 
 def run_epoch(epoch: int, exp: Experiment, model, net, optimizer, scaler, prec: str,
-              loaders, dist: Dist, show: bool) -> dict:
-    """Train one epoch and evaluate; the metrics.csv row (sums across DDP ranks)."""
-    train_loader, test_loader = loaders
+              loaders, dist: Dist, show: bool) -> tuple[dict, torch.Tensor | None]:
+    """Train one epoch and evaluate; the metrics.csv row (sums across DDP ranks) and the
+    test predictions (one process only)."""
+    train_loader, test_loader, val_loader = loaders
     dev = dist.device
     lr = exp.lr_at(epoch)
     for group in optimizer.param_groups:
@@ -310,20 +340,27 @@ def run_epoch(epoch: int, exp: Experiment, model, net, optimizer, scaler, prec: 
     # every rank evaluates its share with rank 0's BatchNorm statistics: those of the
     # checkpoint, so the logged accuracy is the saved model's
     dist.broadcast_buffers(model)
-    te = evaluate(model if dist.world > 1 else net, test_loader, prec)
-    te_loss, te_correct, te_n = dist.sum(*[torch.as_tensor(v, device=dev, dtype=torch.float64)
-                                           for v in te])
-    n_tr, n_te = float(tr_n), float(te_n)
+    eval_net = model if dist.world > 1 else net
+    preds = [] if dist.world == 1 else None
+
+    def split(loader, keep=None):
+        sums = evaluate(eval_net, loader, prec, keep)
+        loss, correct, n = dist.sum(*[torch.as_tensor(v, device=dev, dtype=torch.float64) for v in sums])
+        return float(loss) / float(n), 100.0 * float(correct) / float(n)
+
+    test_loss, test_acc = split(test_loader, preds)
+    val_loss, val_acc = split(val_loader) if val_loader is not None else (None, None)
+    n_tr = float(tr_n)
     row = {"epoch": epoch, "lr": lr, "train_loss": float(tr_loss) / n_tr,
-           "train_acc": 100.0 * float(tr_correct) / n_tr, "test_loss": float(te_loss) / n_te,
-           "test_acc": 100.0 * float(te_correct) / n_te, "seconds": time.perf_counter() - t0,
-           "images_per_s": n_tr / t_train,
+           "train_acc": 100.0 * float(tr_correct) / n_tr, "test_loss": test_loss,
+           "test_acc": test_acc, "val_loss": val_loss, "val_acc": val_acc,
+           "seconds": time.perf_counter() - t0, "images_per_s": n_tr / t_train,
            "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if not math.isfinite(row["train_loss"]):
         raise FloatingPointError(f"training loss is {row['train_loss']} at epoch {epoch}: lower "
                                  "the learning rate, or resume from the last checkpoint with "
                                  "another precision")
-    return row
+    return row, (torch.cat(preds).cpu() if preds else None)
 
 
 class Saver:
@@ -331,19 +368,24 @@ class Saver:
     mirror, on the writer's thread; on the cadence asked, always at the end."""
 
     def __init__(self, storage: RunStorage, background: bool, minutes: float | None,
-                 best_acc: float, start: int):
-        self.storage, self.minutes = storage, minutes
+                 history: list[dict], start: int, labels):
+        self.storage, self.minutes, self.labels = storage, minutes, labels
         self.writer = CheckpointWriter(background=background)
-        self.best_acc, self.saved_epoch = best_acc, start
+        self.key = selection_key(history)
+        self.best_acc = max((r[self.key] for r in history if r.get(self.key) is not None), default=-1.0)
+        self.saved_epoch = start
         self.snapshot, self.best_pending, self.last_save = None, None, time.perf_counter()
 
-    def epoch_done(self, snapshot: dict, row: dict, final: bool) -> None:
+    def epoch_done(self, snapshot: dict, row: dict, final: bool, predictions=None) -> None:
         self.snapshot = snapshot
-        if row["test_acc"] > self.best_acc:
-            self.best_acc = row["test_acc"]
+        self.key = "val_acc" if row.get("val_acc") is not None else "test_acc"
+        if row[self.key] > self.best_acc:
+            self.best_acc = row[self.key]
             self.best_pending = {k: snapshot[k] for k in ("format", "epoch", "config", "model",
                                                           "classes")}
-            self.best_pending["test_acc"] = row["test_acc"]
+            self.best_pending.update(test_acc=row["test_acc"], val_acc=row.get("val_acc"),
+                                     selected_on=self.key.split("_")[0])
+            self.best_pending = (self.best_pending, predictions)
         if final or self.minutes is None or time.perf_counter() - self.last_save >= self.minutes * 60:
             self.commit()
 
@@ -354,7 +396,9 @@ class Saver:
 
         def job():
             if best is not None:
-                save_checkpoint(best, work.best, keep_previous=False)
+                save_checkpoint(best[0], work.best, keep_previous=False)
+                if best[1] is not None:  # the best epoch's test predictions, for the report
+                    save_predictions(work.predictions, best[0]["epoch"], best[1], self.labels)
             save_checkpoint(snap, work.last)
             write_metrics(work.metrics, snap["history"])  # after the checkpoint commits
             storage.committed(snap["epoch"], best is not None)
@@ -417,10 +461,16 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
             dist.close()
             return _results(exp, storage.home.path, history[:exp.epochs], "finished", dist.world)
 
-        data = (data or load_dataset(exp.dataset, data_root)).subset(exp.train_size, exp.test_size, exp.seed)
+        data = data or load_dataset(exp.dataset, data_root)
+        if exp.val_size:  # held out before the subset: the same images for any train_size
+            data = data.holdout(exp.val_size, exp.seed)
+        data = data.subset(exp.train_size, exp.test_size, exp.seed)
         model, optimizer, scaler, net, *loaders = _setup(exp, data, dist, prec, compile)
+        version = colabkit_version()
         if state is not None:
             _load_state(model, optimizer, scaler, state, data.classes, storage.home.path)
+            if dist.main and (note := _version_note(state, version)):
+                warnings.warn(note, stacklevel=2)
             if state.get("world_size", 1) != dist.world and dist.main:
                 print(f"Note: this run was saved with {state.get('world_size', 1)} process(es) "
                       f"and continues with {dist.world}. The global batch ({exp.batch_size}), "
@@ -431,13 +481,16 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
             storage.reconcile(history)  # the checkpoint's history is the truth
             env = environment_record(dist.device)
             env.update(precision=prec, world_size=dist.world, compile=compile,
-                       resumed_from_epoch=start)
+                       resumed_from_epoch=start, train_images=len(data.y_train),
+                       val_images=None if data.y_val is None else len(data.y_val),
+                       test_images=len(data.y_test))
             write_json(storage.work.environment, env)
             size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
             storage.check_space(2 * size, size)
         saver = Saver(storage, dist.device.type == "cuda" if background_save is None else background_save,
-                      checkpoint_minutes, max((r["test_acc"] for r in history), default=-1.0), start)
-        epoch_seconds: list[float] = []
+                      checkpoint_minutes, history, start, data.y_test)
+        # the budget's estimate of an epoch: this call's epochs, or the run's last ones
+        epoch_seconds: list[float] = [r["seconds"] for r in history[-3:] if r.get("seconds")]
         with _progress(exp.epochs, start, show, exp.name) as bar, _sigterm_as_interrupt():
             if show and start:
                 bar.write(f"Resuming {storage.home.path} at epoch {start + 1}/{exp.epochs}.")
@@ -447,7 +500,8 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
                 if dist.any(bool(over)):
                     status = "budget"
                     break
-                row = run_epoch(epoch, exp, model, net, optimizer, scaler, prec, loaders, dist, show)
+                row, predictions = run_epoch(epoch, exp, model, net, optimizer, scaler, prec,
+                                             loaders, dist, show)
                 history.append(row)
                 epoch_seconds.append(row["seconds"])
                 if not dist.main:
@@ -458,7 +512,8 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scaler": scaler.state_dict(), "history": list(history),
                     "world_size": dist.world, "precision": prec, "classes": list(data.classes),
-                }), row, final=epoch == exp.epochs)
+                    "colabkit": version,
+                }), row, final=epoch == exp.epochs, predictions=predictions)
                 bar.set_postfix(loss=f"{row['train_loss']:.3f}", train=f"{row['train_acc']:.1f}%",
                                 test=f"{row['test_acc']:.1f}%", lr=f"{row['lr']:g}")
                 bar.update(1)

@@ -298,3 +298,22 @@ def test_test_subset_does_not_depend_on_the_train_subset():
     a = load_dataset("synthetic", train_size=100, test_size=50, seed=3)
     b = load_dataset("synthetic", test_size=50, seed=3)
     assert np.array_equal(a.x_test, b.x_test) and len(b.y_train) == 6000
+
+
+def test_validation_holdout_is_stratified_disjoint_and_seeded():
+    ds = synthetic(train_size=600, test_size=60)
+    a = ds.holdout(120, seed=3)
+    b = ds.holdout(120, seed=3)
+    c = ds.holdout(120, seed=4)
+    assert len(a.y_val) == 120 and len(a.y_train) == 480
+    assert np.array_equal(a.x_val, b.x_val) and not np.array_equal(a.y_val, c.y_val) or \
+        not np.array_equal(a.x_val, c.x_val)
+    # stratified: each of the 12 classes (50 images each) gives 10
+    assert set(np.bincount(a.y_val, minlength=12)) == {10}
+    # disjoint: no validation image is left in the training split, none lost
+    tr = {bytes(x) for x in a.x_train}
+    assert not any(bytes(x) in tr for x in a.x_val)
+    assert sorted(bytes(x) for x in np.concatenate([a.x_train, a.x_val])) == sorted(bytes(x) for x in ds.x_train)
+    assert np.array_equal(a.x_test, ds.x_test)  # the test split is untouched
+    with pytest.raises(ValueError, match="val_size must be between 1 and 599"):
+        ds.holdout(600)

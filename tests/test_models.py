@@ -24,7 +24,12 @@ def test_parameter_counts_are_pinned():
     # CBAM adds, per block of C channels, 2 * C * C/16 (shared MLP) + 2 * 3 * 3 (spatial conv)
     cbam = sum(2 * c * (c // 16) + 18 for c in (64, 64, 128, 128, 256, 256, 512, 512))
     assert count_parameters(build_model("resnet18_cbam")) == 11_174_988 + cbam == 11_262_172
-    assert count_parameters(build_model("resnet18_cbam_aspp")) == 14_410_460
+    # ASPP at 512 channels, branches of 256: 1x1, two 3x3, pooled 1x1 (each + BN), projection
+    aspp = 512 * 256 * (1 + 9 + 9 + 1) + 4 * 2 * 256 + 4 * 256 * 512 + 2 * 512
+    assert count_parameters(build_model("resnet18_cbam_aspp")) == 11_262_172 + aspp == 14_410_972
+    # SPP: bins 1 + 4 + 16 of 512 channels into the 12-way linear layer, instead of 512
+    spp = (21 * 512 - 512) * 12
+    assert count_parameters(build_model("resnet18_cbam_spp")) == 11_262_172 + spp == 11_385_052
 
 
 def _blocks(model):
@@ -103,7 +108,7 @@ def test_aspp_runs_on_the_last_stages_4x4_maps():
 
 def test_unknown_names_fail_listing_the_known_ones():
     with pytest.raises(ValueError, match=r"unknown model 'resnet50'; known: \['resnet18', "
-                                         r"'resnet18_cbam', 'resnet18_cbam_aspp'\]"):
+                                         r"'resnet18_cbam', 'resnet18_cbam_aspp', 'resnet18_cbam_spp'\]"):
         build_model("resnet50")
     with pytest.raises(ValueError, match=r"unknown attention 'se'; known: \['cbam', 'none'\]"):
         create_attention("se", 64)

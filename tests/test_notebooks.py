@@ -19,14 +19,15 @@ from colabkit.runs import DETERMINISTIC_FIELDS, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
-TRAINING = [p for p in NOTEBOOKS if not p.name.startswith("05")]
+TRAINING = [p for p in NOTEBOOKS if p.name[:2] in ("01", "02", "03", "04")]
+QUEUE_RUNS = [p.stem for p in TRAINING]
 SMOKE = {"EPOCHS": 3, "DATASET": "synthetic", "ALLOW_CPU": True, "TRAIN_SIZE": 192,
          "TEST_SIZE": 64, "WIDTH": 4, "BATCH_SIZE": 32}
 
 
 def test_there_are_four_numbered_training_notebooks_and_a_report():
     assert [p.name for p in NOTEBOOKS] == [
-        "01_resnet18_basic.ipynb", "02_resnet18_da.ipynb", "03_resnet18_da_cbam.ipynb",
+        "00_run_all.ipynb", "01_resnet18_basic.ipynb", "02_resnet18_da.ipynb", "03_resnet18_da_cbam.ipynb",
         "04_resnet18_da_cbam_aspp.ipynb", "05_report.ipynb"]
 
 
@@ -85,7 +86,7 @@ def home(tmp_path_factory):
 def executed(home):
     """Every notebook run headless in order (01-04 train, 05 reports on them)."""
     out = {}
-    for path in NOTEBOOKS:
+    for path in [*TRAINING, REPO / "notebooks" / "05_report.ipynb"]:
         params = {} if path.name.startswith("05") else SMOKE
         nb = _with_parameters(path, params)
         _client(nb, home).execute()
@@ -151,3 +152,57 @@ def test_notebook_02_resumes_after_the_kernel_dies_mid_training(executed, home, 
     want = read_metrics(home / "runs" / "02_resnet18_da" / "metrics.csv")
     assert [{k: r[k] for k in DETERMINISTIC_FIELDS} for r in got] == \
         [{k: r[k] for k in DETERMINISTIC_FIELDS} for r in want]
+
+
+def test_only_the_report_notebook_asks_colab_for_no_gpu():
+    for path in NOTEBOOKS:
+        meta = json.loads(path.read_text())["metadata"]
+        wants_gpu = meta.get("accelerator") == "GPU" and meta["colab"].get("gpuType") == "T4"
+        assert wants_gpu == (not path.name.startswith("05")), path.name
+
+
+def test_setup_cell_installs_a_pinned_release():
+    for path in NOTEBOOKS:
+        src = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"])
+        assert 'REF = "v' in src and '@{REF}' in src, path.name
+
+
+def test_queue_notebook_trains_four_runs_and_resumes_after_the_kernel_dies(tmp_path):
+    old = os.environ.get("COLABKIT_HOME")
+    os.environ["COLABKIT_HOME"] = str(tmp_path)
+    path = REPO / "notebooks" / "00_run_all.ipynb"
+    runs = tmp_path / "runs"
+    try:
+        nb = _with_parameters(path, SMOKE)
+        client = _client(nb, tmp_path)
+        died = []
+
+        def run_all():
+            try:
+                client.execute()
+            except DeadKernelError as e:
+                died.append(e)
+
+        t = threading.Thread(target=run_all)
+        t.start()
+        deadline = time.time() + 300  # the first run finished, the second under way
+        while len(read_metrics(runs / QUEUE_RUNS[1] / "metrics.csv")) < 1 and time.time() < deadline:
+            time.sleep(0.02)
+        client.km.provisioner.process.kill()
+        t.join(120)
+        assert died and isinstance(died[0], DeadKernelError)
+        first = (runs / QUEUE_RUNS[0] / "last.pt").stat().st_mtime_ns
+        assert len(read_metrics(runs / QUEUE_RUNS[0] / "metrics.csv")) == 3
+        assert 1 <= len(read_metrics(runs / QUEUE_RUNS[1] / "metrics.csv")) < 3
+        nb = _with_parameters(path, SMOKE)  # Run all again, in a new session
+        _client(nb, tmp_path).execute()
+    finally:
+        if old is None:
+            os.environ.pop("COLABKIT_HOME", None)
+        else:
+            os.environ["COLABKIT_HOME"] = old
+    text = _text(nb)
+    assert "finished" in text and "stalled" in text and "not started" in text  # the table first
+    for name in QUEUE_RUNS:
+        assert [r["epoch"] for r in read_metrics(runs / name / "metrics.csv")] == [1, 2, 3], name
+    assert (runs / QUEUE_RUNS[0] / "last.pt").stat().st_mtime_ns == first  # skipped, untouched

@@ -48,7 +48,8 @@ def test_report_files_are_written_and_not_empty(runs_dir, tmp_path):
     written = write_report(runs_dir, tmp_path / "out")
     names = sorted(p.name for paths in written.values() for p in paths)
     expected = {f"{stem}.{ext}" for stem, _, _ in FIGURES.values() for ext in ("png", "pdf")}
-    assert expected | {"table1.md", "table1.csv", "runs.csv"} == set(names)
+    assert expected | {"table1.md", "table1.csv", "runs.csv", "status.csv", "comparison.csv",
+                       "comparison.md", "per_class.csv", "per_class.md"} == set(names)
     for p in (tmp_path / "out").iterdir():
         assert p.stat().st_size > 100, p
     assert (tmp_path / "out" / "fig11_train_acc.png").read_bytes()[:4] == b"\x89PNG"
@@ -76,7 +77,7 @@ def test_several_seeds_give_mean_and_sd(runs_dir):
     assert table.loc["basic", "report_best_acc"] == 95.0
     md = table_markdown(results_table(load_runs(runs_dir)))
     assert f"{np.mean(accs):.3f} ± {np.std(accs, ddof=1):.3f}" in md
-    assert "95.000 (286)" in md and "horizontal flip p=0.5" in md
+    assert "95.000 (286)" not in md and "horizontal flip p=0.5" in md  # tiny runs: not comparable
 
 
 @pytest.mark.parametrize("metric", list(FIGURES))
@@ -140,3 +141,86 @@ def test_committed_figures_table_is_what_the_committed_logs_give():
     assert list(committed["experiment"]) == list(fresh["experiment"])
     assert np.allclose(committed["best_acc"], fresh["best_acc"])
     assert list(committed["best_epoch"]) == list(fresh["best_epoch"])
+
+
+# ------------------------------------------------------------ comparisons ----
+
+def test_mcnemar_exact_p_values_agree_with_a_hand_count():
+    from colabkit.stats import mcnemar
+    # 12 discordant images, 10 against 2: 2 * (C(12,0) + C(12,1) + C(12,2)) / 2**12
+    assert mcnemar(10, 2) == pytest.approx(2 * (1 + 12 + 66) / 4096)
+    assert mcnemar(2, 10) == mcnemar(10, 2) and mcnemar(5, 5) == 1.0 and mcnemar(0, 0) == 1.0
+    assert mcnemar(0, 6) == pytest.approx(2 / 64)
+    # large counts: the normal approximation with continuity correction agrees closely
+    import math
+    b, c = 420, 520
+    z = (abs(b - c) - 1) / math.sqrt(b + c)
+    assert mcnemar(b, c) == pytest.approx(math.erfc(z / math.sqrt(2)), rel=0.05)
+
+
+def test_welch_interval_and_bootstrap_agree_with_independent_computations():
+    from colabkit.stats import paired_bootstrap, welch_interval
+    # means 91 and 93, variances 1: se = sqrt(2/3), df = 4, t = 2.776
+    lo, hi = welch_interval([90, 91, 92], [92, 93, 94])
+    h = 2.776 * (2 / 3) ** 0.5
+    assert (lo, hi) == (pytest.approx(2 - h), pytest.approx(2 + h))
+    rng = np.random.default_rng(1)
+    a = rng.random(4000) < 0.80
+    b = np.where(rng.random(4000) < 0.9, a, rng.random(4000) < 0.85)
+    d = b.astype(float) - a
+    se = d.std(ddof=1) / len(d) ** 0.5
+    lo, hi = paired_bootstrap(a, b)
+    assert lo == pytest.approx(100 * (d.mean() - 1.96 * se), abs=0.25)
+    assert hi == pytest.approx(100 * (d.mean() + 1.96 * se), abs=0.25)
+
+
+def test_comparison_pairs_experiments_on_the_same_test_images(runs_dir, tmp_path):
+    from colabkit.report import comparison_table
+    from colabkit.runs import read_predictions
+    table = comparison_table(runs_dir)
+    row = table[(table["a"] == "basic") & (table["b"] == "da")].iloc[0]
+    pa, pb = (read_predictions(runs_dir / r / "predictions.npz") for r in ("basic_s0", "da"))
+    assert np.array_equal(pa["label"], pb["label"]) and row["paired_seeds"] == 1
+    ca, cb = pa["pred"] == pa["label"], pb["pred"] == pb["label"]
+    assert (row["only_a_right"], row["only_b_right"]) == (int((ca & ~cb).sum()), int((~ca & cb).sum()))
+    per_run = results_table(load_runs(runs_dir), by="run").set_index("run")
+    # one seed of da: the matched pair (seed 0), with a paired bootstrap interval around it
+    assert row["diff"] == pytest.approx(per_run.loc["da", "best_acc"] - per_run.loc["basic_s0", "best_acc"])
+    assert row["ci_low"] <= row["diff"] <= row["ci_high"] and row["interval"].startswith("seed 0")
+    assert "McNemar p = " in row["sentence"]
+
+
+def test_predictions_file_holds_the_best_epochs_test_predictions(runs_dir):
+    from colabkit.runs import read_predictions
+    p = read_predictions(runs_dir / "basic_s0" / "predictions.npz")
+    rows = read_metrics(runs_dir / "basic_s0" / "metrics.csv")
+    best = max(rows, key=lambda r: (r["test_acc"], -r["epoch"]))
+    assert p["epoch"] == best["epoch"] and len(p["pred"]) == 64
+    assert 100 * (p["pred"] == p["label"]).mean() == pytest.approx(best["test_acc"])
+
+
+def test_best_epoch_is_chosen_on_validation_when_there_is_one(tmp_path):
+    from colabkit.runs import write_json
+    run = tmp_path / "r"
+    run.mkdir()
+    write_json(run / "config.json", _tiny("basic", val_size=20).to_dict())
+    rows = [{"epoch": e, "lr": 0.1, "train_loss": 1.0, "train_acc": 50.0, "test_loss": 1.0,
+             "test_acc": t, "val_loss": 1.0, "val_acc": v, "seconds": 1.0, "images_per_s": 1.0,
+             "time": ""} for e, t, v in [(1, 40.0, 50.0), (2, 60.0, 45.0), (3, 55.0, 70.0), (4, 58.0, 70.0)]]
+    write_metrics(run / "metrics.csv", rows)
+    r = results_table(load_runs(tmp_path), by="run").iloc[0]
+    assert (r["best_epoch"], r["best_acc"], r["selected_on"]) == (3, 55.0, "val")  # not epoch 2's 60
+    from colabkit.train import _results
+    res = _results(_tiny("basic", val_size=20), run, read_metrics(run / "metrics.csv"), "finished")
+    assert (res["best_epoch"], res["best_acc"], res["best_val_acc"]) == (3, 55.0, 70.0)
+
+
+def test_short_runs_never_stand_beside_the_reports_numbers(runs_dir):
+    text = table_markdown(results_table(load_runs(runs_dir)))
+    assert "95.000" not in text and "not comparable" in text
+    assert "| synthetic | 128 | 4 | 3/3 |" in text
+    table = results_table(load_runs(runs_dir))  # the same rows in the report's setting
+    table = table.assign(dataset="cifar12", width=64, epochs_done=300, epochs_planned=300,
+                         train_images=55_000)
+    text = table_markdown(table)
+    assert "95.000 (286)" in text and "93.409 (249)" in text and "not comparable" not in text

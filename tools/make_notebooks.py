@@ -1,4 +1,4 @@
-"""Writes notebooks/01_...05_ from the texts below, without outputs.
+"""Writes notebooks/00_...05_ from the texts below, without outputs.
 
 The notebooks hold prose and calls only; edit here and run
 ``python tools/make_notebooks.py`` so the five stay consistent (a test checks that the
@@ -11,15 +11,17 @@ from pathlib import Path
 
 OUT = Path(__file__).resolve().parents[1] / "notebooks"
 REPO_URL = "https://github.com/colabkit/colabkit"
+REF = "v0.2.0"  # the release the notebooks install: a run must not change code mid-way
 BADGE = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
          "(https://colab.research.google.com/github/colabkit/colabkit/blob/main/notebooks/{file})")
 
-SETUP = f'''# Setup: in Colab, install colabkit (torch and torchvision stay as Colab has them).
+SETUP = f'''# Setup: in Colab, install colabkit (torch, torchvision and ipywidgets stay as Colab has them).
 # Elsewhere this cell does nothing: install colabkit with `pip install -e .` instead.
 REPO_URL = "{REPO_URL}"  # where colabkit is installed from: change this to your fork
+REF = "{REF}"  # a fixed release (tag or commit): every session of a run uses the same code
 import sys
 if "google.colab" in sys.modules:
-    !pip install -q "git+{{REPO_URL}}"'''
+    !pip install -q "git+{{REPO_URL}}@{{REF}}"'''
 
 MODELS = {
     "01_resnet18_basic.ipynb": dict(
@@ -52,8 +54,9 @@ blocks, acting on the residual branch before the shortcut is added: first *chann
 3×3 convolution over the channel-mean and channel-max maps) — 11,262,172 parameters.
 
 **Augmentation:** as model 2 but rarer rotations: flips 0.5 / 0.1; 0° with weight 0.89, 30° and
-330° 0.03, 60° and 300° 0.02, 90° and 270° 0.01. (These weights sum to 1.01 in the report;
-colabkit normalizes them, so 0° has probability 0.881.)"""),
+330° 0.03, 60° and 300° 0.02, 90° 0.01. The report prints 0.01 for 270° too, but those weights
+sum to 1.01, and its code (a uniform draw walked through cumulative thresholds) never reaches
+270°: colabkit reproduces what the code did, so 0° has probability exactly 0.89."""),
     "04_resnet18_da_cbam_aspp.ipynb": dict(
         experiment="da_cbam_aspp", title="Model 4: ResNet18 + CBAM + ASPP",
         report="94.936% at epoch 281",
@@ -61,7 +64,7 @@ colabkit normalizes them, so 0° has probability 0.881.)"""),
 small for DeepLab's rates, so — as the report says, "more like SPP" — the head has four
 parallel branches: a 1×1 convolution, 3×3 convolutions at rates 1 and 2, and image-level
 pooling; they are concatenated and projected back to 512 channels before pooling and the
-classifier — 14,410,460 parameters.
+classifier — 14,410,972 parameters.
 
 **Augmentation:** the same as model 3."""),
 }
@@ -77,6 +80,15 @@ colabkit forces the upload at the end and at the time budget). Reconnect, choose
 Run all*, and training continues from the newest checkpoint that verifies — with the very
 batches it would have seen. If the same run is open in another tab, the second one refuses
 to train it (set `TAKEOVER = True` only if the first is gone)."""
+
+COLAB_LIMITS = """## Colab's limits
+
+A free Colab session ends after at most about 12 hours, sooner when the tab is idle (about 90
+minutes without interaction) or when Google needs the GPU back; daily GPU time is limited and
+not published. colabkit does not try to keep a runtime alive: it makes ending harmless. Set
+`MAX_MINUTES` a little below the time you expect to have, come back, and *Run all* again.
+Form values you change in a notebook opened from GitHub are lost when the tab closes unless
+you save it: *File → Save a copy in Drive* first."""
 
 
 def md(text):
@@ -103,7 +115,8 @@ def training_notebook(file, experiment, title, report, text):
         md("## Parameters\n\nChange these in the form on the right. `MAX_MINUTES` stops after the "
            "last epoch that fits (0: no limit), counted from the start of the training cell; run "
            "again later to continue. `MIRROR_MINUTES`: how often the run is copied to Drive "
-           "(0: every epoch)."),
+           "(0: every epoch). With fewer `EPOCHS` (a trial), the report's learning-rate steps "
+           "fall at a third and two thirds of the run (10 and 20 for 30 epochs)."),
         code(f'''EXPERIMENT = "{experiment}"
 RUN_NAME = "{file.split('.')[0]}"  #@param {{type:"string"}}
 EPOCHS = 300  #@param {{type:"integer"}}
@@ -136,11 +149,57 @@ experiment'''),
                          max_minutes=MAX_MINUTES or None, mirror_minutes=MIRROR_MINUTES,
                          takeover=TAKEOVER, on_epoch=colabkit.LiveCurves())'''),
         md("## Result"),
-        code(f'''print(f"{{results['status']}}: {{results['epochs_done']}}/{{results['epochs']}} epochs; "
-      f"best test accuracy {{results['best_acc']:.3f}}% at epoch {{results['best_epoch']}} "
-      "(report: {report})")'''),
-        md(COMMON_TAIL + "\n\nWhen all four runs are done, `05_report.ipynb` draws the "
-           "report's figures and table from them — no GPU needed."),
+        code(f'''best = "none yet" if results["best_acc"] is None else \\
+    f"{{results['best_acc']:.3f}}% at epoch {{results['best_epoch']}}"
+print(f"{{results['status']}}: {{results['epochs_done']}}/{{results['epochs']}} epochs; "
+      f"best test accuracy {{best}} (report: {report})")'''),
+        md(COMMON_TAIL + "\n\n" + COLAB_LIMITS + "\n\nWhen all four runs are done, "
+           "`05_report.ipynb` draws the report's figures and table from them — no GPU needed. "
+           "`00_run_all.ipynb` trains all four one after another."),
+    ]
+
+
+def queue_notebook(file):
+    return [
+        md(f"# All four models, queued across sessions\n\n{BADGE.format(file=file)}\n\n"
+           "Trains the report's four models one after another into the same run folders as "
+           "notebooks 01–04 (`runs/01_resnet18_basic`, …): each resumes where it stopped, a "
+           "finished one is skipped. Open in Colab on a T4 GPU and choose *Runtime → Run all*; "
+           "in each new session, *Run all* again continues the queue. `MAX_MINUTES` is the "
+           "budget of the whole session (counted from the start of the training cell)."),
+        code(SETUP),
+        code('''EPOCHS = 300  #@param {type:"integer"}
+DATASET = "cifar12"  #@param ["cifar12", "cifar10", "synthetic"]
+MAX_MINUTES = 0  #@param {type:"number"}
+MIRROR_MINUTES = 10  #@param {type:"number"}
+TAKEOVER = False  #@param {type:"boolean"}
+ALLOW_CPU = False  #@param {type:"boolean"}
+# for quick trials only: 0 means the whole split; WIDTH 64 is the report's ResNet18
+TRAIN_SIZE = 0  #@param {type:"integer"}
+TEST_SIZE = 0  #@param {type:"integer"}
+WIDTH = 64
+BATCH_SIZE = 128''', tags=["parameters"]),
+        code('''import colabkit
+from colabkit.sweep import queue_status
+
+home = colabkit.mount_drive()
+gpu = colabkit.check_gpu(allow_cpu=ALLOW_CPU)
+data = colabkit.load_dataset(DATASET, root=home / "data")'''),
+        md("## Where the queue stands\n\nPer run: finished, running (in another tab or "
+           "session), stalled (a trainer holds it but has gone silent), stopped, or not "
+           "started; epochs done, the last update and the hours left, estimated from measured "
+           "epoch times."),
+        code('''queue_status(home / "runs", epochs=EPOCHS)'''),
+        md("## Train\n\nOne progress bar for the whole queue; each run's lines say when it "
+           "starts. Without explicit milestones the report's learning-rate steps fall at a "
+           "third and two thirds of `EPOCHS` (epochs 100 and 200 of 300)."),
+        code('''results = colabkit.run_queue(
+    home / "runs", data=data, max_minutes=MAX_MINUTES or None, mirror_minutes=MIRROR_MINUTES,
+    takeover=TAKEOVER, dataset=DATASET, epochs=EPOCHS, width=WIDTH, batch_size=BATCH_SIZE,
+    train_size=TRAIN_SIZE or None, test_size=TEST_SIZE or None)
+queue_status(home / "runs", epochs=EPOCHS)'''),
+        md(COMMON_TAIL.replace("## After a disconnect", "## After a disconnect or the budget")
+           + "\n\n" + COLAB_LIMITS),
     ]
 
 
@@ -160,8 +219,11 @@ CONFUSION = False  #@param {type:"boolean"}''', tags=["parameters"]),
 from colabkit.report import show
 
 home = colabkit.mount_drive()
-runs = colabkit.load_runs(home / RUNS)
-runs.groupby("run")["epoch"].max()'''),
+runs = colabkit.load_runs(home / RUNS)'''),
+        md("## Where each run stands\n\nFinished, running (in another tab or session), "
+           "stalled (a trainer holds the folder but has gone silent for several epoch "
+           "times), stopped, or not started; the last update and the estimated hours left."),
+        code('''colabkit.status_table(home / RUNS)'''),
         md("## Table 1: best test accuracy per model\n\nWith several runs (seeds) of one "
            "experiment, mean ± standard deviation. The report's values are in the last columns."),
         code('''table = colabkit.results_table(runs)
@@ -177,16 +239,21 @@ sorted(p.name for paths in written.values() for p in paths)'''),
     ]
 
 
-def notebook(cells):
-    return {"cells": cells, "nbformat": 4, "nbformat_minor": 5, "metadata": {
-        "accelerator": "GPU", "colab": {"provenance": [], "gpuType": "T4"},
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"}}}
+def notebook(cells, gpu=True):
+    """Colab metadata: a T4 for the training notebooks; the report asks for no GPU."""
+    meta = {"colab": {"provenance": []},
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"}}
+    if gpu:
+        meta["accelerator"] = "GPU"
+        meta["colab"]["gpuType"] = "T4"
+    return {"cells": cells, "nbformat": 4, "nbformat_minor": 5, "metadata": meta}
 
 
 def render() -> dict[str, str]:
-    books = {f: notebook(training_notebook(f, **kw)) for f, kw in MODELS.items()}
-    books["05_report.ipynb"] = notebook(report_notebook("05_report.ipynb"))
+    books = {"00_run_all.ipynb": notebook(queue_notebook("00_run_all.ipynb"))}
+    books.update({f: notebook(training_notebook(f, **kw)) for f, kw in MODELS.items()})
+    books["05_report.ipynb"] = notebook(report_notebook("05_report.ipynb"), gpu=False)
     for nb in books.values():
         for i, cell in enumerate(nb["cells"]):
             cell["id"] = f"cell-{i:02d}"

@@ -1,0 +1,165 @@
+"""Many runs, one after another: the report's four models queued across Colab sessions
+(``run_queue``), each resuming where it stopped and skipped once finished, within one
+time budget for the whole session."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from .data import Dataset, load_dataset
+from .experiments import get_experiment
+from .report import status_table
+from .train import train
+
+# run folder name -> preset: the names the four notebooks use, so the queue and the
+# notebooks continue each other's runs
+QUEUE = (("01_resnet18_basic", "basic"), ("02_resnet18_da", "da"),
+         ("03_resnet18_da_cbam", "da_cbam"), ("04_resnet18_da_cbam_aspp", "da_cbam_aspp"))
+
+
+def queue_status(runs_dir: str | os.PathLike, runs=QUEUE, epochs: int | None = None):
+    """The status table of the queued runs (``report.status_table``), with the time left of
+    a run that has no measured epoch yet estimated from the others' epoch times."""
+    table = status_table(runs_dir, [name for name, _ in runs], epochs)
+    known = table["epoch_seconds"].dropna()
+    if len(known):
+        guess = (table["epochs"].fillna(epochs or 0) - table["epochs_done"]) * known.median() / 3600
+        table["hours_left"] = table["hours_left"].fillna(guess)
+    return table
+
+
+def run_queue(runs_dir: str | os.PathLike, *, data: Dataset | None = None,
+              data_root: str | os.PathLike = "data", max_minutes: float | None = None,
+              runs=QUEUE, progress: bool = True, **settings) -> list[dict]:
+    """Train the queued runs (by default the report's four models into
+    ``runs_dir/01_resnet18_basic`` ... ``04_resnet18_da_cbam_aspp``) one after another.
+
+    Each run resumes where it stopped and a finished one is skipped, so calling this again
+    in each new session continues the queue. ``max_minutes`` is the budget of the whole
+    call: the run in progress stops after its last epoch that fits, and later runs wait
+    for the next session. ``settings`` are Experiment fields (``epochs``, ``dataset``,
+    ``width``, ``batch_size``, ``train_size``, ``test_size``, ...) and ``train`` keywords
+    (``device``, ``mirror_minutes``, ``takeover``, ``precision``, ...), applied to every run.
+    Prints the status table first; returns each run's result (``status`` ``not reached``
+    for runs the budget left for later).
+    """
+    from dataclasses import fields
+
+    from tqdm.auto import tqdm
+
+    from .experiments import Experiment
+
+    started = time.perf_counter()
+    keys = {f.name for f in fields(Experiment)}
+    exp_kw = {k: v for k, v in settings.items() if k in keys}
+    train_kw = {k: v for k, v in settings.items() if k not in keys}
+    exps = [(name, get_experiment(preset, **exp_kw)) for name, preset in runs]
+    runs_dir = Path(runs_dir).expanduser()
+    table = queue_status(runs_dir, runs, exps[0][1].epochs)
+    if progress:
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"), flush=True)
+    todo = [(n, e) for (n, e), state in zip(exps, table["state"]) if state != "finished"]
+    if todo and data is None:
+        data = load_dataset(todo[0][1].dataset, data_root)
+    bar = tqdm(total=sum(e.epochs for _, e in exps), initial=int(table["epochs_done"].sum()),
+               desc="queue", unit="ep", disable=not progress, dynamic_ncols=True)
+    results = []
+    try:
+        for name, exp in exps:
+            if (name, exp) not in todo:
+                results.append(train(exp, runs_dir / name, progress=False, **train_kw))
+                continue
+            left = None if max_minutes is None else max_minutes - (time.perf_counter() - started) / 60
+            if left is not None and left <= 0:
+                results.append({"run_dir": str(runs_dir / name), "experiment": exp.name,
+                                "status": "not reached"})
+                continue
+            bar.write(f"{name}: training ({exp.name}, {exp.epochs} epochs)")
+            res = train(exp, runs_dir / name, data=data, max_minutes=left, progress=False,
+                        on_epoch=lambda row, history: bar.update(1), **train_kw)
+            results.append(res)
+            if res["status"] == "interrupted":
+                break
+    finally:
+        bar.close()
+    return results
+
+
+def sweep_runs(experiments, seeds, runs_dir) -> list[tuple[str, int, Path]]:
+    """(experiment, seed, run folder) of every pair: ``runs_dir/<experiment>-s<seed>``."""
+    from .experiments import PRESETS
+
+    unknown = sorted(set(experiments) - set(PRESETS))
+    if unknown:
+        raise ValueError(f"unknown experiment(s) {unknown}; known: {sorted(PRESETS)}")
+    return [(e, s, Path(runs_dir).expanduser() / f"{e}-s{s}") for e in experiments for s in seeds]
+
+
+def sweep(experiments, seeds, runs_dir: str | os.PathLike, *, parallel: int = 1,
+          data: Dataset | None = None, data_root: str | os.PathLike = "data",
+          cli_args: list[str] | None = None, **settings) -> list[dict]:
+    """Train every (experiment, seed) in ``runs_dir/<experiment>-s<seed>``, one after
+    another, each resuming and the finished skipped; ``settings`` as for ``run_queue``.
+
+    ``parallel=N`` runs N at once, each in its own process (``python -m colabkit train``
+    with ``cli_args``, the command line's train flags): one per GPU where there are
+    several, else CPU processes sharing the cores. Returns each run's summary."""
+    runs = sweep_runs(experiments, seeds, runs_dir)
+    if parallel <= 1:
+        from dataclasses import fields
+
+        from .experiments import Experiment
+
+        keys = {f.name for f in fields(Experiment)}
+        exp_kw = {k: v for k, v in settings.items() if k in keys}
+        train_kw = {k: v for k, v in settings.items() if k not in keys}
+        results = []
+        for name, seed, folder in runs:
+            results.append(train(get_experiment(name, seed=seed, **exp_kw), folder, data=data,
+                                 data_root=data_root, **train_kw))
+            if results[-1]["status"] == "interrupted":  # Ctrl-C stops the sweep, not one run
+                break
+        return results
+    return _parallel(runs, parallel, cli_args or [], data_root)
+
+
+def _parallel(runs, parallel: int, cli_args: list[str], data_root) -> list[dict]:
+    """Child processes, at most ``parallel`` at once; GPUs shared out by
+    CUDA_VISIBLE_DEVICES, CPU threads divided among the children."""
+    import json
+    import subprocess
+    import sys
+
+    import torch
+
+    gpus = torch.cuda.device_count()
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    pending, running, results = list(runs), [], {}
+    while pending or running:
+        while pending and len(running) < parallel:
+            name, seed, folder = pending.pop(0)
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+            if gpus:
+                busy = {slot for *_, slot in running}
+                slot = next(i for i in range(max(gpus, parallel)) if i not in busy)
+                env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+            else:
+                slot = len(running)
+            cmd = [sys.executable, "-m", "colabkit", "train", "--experiment", name, "--seed",
+                   str(seed), "--run-dir", str(folder), "--data-root", str(data_root), "--quiet",
+                   *cli_args]
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+            running.append((proc, folder, slot))
+        time.sleep(0.2)
+        for item in list(running):
+            proc, folder, _ = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            out = proc.stdout.read()
+            try:
+                results[folder] = json.loads(out[out.index("{"):])
+            except ValueError:
+                results[folder] = {"run_dir": str(folder), "status": f"failed (exit {proc.returncode})"}
+    return [results[folder] for *_, folder in runs]

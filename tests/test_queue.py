@@ -1,0 +1,146 @@
+"""The queue of the report's four runs, the status of run folders, and version pinning."""
+import json
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from colabkit.checkpoint import CHECKSUM_KEY, content_hash
+from colabkit.report import status_table
+from colabkit.runs import RunDir, run_status, write_json, write_metrics
+from colabkit.storage import Lease, _start_ticks
+from colabkit.sweep import QUEUE, queue_status, run_queue
+from colabkit.train import train
+
+
+def _rows(n, seconds=60.0, end=None):
+    end = time.time() if end is None else end
+    from datetime import datetime, timezone
+    return [{"epoch": e, "lr": 0.1, "train_loss": 1.0, "train_acc": 50.0, "test_loss": 1.0,
+             "test_acc": 50.0, "seconds": seconds, "images_per_s": 1.0,
+             "time": datetime.fromtimestamp(end - (n - e) * seconds, timezone.utc).isoformat()}
+            for e in range(1, n + 1)]
+
+
+def _craft(folder, done, epochs=10, lease_pid=None, heartbeat_age=0.0):
+    folder.mkdir(parents=True)
+    write_json(folder / "config.json", {"name": "basic", "epochs": epochs})
+    write_metrics(folder / "metrics.csv", _rows(done))
+    if lease_pid is not None:
+        me = Lease(folder / "lease.json").me
+        (folder / "lease.json").write_text(json.dumps({**me, "id": "x", "pid": lease_pid,
+                                                       "start": _start_ticks(lease_pid),
+                                                       "heartbeat_unix": time.time() - heartbeat_age}))
+
+
+def test_status_of_finished_running_stalled_stopped_and_absent_runs(tmp_path):
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        _craft(tmp_path / "a_finished", 10)
+        _craft(tmp_path / "b_running", 4, lease_pid=alive.pid, heartbeat_age=30)
+        _craft(tmp_path / "c_silent", 4, lease_pid=alive.pid, heartbeat_age=3600)  # 60 epoch times
+        _craft(tmp_path / "d_dead", 4, lease_pid=dead.pid, heartbeat_age=1)
+        _craft(tmp_path / "e_stopped", 6)
+        table = status_table(tmp_path, ["a_finished", "b_running", "c_silent", "d_dead",
+                                        "e_stopped", "f_absent"])
+    finally:
+        alive.kill()
+        alive.wait()
+    assert list(table["state"]) == ["finished", "running", "stalled", "stalled", "stopped",
+                                    "not started"]
+    assert list(table["epochs_done"]) == [10, 4, 4, 4, 6, 0]
+    assert table["hours_left"].iloc[0] == 0
+    assert table["hours_left"].iloc[1] == pytest.approx(6 * 60 / 3600)  # 6 epochs of 60 s
+    assert isinstance(table["last_update"].iloc[1], str) and pd.isna(table["last_update"].iloc[5])
+
+
+def test_queue_estimates_time_left_of_a_run_not_started_from_the_others(tmp_path):
+    _craft(tmp_path / QUEUE[0][0], 3, epochs=10)
+    table = queue_status(tmp_path, epochs=10)
+    assert list(table["state"]) == ["stopped", "not started", "not started", "not started"]
+    assert table["hours_left"].iloc[1] == pytest.approx(10 * 60 / 3600)
+
+
+def test_queue_skips_the_finished_and_continues_within_one_budget(tmp_path, capsys):
+    settings = dict(dataset="synthetic", epochs=2, batch_size=32, width=4, train_size=64,
+                    test_size=32, device="cpu")
+    first = run_queue(tmp_path, runs=QUEUE[:2], **settings)
+    assert [r["status"] for r in first] == ["finished", "finished"]
+    stamp = (tmp_path / QUEUE[0][0] / "last.pt").stat().st_mtime_ns
+    # a longer queue, no time left: the finished are skipped, the rest wait for later
+    later = run_queue(tmp_path, runs=QUEUE[:3], max_minutes=1e-9, **settings)
+    assert [r["status"] for r in later] == ["finished", "finished", "not reached"]
+    assert (tmp_path / QUEUE[0][0] / "last.pt").stat().st_mtime_ns == stamp
+    out = capsys.readouterr().out
+    assert "not started" in out and "finished" in out
+
+
+def test_a_resumed_run_of_another_colabkit_version_warns_naming_both(tiny, tmp_path):
+    train(tiny("basic", epochs=1), tmp_path, progress=False)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["colabkit"]["version"] == __import__("colabkit").__version__
+    state["colabkit"] = {"version": "0.1.9", "commit": "0123456789abcdef"}
+    state[CHECKSUM_KEY] = content_hash(state)
+    torch.save(state, tmp_path / "last.pt")
+    with pytest.warns(UserWarning, match=r"trained with colabkit 0\.1\.9 \(0123456789\) and continues "
+                                         r"with colabkit 0\.2\.0"):
+        train(tiny("basic", epochs=2), tmp_path, progress=False)
+    env = json.loads((tmp_path / "environment.json").read_text())
+    assert env["colabkit"] == "0.2.0" and "colabkit_commit" in env
+
+
+def test_a_run_with_a_validation_split_logs_it_and_picks_best_on_it(tiny, tmp_path):
+    res = train(tiny("basic", epochs=3, val_size=32), tmp_path, progress=False)
+    rows = __import__("colabkit").runs.read_metrics(tmp_path / "metrics.csv")
+    assert all(r["val_acc"] is not None and r["val_loss"] is not None for r in rows)
+    best = max(rows, key=lambda r: (r["val_acc"], -r["epoch"]))
+    assert (res["best_epoch"], res["best_acc"], res["selected_on"]) == (best["epoch"], best["test_acc"], "val")
+    state = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert state["epoch"] == best["epoch"] and state["selected_on"] == "val"
+    env = json.loads((tmp_path / "environment.json").read_text())
+    assert (env["train_images"], env["val_images"], env["test_images"]) == (128, 32, 64)
+
+
+def test_sweep_of_two_experiments_and_two_seeds_resumes_after_a_kill_and_skips_the_finished(tmp_path):
+    import os
+    import signal
+    from pathlib import Path
+
+    from colabkit.runs import read_metrics
+    runs = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "colabkit", "sweep", "--experiments", "basic", "cbam", "--seeds",
+           "0", "1", "--runs-dir", str(runs), "--dataset", "synthetic", "--epochs", "3",
+           "--width", "4", "--batch-size", "32", "--train-size", "96", "--test-size", "48",
+           "--device", "cpu", "--quiet", "--mirror-minutes", "0"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.time() + 300  # basic-s0 finished, basic-s1 under way
+    while len(read_metrics(runs / "basic-s1" / "metrics.csv")) < 1 and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(read_metrics(runs / "basic-s0" / "metrics.csv")) == 3
+    done = (runs / "basic-s0" / "last.pt").stat().st_mtime_ns
+    assert len(read_metrics(runs / "basic-s1" / "metrics.csv")) < 3
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    for name in ("basic-s0", "basic-s1", "cbam-s0", "cbam-s1"):
+        assert [r["epoch"] for r in read_metrics(runs / name / "metrics.csv")] == [1, 2, 3], name
+        assert json.loads((runs / name / "config.json").read_text())["seed"] == int(name[-1])
+    assert (runs / "basic-s0" / "last.pt").stat().st_mtime_ns == done
+    assert again.stdout.count(": finished, best test accuracy") == 4
+
+
+def test_parallel_sweep_runs_children_and_collects_their_summaries(tmp_path):
+    from colabkit.sweep import sweep
+    res = sweep(["basic"], [0, 1], tmp_path, parallel=2,
+                cli_args=["--dataset", "synthetic", "--epochs", "1", "--width", "4", "--batch-size",
+                          "32", "--train-size", "64", "--test-size", "32", "--device", "cpu"])
+    assert [r["status"] for r in res] == ["finished", "finished"]
+    assert [json.loads((tmp_path / f"basic-s{s}" / "config.json").read_text())["seed"] for s in (0, 1)] == [0, 1]
