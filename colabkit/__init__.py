@@ -10,11 +10,12 @@ from .models import build_model, MODELS
 from .runtime import check_gpu, mount_drive, flush_drive, in_colab
 from .train import train
 from .report import load_runs, results_table, plot_curves, status_table, write_report, LiveCurves
-from .sweep import run_queue
+from .sweep import run_queue, sweep
+from .inspection import inspect
 
 __all__ = [
     "Dataset", "load_dataset", "Experiment", "get_experiment", "PRESETS",
     "build_model", "MODELS", "check_gpu", "mount_drive", "flush_drive", "in_colab",
     "train", "load_runs", "results_table", "plot_curves", "status_table", "write_report",
-    "LiveCurves", "run_queue",
+    "LiveCurves", "run_queue", "sweep", "inspect",
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m colabkit {info,demo,train,sweep,report}``. Flags map onto the
+"""Command line: ``python -m colabkit {info,demo,train,sweep,report,inspect}``. Flags map onto the
 ``Experiment`` dataclass and the package's functions; no logic of its own beyond saying
 errors in the words of the command line: one line, naming the flag, exit status 2."""
 from __future__ import annotations
@@ -81,8 +81,20 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True)
     r.add_argument("--confusion", action="store_true",
                    help="also per-class accuracy and confusion matrices (needs the test data)")
+    r.add_argument("--inspect", action="store_true",
+                   help="also inspect every run with a checkpoint (attention, robustness, cost, "
+                        "mistakes; needs the test data)")
+    r.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     r.add_argument("--data-root", default="data",
-                   help="where the test data is, for --confusion (as for train)")
+                   help="where the test data is, for --confusion and --inspect (as for train)")
+
+    i = sub.add_parser("inspect", help="look inside one trained run: attention, robustness, "
+                                       "cost, mistakes")
+    i.add_argument("run_dir")
+    i.add_argument("--out", required=True)
+    i.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    i.add_argument("--images", type=pos_int, help="use a seeded subset of N test images")
+    i.add_argument("--data-root", default="data", help="where the run's data is (as for train)")
     return p
 
 
@@ -200,9 +212,18 @@ def cmd_report(args) -> int:
     from .report import status_table
 
     written = write_report(args.runs_dir, args.out, confusion=args.confusion,
-                           data_root=args.data_root)
+                           inspect=args.inspect, data_root=args.data_root, device=args.device)
     print(status_table(args.runs_dir).to_string(index=False), end="\n\n")
     print(Path(args.out, "table1.md").read_text(encoding="utf-8"))
+    print("wrote", ", ".join(str(p) for paths in written.values() for p in paths))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from .inspection import inspect
+
+    written = inspect(args.run_dir, args.out, device=args.device, images=args.images,
+                      data_root=args.data_root)
     print("wrote", ", ".join(str(p) for paths in written.values() for p in paths))
     return 0
 
@@ -249,6 +270,7 @@ def cli_words(message: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError
     from .data import DataError
+    from .inspection import InspectionError
     from .report import ReportError
     from .runs import RunFolderError
     from .runtime import DeviceError
@@ -265,9 +287,9 @@ def main(argv: list[str] | None = None) -> int:
                                                       file=sys.stderr)
     try:
         return {"info": cmd_info, "train": cmd_train, "sweep": cmd_sweep, "report": cmd_report,
-                "demo": cmd_demo}[args.command](args)
+                "inspect": cmd_inspect, "demo": cmd_demo}[args.command](args)
     except (ConfigMismatch, DataError, CheckpointError, ReportError, RunFolderError, DeviceError,
-            LeaseHeld, LeaseLost, PermissionError, ValueError) as e:  # the message says what to do
+            LeaseHeld, LeaseLost, InspectionError, PermissionError, ValueError) as e:  # the message says what to do
         print(f"error: {cli_words(str(e))}", file=sys.stderr)
         return 2
 

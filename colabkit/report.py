@@ -377,11 +377,44 @@ def save_figure(fig: Figure, out: Path, stem: str) -> list[Path]:
     return paths
 
 
+def inspect_runs(runs_dir: str | os.PathLike, out: str | os.PathLike, *,
+                 data_root: str | os.PathLike = "data", device: str = "cpu",
+                 images: int | None = None) -> tuple[dict[str, list[Path]], Figure | None]:
+    """``inspection.inspect`` for every run folder with a checkpoint, into
+    ``out/inspect/<run>/``, and one robustness figure with all runs side by side (also
+    ``robustness_all.png``/``.csv`` in ``out``). Runs whose data is not at hand are
+    skipped with a line saying why."""
+    from .data import DataError
+    from .inspection import InspectionError, inspect, plot_robustness
+
+    out = Path(out).expanduser()
+    written, tables = {}, {}
+    for run in find_runs(runs_dir):
+        if not run.has_checkpoint() and not run.best.exists():
+            continue
+        try:
+            files = inspect(run.path, out / "inspect" / run.name, data_root=data_root,
+                            device=device, images=images)
+        except (DataError, InspectionError) as e:
+            print(f"{run.name}: not inspected ({e})")
+            continue
+        written[f"inspect_{run.name}"] = [p for paths in files.values() for p in paths]
+        tables[run.name] = pd.read_csv(out / "inspect" / run.name / "robustness.csv")
+    if not tables:
+        return written, None
+    fig = plot_robustness(tables)
+    pd.concat(tables.values()).to_csv(out / "robustness_all.csv", index=False)
+    written["robustness_all"] = save_figure(fig, out, "robustness_all") + [out / "robustness_all.csv"]
+    return written, fig
+
+
 def write_report(runs_dir: str | os.PathLike, out: str | os.PathLike, *, confusion: bool = False,
-                 data_root: str | os.PathLike = "data") -> dict[str, list[Path]]:
+                 inspect: bool = False, data_root: str | os.PathLike = "data",
+                 device: str = "cpu") -> dict[str, list[Path]]:
     """Figures 11-13 (PNG and PDF), Table 1 (Markdown and CSV) and the joined logs into
     ``out``; with ``confusion=True`` also per-class accuracy and confusion matrices from
-    each run's best checkpoint (runs whose test data is not at hand are skipped)."""
+    each run's best checkpoint (runs whose test data is not at hand are skipped); with
+    ``inspect=True`` also ``inspect_runs`` (attention maps, robustness, cost, mistakes)."""
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise ReportError(f"--out {out} is a file: give a folder for the figures and tables")
@@ -433,6 +466,8 @@ def write_report(runs_dir: str | os.PathLike, out: str | os.PathLike, *, confusi
             per_class_accuracy(cm, classes).to_csv(out / f"per_class_{run}.csv")
             written[f"confusion_{run}"] = save_figure(plot_confusion(cm, classes, run), out,
                                                       f"confusion_{run}") + [out / f"per_class_{run}.csv"]
+    if inspect:
+        written.update(inspect_runs(runs_dir, out, data_root=data_root, device=device)[0])
     return written
 
 

@@ -178,7 +178,6 @@ def run_status(run_dir: str | os.PathLike, epochs: int | None = None,
     with epochs done and planned, the last update and an estimate of the time left."""
     import statistics
     import time
-    from datetime import datetime
 
     run = RunDir(run_dir)
     now = time.time() if now is None else now
@@ -191,12 +190,6 @@ def run_status(run_dir: str | os.PathLike, epochs: int | None = None,
     done = len(rows)
     seconds = [r["seconds"] for r in rows[-5:] if isinstance(r.get("seconds"), float)]
     epoch_s = statistics.median(seconds) if seconds else None
-    last = None
-    if rows and rows[-1].get("time"):
-        try:
-            last = datetime.fromisoformat(rows[-1]["time"]).timestamp()
-        except ValueError:
-            last = None
     from .storage import Lease
 
     lease = Lease(run.lease)

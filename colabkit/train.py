@@ -363,6 +363,19 @@ def run_epoch(epoch: int, exp: Experiment, model, net, optimizer, scaler, prec: 
     return row, (torch.cat(preds).cpu() if preds else None)
 
 
+def _record(storage: RunStorage, exp: Experiment, data: Dataset, model, history, **env) -> None:
+    """config.json, metrics.csv (from the checkpoint's history: the truth) and
+    environment.json in the working copy, and a warning if a disk lacks the space."""
+    write_json(storage.work.config, exp.to_dict())
+    storage.reconcile(history)
+    record = environment_record(next(model.parameters()).device)
+    record.update(env, train_images=len(data.y_train), test_images=len(data.y_test),
+                  val_images=None if data.y_val is None else len(data.y_val))
+    write_json(storage.work.environment, record)
+    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    storage.check_space(2 * size, size)  # weights + SGD momentum; best.pt: weights
+
+
 class Saver:
     """Checkpoints (last.pt, best.pt) and metrics.csv in the working copy, then the Drive
     mirror, on the writer's thread; on the cadence asked, always at the end."""
@@ -469,24 +482,16 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
         version = colabkit_version()
         if state is not None:
             _load_state(model, optimizer, scaler, state, data.classes, storage.home.path)
-            if dist.main and (note := _version_note(state, version)):
-                warnings.warn(note, stacklevel=2)
+            if dist.main and (changed := _version_note(state, version)):
+                warnings.warn(changed, stacklevel=2)
             if state.get("world_size", 1) != dist.world and dist.main:
                 print(f"Note: this run was saved with {state.get('world_size', 1)} process(es) "
                       f"and continues with {dist.world}. The global batch ({exp.batch_size}), "
                       "the data order and the augmentation are unchanged; only BatchNorm "
                       "statistics see other slices.")
         if dist.main:  # the configuration has proven itself: record it
-            write_json(storage.work.config, exp.to_dict())
-            storage.reconcile(history)  # the checkpoint's history is the truth
-            env = environment_record(dist.device)
-            env.update(precision=prec, world_size=dist.world, compile=compile,
-                       resumed_from_epoch=start, train_images=len(data.y_train),
-                       val_images=None if data.y_val is None else len(data.y_val),
-                       test_images=len(data.y_test))
-            write_json(storage.work.environment, env)
-            size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-            storage.check_space(2 * size, size)
+            _record(storage, exp, data, model, history, precision=prec, world_size=dist.world,
+                    compile=compile, resumed_from_epoch=start)
         saver = Saver(storage, dist.device.type == "cuda" if background_save is None else background_save,
                       checkpoint_minutes, history, start, data.y_test)
         # the budget's estimate of an epoch: this call's epochs, or the run's last ones

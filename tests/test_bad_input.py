@@ -1,7 +1,6 @@
 """Bad input from the command line: exit status 2, one line on stderr that says what to
 do, no traceback, and the run folder's files byte-identical before and after."""
 import json
-import os
 import pickle
 import shutil
 import subprocess

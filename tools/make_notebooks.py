@@ -213,8 +213,10 @@ def report_notebook(file):
         code(SETUP),
         code('''RUNS = "runs"  #@param {type:"string"}
 OUT = "report"  #@param {type:"string"}
-# per-class accuracy and confusion matrices evaluate each best checkpoint on the test set
-CONFUSION = False  #@param {type:"boolean"}''', tags=["parameters"]),
+# confusion matrices and INSPECT (attention maps, robustness to flips and rotations, cost,
+# mistakes) evaluate each run's checkpoint on its test set: they need the data on Drive
+CONFUSION = False  #@param {type:"boolean"}
+INSPECT = False  #@param {type:"boolean"}''', tags=["parameters"]),
         code('''import colabkit
 from colabkit.report import show
 
@@ -232,10 +234,35 @@ table'''),
         code('''show(colabkit.plot_curves(runs, "train_acc"))
 show(colabkit.plot_curves(runs, "test_acc"))
 show(colabkit.plot_curves(runs, "train_loss"))'''),
-        md("## Save\n\nPNG and PDF figures, `table1.md` and `table1.csv` go to `OUT` on Drive."),
+        md("## Do CBAM and ASPP help?\n\nThe report compared one run per model, choosing the "
+           "best epoch on the test set. Here, for each pair of experiments: the difference of "
+           "best test accuracy with a 95% interval (over seeds when each has two or more, else "
+           "a bootstrap over test images) and an exact McNemar test on the two models' "
+           "predictions of the same test images. Runs with `VAL_SIZE` choose their best epoch "
+           "on a validation split, so their test accuracy is not picked on the test set. "
+           "`python -m colabkit sweep` trains several seeds and the ablations (`cbam`, "
+           "`da_light`, `basic_crop`, `da_cbam_spp`)."),
+        code('''from colabkit.report import comparison_table, per_class_table
+
+comparison = comparison_table(home / RUNS, runs)
+for sentence in comparison["sentence"]:
+    print(sentence)'''),
+        md("## Per class\n\nTest accuracy per class at each run's best epoch. *fish* and "
+           "*flowers* (CIFAR-100's superclasses) have half the test images of the others (500 "
+           "each): their accuracies are less certain."),
+        code('''per_class_table(home / RUNS)'''),
+        md("## Save\n\nPNG and PDF figures, Table 1, the comparisons and per-class accuracy go "
+           "to `OUT` on Drive; with `INSPECT`, each run's attention maps, robustness, cost and "
+           "mistakes go to `OUT/inspect/<run>/`, and all runs' robustness side by side below."),
         code('''written = colabkit.write_report(home / RUNS, home / OUT, confusion=CONFUSION,
-                               data_root=home / "data")
+                               inspect=INSPECT, data_root=home / "data")
 sorted(p.name for paths in written.values() for p in paths)'''),
+        md("## Did the rotations buy robustness?\n\nAccuracy of each run's best checkpoint "
+           "under test-time flips and rotations (identity first), with `INSPECT` set: model 2's "
+           "rotations should pay off on rotated images, at some cost on upright ones."),
+        code('''from IPython.display import Image
+
+Image(filename=str(home / OUT / "robustness_all.png")) if INSPECT else "set INSPECT = True"'''),
     ]
 
 

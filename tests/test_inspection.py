@@ -1,0 +1,120 @@
+"""Looking inside trained runs: attention hooks, robustness, cost, mistakes."""
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from colabkit.__main__ import main
+from colabkit.data import DeviceLoader, synthetic
+from colabkit.inspection import (AttentionHooks, InspectionError, flops_per_image, inspect,
+                                 robustness, stage_ends)
+from colabkit.models import build_model
+from colabkit.runs import read_metrics
+from colabkit.train import train
+
+
+@pytest.fixture(scope="module")
+def cbam_run(tmp_path_factory):
+    from colabkit.experiments import get_experiment
+    run = tmp_path_factory.mktemp("inspect") / "run"
+    exp = get_experiment("da_cbam", dataset="synthetic", epochs=2, batch_size=32, width=8,
+                         train_size=128, test_size=96)
+    train(exp, run, progress=False)
+    return run
+
+
+def test_hooks_capture_every_stage_and_leave_the_output_unchanged():
+    torch.manual_seed(0)
+    model = build_model("resnet18_cbam", 12, width=8).eval()
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        plain = model(x)
+        with AttentionHooks(model) as hooks:
+            hooked = model(x)
+    assert torch.equal(plain, hooked)
+    assert len(hooks.blocks) == 8 and stage_ends(model) == [1, 3, 5, 7]
+    for i, (side, channels) in zip(stage_ends(model), [(32, 8), (16, 16), (8, 32), (4, 64)]):
+        assert hooks.spatial[i].shape == (5, 1, side, side)
+        assert hooks.channel[i].shape == (5, channels, 1, 1)
+        assert 0 <= float(hooks.spatial[i].min()) and float(hooks.spatial[i].max()) <= 1
+    with torch.no_grad():
+        model(x)  # removed: nothing more is recorded
+    assert all(h is not None for h in hooks.spatial)
+
+
+def test_inspect_writes_every_figure_and_identity_equals_the_logged_accuracy(cbam_run, tmp_path):
+    written = inspect(cbam_run, tmp_path)
+    names = {p.name for paths in written.values() for p in paths}
+    assert {"robustness.csv", "robustness.png", "attention.png", "attention.pdf", "mistakes.png",
+            "cost.csv"} <= names
+    table = pd.read_csv(tmp_path / "robustness.csv")
+    assert list(table["transform"]) == ["identity", "hflip", "vflip", "rot30", "rot60", "rot90",
+                                        "rot270", "rot300", "rot330"]
+    state = torch.load(cbam_run / "best.pt", weights_only=True)
+    rows = read_metrics(cbam_run / "metrics.csv")
+    logged = next(r["test_acc"] for r in rows if r["epoch"] == state["epoch"])
+    assert table["accuracy"].iloc[0] == pytest.approx(logged)
+    # and an independent evaluation through the training loader
+    from colabkit.experiments import Experiment
+    cfg = Experiment.from_dict(state["config"])
+    data = synthetic(seed=0).subset(None, cfg.test_size, cfg.seed)
+    model = build_model(cfg.model, 12, width=cfg.width)
+    model.load_state_dict(state["model"])
+    model.eval()
+    loader = DeviceLoader(data.x_test, data.y_test, 50, mean=data.mean, std=data.std)
+    with torch.no_grad():
+        right = sum(int((model(x).argmax(1) == y).sum()) for x, y in loader)
+    assert table["accuracy"].iloc[0] == pytest.approx(100 * right / len(data.y_test))
+    cost = pd.read_csv(tmp_path / "cost.csv").iloc[0]
+    assert cost["parameters"] == sum(p.numel() for p in model.parameters()) and cost["gflops_per_image"] > 0
+
+
+class _FlipInvariant(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.g = build_model("resnet18", 12, width=4).eval()
+
+    def forward(self, x):
+        return self.g(x) + self.g(x.flip(3))
+
+
+def test_a_model_invariant_to_horizontal_flips_scores_the_same_under_flip():
+    data = synthetic(seed=0).subset(None, 120, 0)
+    with torch.no_grad():
+        table = robustness(_FlipInvariant(), data, torch.device("cpu")).set_index("transform")
+        plain = robustness(build_model("resnet18", 12, width=4).eval(), data, torch.device("cpu"))
+    assert table.loc["hflip", "accuracy"] == table.loc["identity", "accuracy"]
+    assert len(plain) == 9
+
+
+def test_flop_count_matches_a_hand_count_for_a_small_conv_net():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(8 * 32 * 32, 10))
+    conv = 2 * (8 * 32 * 32) * (3 * 3 * 3)  # a multiply and an add per weight per output
+    linear = 2 * (8 * 32 * 32) * 10
+    assert flops_per_image(net, torch.device("cpu")) == conv + linear
+
+
+def test_damaged_best_falls_back_and_says_so_and_an_empty_folder_fails_clearly(cbam_run, tmp_path, capsys):
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(cbam_run, run)
+    raw = (run / "best.pt").read_bytes()
+    (run / "best.pt").write_bytes(raw[: len(raw) // 2])
+    with pytest.warns(UserWarning, match=r"best\.pt cannot be read.*inspecting last\.pt \(epoch 2\)"):
+        inspect(run, tmp_path / "out", images=32)
+    assert (tmp_path / "out" / "robustness.csv").is_file()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InspectionError, match="holds no checkpoint"):
+        inspect(tmp_path / "empty", tmp_path / "o2")
+    assert main(["inspect", str(tmp_path / "empty"), "--out", str(tmp_path / "o3")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds no checkpoint" in err
+
+
+def test_report_inspect_draws_all_runs_side_by_side(cbam_run, tmp_path):
+    from colabkit.report import write_report
+    written = write_report(cbam_run.parent, tmp_path, inspect=True)
+    assert (tmp_path / "robustness_all.png").is_file() and "inspect_run" in written
+    assert len(pd.read_csv(tmp_path / "robustness_all.csv")) == 9
