@@ -86,6 +86,22 @@ def test_a_model_invariant_to_horizontal_flips_scores_the_same_under_flip():
         plain = robustness(build_model("resnet18", 12, width=4).eval(), data, torch.device("cpu"))
     assert table.loc["hflip", "accuracy"] == table.loc["identity", "accuracy"]
     assert len(plain) == 9
+    # the same on the logits, and not for the other transforms
+    from colabkit.inspection import predict
+    model, cpu = _FlipInvariant(), torch.device("cpu")
+    with torch.no_grad():
+        ident = predict(model, data, cpu)
+        assert torch.equal(predict(model, data, cpu, "hflip"), ident)
+        assert not torch.allclose(predict(model, data, cpu, "vflip"), ident)
+
+
+def test_transforms_are_the_flips_and_rotations_they_name():
+    from colabkit.inspection import transform
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.equal(transform(x, "hflip"), x.flip(3)) and torch.equal(transform(x, "vflip"), x.flip(2))
+    assert torch.equal(transform(x, "rot90"), torch.rot90(x, 1, (2, 3)))  # counter-clockwise
+    assert torch.equal(transform(x, "rot270"), torch.rot90(x, 3, (2, 3)))
+    assert torch.equal(transform(x, "identity"), x)
 
 
 def test_flop_count_matches_a_hand_count_for_a_small_conv_net():

@@ -110,6 +110,7 @@ def test_newest_checkpoint_that_verifies_wins_between_local_and_drive(tiny, driv
     with pytest.warns(UserWarning, match=r"skipping checkpoint: .*drive.*last\.pt is empty"):
         res = train(exp, run, progress=False, mirror_minutes=0)
     assert [r["epoch"] for r in res["history"]] == [1, 2, 3]
+    assert read_json(run / "environment.json")["resumed_from_epoch"] == 2  # the local copy won
     assert _same(_weights(run / "last.pt"), _weights(ref / "last.pt"))
     # a new VM whose local copy is older than Drive: Drive wins
     exp4 = tiny("basic", epochs=4)
@@ -119,6 +120,7 @@ def test_newest_checkpoint_that_verifies_wins_between_local_and_drive(tiny, driv
     shutil.rmtree(local / "r")
     shutil.copytree(stale, local / "r")  # epoch 3 locally, 4 on Drive
     res = train(tiny("basic", epochs=5), run, progress=False, mirror_minutes=0)
+    assert read_json(run / "environment.json")["resumed_from_epoch"] == 4  # Drive won
     assert _det(res["history"]) == _det(train(tiny("basic", epochs=5), tmp_path / "plain",
                                               progress=False)["history"])
 
