@@ -185,19 +185,26 @@ class ASPPHead(nn.Module):
 
 class SPPHead(nn.Module):
     """Spatial pyramid pooling (He et al., "Spatial Pyramid Pooling in Deep Convolutional
-    Networks", 2014) over the last stage: max-pooled bins of 1x1, 2x2 and 4x4, flattened,
-    concatenated ((1 + 4 + 16) x C features) and one linear layer. The other literal
-    reading of the report's "more like SPP"; no convolution of its own."""
+    Networks", 2014) over the last stage: max-pooled bins of 1x1, 2x2 and 4x4, flattened and
+    concatenated ((1 + 4 + 16) x C features), batch-normalized, and one linear layer. The
+    other literal reading of the report's "more like SPP"; no convolution of its own.
+
+    The BatchNorm is ours: without it the 21 x C unnormalized pyramid features made
+    training at the report's learning rate 0.1 diverge in the first epoch (measured on the
+    CIFAR-10 ablation runs in logs/ablations: loss 4.9 after epoch 1, 18% accuracy after 8,
+    against 46% for the ASPP head), as SPP-net, trained at 0.01 with dropout, never met."""
 
     BINS = (1, 2, 4)
 
     def __init__(self, in_channels: int, num_classes: int):
         super().__init__()
-        self.fc = nn.Linear(in_channels * sum(b * b for b in self.BINS), num_classes)
+        features = in_channels * sum(b * b for b in self.BINS)
+        self.norm = nn.BatchNorm1d(features)
+        self.fc = nn.Linear(features, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = [torch.flatten(F.adaptive_max_pool2d(x, b), 1) for b in self.BINS]
-        return self.fc(torch.cat(pooled, dim=1))
+        return self.fc(self.norm(torch.cat(pooled, dim=1)))
 
 
 HEADS: dict[str, Callable[[int, int], nn.Module]] = {"pool": PoolHead, "aspp": ASPPHead,

@@ -27,9 +27,9 @@ def test_parameter_counts_are_pinned():
     # ASPP at 512 channels, branches of 256: 1x1, two 3x3, pooled 1x1 (each + BN), projection
     aspp = 512 * 256 * (1 + 9 + 9 + 1) + 4 * 2 * 256 + 4 * 256 * 512 + 2 * 512
     assert count_parameters(build_model("resnet18_cbam_aspp")) == 11_262_172 + aspp == 14_410_972
-    # SPP: bins 1 + 4 + 16 of 512 channels into the 12-way linear layer, instead of 512
-    spp = (21 * 512 - 512) * 12
-    assert count_parameters(build_model("resnet18_cbam_spp")) == 11_262_172 + spp == 11_385_052
+    # SPP: bins 1 + 4 + 16 of 512 channels, batch-normalized, into the 12-way linear layer
+    spp = (21 * 512 - 512) * 12 + 2 * 21 * 512
+    assert count_parameters(build_model("resnet18_cbam_spp")) == 11_262_172 + spp == 11_406_556
 
 
 def _blocks(model):
