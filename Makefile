@@ -26,6 +26,7 @@ test: $(VENV)/.installed
 
 figures: $(VENV)/.installed
 	$(PY) -m colabkit report logs --out figures
+	$(PY) -m colabkit report logs/ablations --out figures/ablations
 
 bench: $(VENV)/.installed
 	$(PY) bench/run.py --device cpu

@@ -117,7 +117,7 @@ def robustness(model, data, device) -> pd.DataFrame:
 
 def plot_robustness(tables: dict[str, pd.DataFrame]) -> Figure:
     """Grouped bars: one group per transform, one bar per run."""
-    fig = Figure(figsize=(max(7, 1.2 * len(TRANSFORMS)), 4), layout="constrained")
+    fig = Figure(figsize=(max(8, 1.2 * len(TRANSFORMS) + 2), 4), layout="constrained")
     ax = fig.add_subplot()
     width = 0.8 / max(len(tables), 1)
     for i, (run, t) in enumerate(tables.items()):
@@ -125,7 +125,7 @@ def plot_robustness(tables: dict[str, pd.DataFrame]) -> Figure:
     ax.set_xticks(np.arange(len(TRANSFORMS)) + 0.4 - width / 2, TRANSFORMS)
     ax.set(ylabel="test accuracy (%)", title="Accuracy under test-time flips and rotations")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
@@ -214,7 +214,8 @@ def plot_attention(model, data, device, per_class: int = 8) -> Figure:
     for s in range(4):
         ax = fig.add_subplot(grid[rows, s])
         per = torch.stack([channel[s][torch.from_numpy(labels == c)].mean(0) for c in classes])
-        ax.imshow(per[:, per.mean(0).argsort()].numpy(), aspect="auto", cmap="viridis")
+        ax.imshow(per[:, per.mean(0).argsort()].numpy(), aspect="auto", cmap="viridis",
+                  interpolation="nearest")
         ax.set_title(f"stage {s + 1}: channel weight by class\n"
                      f"({float(per.min()):.2f} dark - {float(per.max()):.2f} bright)", fontsize=7)
         ax.set_xlabel("channel (sorted by mean)", fontsize=7)

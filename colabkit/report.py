@@ -253,17 +253,28 @@ def comparison_table(runs_dir: str | os.PathLike, runs: pd.DataFrame | None = No
 
 
 def _sentence(a, b, diff, lo, hi, how, p, x, y, images, seeds) -> str:
+    """Two questions, kept apart. Does B's recipe beat A's? Only the spread over seeds
+    answers that. Do these trained models disagree beyond chance on these test images?
+    McNemar answers that, and says nothing about seed-to-seed variation (with several
+    seeds it can be tiny while the interval over seeds still includes 0)."""
     text = f"{b} vs {a}: {diff:+.2f} points of test accuracy"
-    if not math.isnan(lo):
-        text += f" (95% CI {lo:+.2f} to {hi:+.2f}; {how})"
-    if seeds:
-        verdict = ("a difference at the 5% level" if p < 0.05
-                   else "no evidence of a difference at the 5% level")
-        text += (f"; McNemar p = {p:.3g} on {images:,} paired test images x {seeds} seed(s) "
-                 f"({x} right only for {a}, {y} only for {b}): {verdict}.")
+    if how.startswith("over seeds"):
+        text += f" (95% CI {lo:+.2f} to {hi:+.2f}, {how})"
+        verdict = ("the interval over seeds excludes 0: the recipes differ" if lo > 0 or hi < 0
+                   else "the interval over seeds includes 0: these seeds do not show that one "
+                        "recipe beats the other")
+    elif how:
+        text += f" (95% CI {lo:+.2f} to {hi:+.2f}, {how})"
+        verdict = "one seed: the spread between seeds is not measured; run more seeds"
     else:
-        text += "; no paired predictions (predictions.npz) to test."
-    return text
+        verdict = "run two or more seeds of each for an interval"
+    if seeds:
+        text += (f"; McNemar p = {p:.3g} on {images:,} paired test images x {seeds} seed(s) "
+                 f"({x} right only for {a}, {y} only for {b}): the trained models "
+                 f"{'disagree' if p < 0.05 else 'do not disagree'} beyond chance at the 5% level")
+    else:
+        text += "; no paired predictions (predictions.npz) for a McNemar test"
+    return f"{text}. {verdict[0].upper()}{verdict[1:]}."
 
 
 def per_class_table(runs_dir: str | os.PathLike, classes=None) -> pd.DataFrame:
