@@ -229,9 +229,9 @@ def test_short_runs_never_stand_beside_the_reports_numbers(runs_dir):
 def test_the_sentence_keeps_the_recipe_question_apart_from_mcnemars():
     from colabkit.report import _sentence
     wide = _sentence("a", "b", 2.0, -1.0, 5.0, "over seeds, 3 and 3 runs", 1e-9, 100, 200, 2000, 3)
-    assert "includes 0: these seeds do not show that one recipe beats the other" in wide
+    assert "The interval over seeds includes 0: these seeds do not show that one recipe beats the other" in wide
     assert "the trained models disagree beyond chance" in wide
     narrow = _sentence("a", "b", 2.0, 0.5, 3.5, "over seeds, 3 and 3 runs", 0.2, 100, 110, 2000, 3)
-    assert "excludes 0: the recipes differ" in narrow and "do not disagree" in narrow
+    assert "The interval over seeds excludes 0: the recipes differ" in narrow and "do not disagree" in narrow
     one = _sentence("a", "b", 2.0, 0.5, 3.5, "seed 0, bootstrap over test images", 0.01, 5, 9, 100, 1)
-    assert "one seed: the spread between seeds is not measured" in one
+    assert "One seed: the spread between seeds is not measured" in one
