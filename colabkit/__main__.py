@@ -146,8 +146,7 @@ def _child_args(args) -> list[str]:
     out = []
     for dest in _VALUE_FLAGS:
         v = getattr(args, dest)
-        if v is not None and not (dest == "data_root") and not (dest == "mirror_minutes" and v == 10.0) \
-                and not (dest == "precision" and v == "auto"):
+        if v is not None and dest != "data_root":
             out += ["--" + dest.replace("_", "-"), ",".join(map(str, v)) if dest == "milestones" else str(v)]
     return out + ["--" + d.replace("_", "-") for d in _SWITCHES if getattr(args, d)]
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from .files import atomic_write, empty_then_remove, fsync_dir, next_path, prev_path
+from .files import atomic_write, empty_then_remove, fsync_dir, next_path, prev_path, promote_next
 from .runs import explain_os_error
 
 CHECKSUM_KEY = "sha256"
@@ -139,13 +139,7 @@ def finish_install(path: str | os.PathLike, keep_previous: bool = True) -> None:
     except CheckpointError:
         empty_then_remove(nxt)
         return
-    prev = prev_path(path) if keep_previous else None
-    if prev is not None and path.exists():
-        empty_then_remove(prev)
-        os.replace(path, prev)
-    elif path.exists():
-        empty_then_remove(path)
-    os.replace(nxt, path)
+    promote_next(path, prev_path(path) if keep_previous else None)
     fsync_dir(path.parent)
 
 

@@ -161,6 +161,11 @@ def _work_root(root: Path) -> Path:
     return local_area() / "data" if is_drive(root) else root
 
 
+def _archive(root: Path, src: _Source) -> Path | None:
+    """The archive in ``root`` or in the local working area, if either has it."""
+    return next((b / src.archive for b in (root, _work_root(root)) if (b / src.archive).is_file()), None)
+
+
 def _missing_hint(names: list[str], root: Path) -> str:
     return (f"Place {' and '.join(names)} (from https://www.cs.toronto.edu/~kriz/cifar.html) in "
             f"{root.resolve()} and run again, or use --dataset folder (dataset='folder') with a "
@@ -212,7 +217,7 @@ def _cifar_folder(root: Path, which: int, download: bool, rebuild: bool = False)
         folder = base / src.folder
         if not rebuild and folder.is_dir() and all((folder / f).is_file() for f in src.files):
             return folder
-    archive = next((b / src.archive for b in (root, work) if (b / src.archive).is_file()), None)
+    archive = _archive(root, src)
     if archive is not None and _md5(archive) != src.md5:
         raise DataError(f"{archive} is damaged: its md5 is not CIFAR-{which}'s. Delete it and run "
                         f"again to download it afresh, or replace it with a good copy from {src.url}")
@@ -245,9 +250,7 @@ def _read_cifar(root: Path, which: int, download: bool, read):
     try:
         return read(folder)
     except DataError:
-        src = _CIFAR[which]
-        archive_at_hand = any((b / src.archive).is_file() for b in (root, _work_root(root)))
-        if (folder / COMPLETE).is_file() or not archive_at_hand:
+        if (folder / COMPLETE).is_file() or _archive(root, _CIFAR[which]) is None:
             raise
     return read(_cifar_folder(root, which, download, rebuild=True))
 
@@ -313,9 +316,8 @@ def build_cifar10(root: Path, download: bool = True) -> Dataset:
 
 def build_cifar12(root: Path, download: bool = True) -> Dataset:
     if not download:  # name every archive that is missing, not only the first
-        missing = [s.archive for s in _CIFAR.values()
-                   if not any((b / s.folder).is_dir() or (b / s.archive).is_file()
-                              for b in (root, _work_root(root)))]
+        missing = [s.archive for s in _CIFAR.values() if _archive(root, s) is None
+                   and not any((b / s.folder).is_dir() for b in (root, _work_root(root)))]
         if missing:
             raise DataError(f"CIFAR-12 needs CIFAR-10 and CIFAR-100, and {root.resolve()} lacks "
                             f"{' and '.join(missing)} (download=False). " + _missing_hint(missing, root))

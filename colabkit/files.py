@@ -63,7 +63,10 @@ def temp_path(path: Path) -> Path:
 
 
 def is_temporary(path: Path) -> bool:
-    return path.name.startswith(".") and TEMP_MARK in path.name
+    """colabkit's temporary names: ``.<name>.tmp-<host>-<pid>-<random>``, and the
+    ``.<name>.tmp<pid>`` of colabkit 0.1 (leftovers of a kill before the upgrade)."""
+    name = path.name
+    return name.startswith(".") and (TEMP_MARK in name or name.rpartition(".tmp")[2].isdigit())
 
 
 def empty_then_remove(path: Path) -> None:
@@ -116,13 +119,20 @@ def install(tmp: Path, path: Path, keep_previous: Path | None = None) -> None:
         return
     _empty(nxt)  # a stale one from a kill between these steps
     os.replace(tmp, nxt)
+    promote_next(path, keep_previous)
+
+
+def promote_next(path: Path, keep_previous: Path | None = None) -> None:
+    """The last steps of ``install`` (also run at start after a kill): the complete
+    ``<stem>.next`` becomes ``path``; the current ``path``, if any, becomes
+    ``keep_previous`` (emptied first) or is emptied."""
     if keep_previous is not None:
-        _empty(keep_previous)
-        if path.exists():
+        if path.exists():  # else .prev already holds the older version: keep it
+            _empty(keep_previous)
             os.replace(path, keep_previous)
     else:
         _empty(path)
-    os.replace(nxt, path)
+    os.replace(next_path(path), path)
 
 
 @contextmanager

@@ -216,6 +216,13 @@ def comparison_table(runs_dir: str | os.PathLike, runs: pd.DataFrame | None = No
     runs = load_runs(runs_dir) if runs is None else runs
     per_run = results_table(runs, by="run")
     folders = {r.name: r.path for r in find_runs(runs_dir)}
+    predictions = {}  # each run's file read once, not once per pair
+
+    def correct(run):
+        if run not in predictions:
+            predictions[run] = _correct(folders[run])
+        return predictions[run]
+
     exps = list(dict.fromkeys(per_run["experiment"]))
     first = [(a, b) for a, b in zip(REPORT_MODELS, REPORT_MODELS[1:])] + \
         [(ref, e) for e, (ref, _) in ABLATIONS.items()]
@@ -233,8 +240,8 @@ def comparison_table(runs_dir: str | os.PathLike, runs: pd.DataFrame | None = No
         b_only = c_only = images = matched = 0
         boot = None
         for seed in sorted(set(ra["seed"]) & set(rb["seed"])):
-            ca = _correct(folders[ra[ra["seed"] == seed]["run"].iloc[0]])
-            cb = _correct(folders[rb[rb["seed"] == seed]["run"].iloc[0]])
+            ca = correct(ra[ra["seed"] == seed]["run"].iloc[0])
+            cb = correct(rb[rb["seed"] == seed]["run"].iloc[0])
             if ca is None or cb is None or not np.array_equal(ca[1], cb[1]):
                 continue  # no predictions saved, or not the same test images
             x, y = stats.discordant(ca[0], cb[0])

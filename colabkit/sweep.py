@@ -18,6 +18,17 @@ QUEUE = (("01_resnet18_basic", "basic"), ("02_resnet18_da", "da"),
          ("03_resnet18_da_cbam", "da_cbam"), ("04_resnet18_da_cbam_aspp", "da_cbam_aspp"))
 
 
+def _split(settings: dict) -> tuple[dict, dict]:
+    """(Experiment fields, train() keywords) of a mixed settings dict."""
+    from dataclasses import fields
+
+    from .experiments import Experiment
+
+    keys = {f.name for f in fields(Experiment)}
+    return ({k: v for k, v in settings.items() if k in keys},
+            {k: v for k, v in settings.items() if k not in keys})
+
+
 def queue_status(runs_dir: str | os.PathLike, runs=QUEUE, epochs: int | None = None):
     """The status table of the queued runs (``report.status_table``), with the time left of
     a run that has no measured epoch yet estimated from the others' epoch times."""
@@ -44,16 +55,10 @@ def run_queue(runs_dir: str | os.PathLike, *, data: Dataset | None = None,
     Prints the status table first; returns each run's result (``status`` ``not reached``
     for runs the budget left for later).
     """
-    from dataclasses import fields
-
     from tqdm.auto import tqdm
 
-    from .experiments import Experiment
-
     started = time.perf_counter()
-    keys = {f.name for f in fields(Experiment)}
-    exp_kw = {k: v for k, v in settings.items() if k in keys}
-    train_kw = {k: v for k, v in settings.items() if k not in keys}
+    exp_kw, train_kw = _split(settings)
     exps = [(name, get_experiment(preset, **exp_kw)) for name, preset in runs]
     runs_dir = Path(runs_dir).expanduser()
     table = queue_status(runs_dir, runs, exps[0][1].epochs)
@@ -107,13 +112,7 @@ def sweep(experiments, seeds, runs_dir: str | os.PathLike, *, parallel: int = 1,
     several, else CPU processes sharing the cores. Returns each run's summary."""
     runs = sweep_runs(experiments, seeds, runs_dir)
     if parallel <= 1:
-        from dataclasses import fields
-
-        from .experiments import Experiment
-
-        keys = {f.name for f in fields(Experiment)}
-        exp_kw = {k: v for k, v in settings.items() if k in keys}
-        train_kw = {k: v for k, v in settings.items() if k not in keys}
+        exp_kw, train_kw = _split(settings)
         results = []
         for name, seed, folder in runs:
             results.append(train(get_experiment(name, seed=seed, **exp_kw), folder, data=data,

@@ -334,3 +334,16 @@ def test_sigkill_anywhere_with_a_new_vm_each_time_ends_as_an_uninterrupted_run(t
         left = [p.name for p in folder.iterdir() if files.is_temporary(p) or ".next." in p.name]
         assert left == [], left
     assert not (run / "lease.json").exists()
+
+
+def test_temporaries_of_this_and_earlier_versions_are_recognised_and_removed(tmp_path):
+    from colabkit.files import remove_temporaries, temp_path
+    keep = ["last.pt", "last.prev.pt", "metrics.csv", ".origin", ".tmpnotes"]
+    for name in keep:
+        (tmp_path / name).write_text("x")
+    new = temp_path(tmp_path / "last.pt")
+    new.write_bytes(b"\0" * (files.BIG + 10))
+    old = tmp_path / ".last.pt.tmp4242"  # colabkit 0.1's name
+    old.write_text("x")
+    assert sorted(remove_temporaries(tmp_path)) == sorted([new.name, old.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
