@@ -193,7 +193,7 @@ def run_status(run_dir: str | os.PathLike, epochs: int | None = None,
     from .storage import Lease
 
     lease = Lease(run.lease)
-    holder = lease.read()
+    holder = lease.holder()
     fresh = 3 * (epoch_s or 600)  # three epoch times (ten minutes before the first epoch)
     if planned and done >= planned:
         state = "finished"

@@ -16,6 +16,7 @@ mounts, and the tests' simulation).
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -26,6 +27,7 @@ import socket
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -117,8 +119,13 @@ def _alive(pid: int, ticks: str) -> bool:
 
 class Lease:
     """``lease.json`` names the one trainer of a run folder (host, boot id, pid, a random
-    id) and its heartbeat, renewed every epoch. Best effort on Drive: another VM sees a
-    renewal only once Drive has uploaded it."""
+    id) and its heartbeat, renewed every epoch. A folder taken over stays taken over: a
+    trainer that finds another id in the file at any time after it acquired stops, even
+    when the one that took over has finished and let go, because letting go leaves the
+    record, marked ``released``. Only a trainer that found no lease file at all (so that no
+    earlier trainer can be waiting to learn it was replaced) removes it. On one machine, reading and
+    writing the lease is one step (``flock`` on the run folder); across machines it is best
+    effort: another VM sees a renewal only once Drive has uploaded it."""
 
     def __init__(self, path: Path, stale_minutes: float = 30.0):
         self.path = Path(path)
@@ -126,13 +133,39 @@ class Lease:
         self.me = {"id": secrets.token_hex(8), "host": socket.gethostname(),
                    "boot_id": _boot_id(), "pid": os.getpid(), "start": _start_ticks(os.getpid())}
         self._warned = False
+        self._found = True  # a lease file was there at acquire: keep a record at release
 
     def read(self) -> dict | None:
+        """The record in ``lease.json``: the holder, or the last one (``released``)."""
         try:
-            holder = read_json(self.path)
+            record = read_json(self.path)
         except (OSError, ValueError):
             return None
-        return holder if isinstance(holder, dict) and "id" in holder else None
+        return record if isinstance(record, dict) and "id" in record else None
+
+    def holder(self) -> dict | None:
+        """The trainer holding the folder now, or None (no record, or released)."""
+        record = self.read()
+        return None if record is None or record.get("released") else record
+
+    @contextmanager
+    def _locked(self):
+        """Read-then-write of the lease as one step among the processes of this machine
+        (an exclusive ``flock`` on the run folder, freed when the process dies). Where the
+        file system has no locks the step goes on unlocked."""
+        try:
+            fd = os.open(self.path.parent, os.O_RDONLY)
+        except OSError:
+            yield
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                pass
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def _age_minutes(self, holder: dict) -> float:
         return (time.time() - float(holder.get("heartbeat_unix", 0))) / 60
@@ -150,50 +183,69 @@ class Lease:
         return f"host {holder.get('host')} pid {holder.get('pid')}"
 
     def acquire(self, takeover: bool = False) -> None:
-        holder = self.read()
-        if holder is not None and holder["id"] != self.me["id"]:
-            age = self._age_minutes(holder)
-            if not (takeover or self.gone(holder) or age > self.stale_minutes):
-                raise LeaseHeld(
-                    f"{self.path.parent} is being trained by {self.describe(holder)} (last "
-                    f"heartbeat {max(age, 0):.1f} min ago). Wait for it to finish, or if "
-                    "that trainer is gone (a closed tab, a dead VM), run again with "
-                    f"--takeover (takeover=True); after {self.stale_minutes:g} min without a "
-                    "heartbeat it is taken over by itself.")
-            if not self.gone(holder):
-                print(f"Taking over {self.path.parent} from {self.describe(holder)} "
-                      f"(last heartbeat {max(age, 0):.1f} min ago).")
-        self.renew()
+        with self._locked():
+            holder = self.holder()
+            if holder is not None and holder["id"] != self.me["id"]:
+                age = self._age_minutes(holder)
+                if not (takeover or self.gone(holder) or age > self.stale_minutes):
+                    raise LeaseHeld(
+                        f"{self.path.parent} is being trained by {self.describe(holder)} (last "
+                        f"heartbeat {max(age, 0):.1f} min ago). Wait for it to finish, or if "
+                        "that trainer is gone (a closed tab, a dead VM), run again with "
+                        f"--takeover (takeover=True); after {self.stale_minutes:g} min without a "
+                        "heartbeat it is taken over by itself.")
+                if not self.gone(holder):
+                    print(f"Taking over {self.path.parent} from {self.describe(holder)} "
+                          f"(last heartbeat {max(age, 0):.1f} min ago).")
+            self._found = self.read() is not None
+            self._write()
 
     def check(self) -> None:
-        """Raise ``LeaseLost`` if another trainer's lease is in the file now."""
-        holder = self.read()
-        if holder is not None and holder["id"] != self.me["id"]:
+        """Raise ``LeaseLost`` if the file names another trainer, holding or released."""
+        record = self.read()
+        if record is not None and record["id"] != self.me["id"]:
             raise LeaseLost(
-                f"{self.path.parent} was taken over by {self.describe(holder)} at "
-                f"{holder.get('heartbeat')}; this trainer stops without writing more. Its "
+                f"{self.path.parent} was taken over by {self.describe(record)} at "
+                f"{record.get('heartbeat')}; this trainer stops without writing more. Its "
                 "last checkpoint is in the folder; the other trainer continues from it.")
 
+    def heartbeat(self) -> None:
+        """Stop if the folder was taken over, else renew: one step on this machine."""
+        with self._locked():
+            self.check()
+            self._write()
+
     def renew(self) -> None:
+        with self._locked():
+            self._write()
+
+    def _write(self, **extra) -> None:
         now = datetime.now(timezone.utc)
         record = {**self.me, "heartbeat": now.isoformat(timespec="seconds"),
-                  "heartbeat_unix": now.timestamp()}
+                  "heartbeat_unix": now.timestamp(), **extra}
         try:
             with atomic_write(self.path, "w", encoding="utf-8") as f:
                 json.dump(record, f, indent=1)
         except OSError as e:
             if not self._warned:
                 warnings.warn(f"could not renew the lease {self.path} ({explain_os_error(e)}); "
-                              "training goes on", stacklevel=2)
+                              "training goes on", stacklevel=3)
                 self._warned = True
 
     def release(self) -> None:
-        holder = self.read()
-        if holder is not None and holder["id"] == self.me["id"]:
-            try:
-                empty_then_remove(self.path)
-            except OSError:
-                pass
+        """Let go: the record stays (``released``) so that a trainer it replaced still stops,
+        unless there was no lease file when this one acquired."""
+        with self._locked():
+            record = self.read()
+            if record is None or record["id"] != self.me["id"] or record.get("released"):
+                return
+            if self._found:
+                self._write(released=True)
+            else:
+                try:
+                    empty_then_remove(self.path)
+                except OSError:
+                    pass
 
 
 # ---------------------------------------------------------------- storage ----
@@ -284,8 +336,7 @@ class RunStorage:
     # ---- every epoch
     def heartbeat(self) -> None:
         """Before an epoch's writes: stop if the lease was taken over, else renew it."""
-        self.lease.check()
-        self.lease.renew()
+        self.lease.heartbeat()
 
     def committed(self, epoch: int, best_written: bool) -> None:
         """After a checkpoint (and metrics.csv) committed in the working copy: mirror to

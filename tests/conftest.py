@@ -130,3 +130,37 @@ def fake_colab(monkeypatch, tmp_path):
 @pytest.fixture
 def no_colab(monkeypatch):
     monkeypatch.setitem(sys.modules, "google.colab", None)  # import raises ImportError
+
+
+def drawn_png(path: Path, size: tuple[int, int] | None) -> np.ndarray:
+    """The pixels of a PNG the report drew, after checking it is a PNG of ``size`` (width,
+    height; None: any) with something drawn on it: lines or bars in colour, not a blank canvas."""
+    import matplotlib.image as mpimg
+
+    raw = Path(path).read_bytes()
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n", path
+    img = mpimg.imread(path)[..., :3]
+    assert size is None or (img.shape[1], img.shape[0]) == size, (path, img.shape)
+    saturated = (img.max(axis=2) - img.min(axis=2)) > 0.3  # coloured, not grey or white
+    assert saturated.mean() > 0.002, f"{path}: nothing coloured drawn"
+    return img
+
+
+def independent_predictions(state: dict, data) -> np.ndarray:
+    """The predicted class of each test image by a checkpoint's weights, computed without
+    colabkit's loader or evaluation loop: normalize by hand, one forward pass in eval mode."""
+    import torch
+
+    from colabkit.experiments import Experiment
+    from colabkit.models import build_model
+
+    cfg = Experiment.from_dict(state["config"])
+    model = build_model(cfg.model, data.num_classes, width=cfg.width,
+                        attention_kwargs={"kernel_size": cfg.spatial_kernel})
+    model.load_state_dict(state["model"])
+    model.eval()
+    x = torch.from_numpy(data.x_test).float().div(255).permute(0, 3, 1, 2)
+    mean = torch.tensor(data.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(data.std, dtype=torch.float32).view(1, 3, 1, 1)
+    with torch.no_grad():
+        return model((x - mean) / std).argmax(1).numpy()

@@ -57,5 +57,14 @@ def test_errors_are_one_clear_line_and_exit_code_2(tmp_path, capsys):
 def test_demo_trains_two_models_and_writes_the_report(tmp_path, capsys):
     assert main(["demo", "--home", str(tmp_path), "--epochs", "1", "--width", "4",
                  "--train-size", "128", "--test-size", "48", "--device", "cpu"]) == 0
-    assert (tmp_path / "report" / "table1.md").is_file()
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["demo_basic", "demo_da_cbam"]
+    out = capsys.readouterr().out
+    table = (tmp_path / "report" / "table1.md").read_text()
+    assert table in out  # the table the demo prints is the one it wrote
+    for name, model in (("basic", "resnet18"), ("da_cbam", "resnet18_cbam")):
+        rows = read_metrics(tmp_path / "runs" / f"demo_{name}" / "metrics.csv")
+        assert [r["epoch"] for r in rows] == [1]
+        acc = rows[0]["test_acc"]
+        assert f"{name}: best test accuracy {acc:.2f}% at epoch 1" in out
+        line = next(l for l in table.splitlines() if l.startswith(f"| {name}: {model} |"))
+        assert f"| {acc:.3f} | 1 (test) |" in line and "| synthetic | 128 | 4 | 1/1 |" in line

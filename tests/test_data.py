@@ -306,8 +306,8 @@ def test_validation_holdout_is_stratified_disjoint_and_seeded():
     b = ds.holdout(120, seed=3)
     c = ds.holdout(120, seed=4)
     assert len(a.y_val) == 120 and len(a.y_train) == 480
-    assert np.array_equal(a.x_val, b.x_val) and not np.array_equal(a.y_val, c.y_val) or \
-        not np.array_equal(a.x_val, c.x_val)
+    assert np.array_equal(a.x_val, b.x_val)       # same seed, same images
+    assert not np.array_equal(a.x_val, c.x_val)   # another seed, other images
     # stratified: each of the 12 classes (50 images each) gives 10
     assert set(np.bincount(a.y_val, minlength=12)) == {10}
     # disjoint: no validation image is left in the training split, none lost

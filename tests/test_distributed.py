@@ -23,11 +23,15 @@ ARGS = ["--experiment", "da", "--dataset", "synthetic", "--width", "4", "--batch
         "--train-size", "192", "--test-size", "96", "--device", "cpu", "--quiet"]
 
 
-def torchrun(run_dir, epochs, **popen):
+def torchrun(run_dir, epochs, pause_at=None, marker=None):
+    """``torchrun ... -m colabkit train``; with ``pause_at=N`` each worker runs through
+    tests/crash_child.py and rank 0 waits, to be killed, once N epochs are in metrics.csv."""
+    what = ["-m", "colabkit"] if pause_at is None else \
+        [str(REPO / "tests" / "crash_child.py"), "pause", str(pause_at), str(run_dir)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "colabkit", "train", "--run-dir", str(run_dir), "--epochs", str(epochs), *ARGS]
-    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, **popen)
+           *what, "train", "--run-dir", str(run_dir), "--epochs", str(epochs), *ARGS]
+    return subprocess.Popen(cmd, env={**ENV, "CRASH_MARKER": str(marker)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +91,11 @@ def test_saved_weights_in_one_process_give_the_logged_test_accuracy(ddp_run):
 def test_ddp_run_killed_and_restarted_under_torchrun_resumes(ddp_run, tmp_path):
     ref, _ = ddp_run
     run = tmp_path / "run"
-    proc = torchrun(run, 3)
-    deadline = time.time() + 300
-    while len(read_metrics(run / "metrics.csv")) < 1 and time.time() < deadline:
+    marker = tmp_path / "paused"
+    proc = torchrun(run, 3, pause_at=1, marker=marker)  # killed once epoch 1 is logged
+    deadline = time.time() + 600  # ends a hung test only; no result depends on it
+    while not marker.exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
         time.sleep(0.02)
     # torchrun and both workers (which run in sessions of their own), by process id
     family = [proc.pid, *_descendants(proc.pid)]
@@ -100,8 +106,7 @@ def test_ddp_run_killed_and_restarted_under_torchrun_resumes(ddp_run, tmp_path):
         except ProcessLookupError:
             pass
     proc.wait()
-    time.sleep(0.5)
-    assert 1 <= len(read_metrics(run / "metrics.csv")) < 3
+    assert len(read_metrics(run / "metrics.csv")) == 1
     proc = torchrun(run, 3)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]

@@ -2,15 +2,17 @@
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from colabkit.__main__ import main
 from colabkit.data import DeviceLoader, synthetic
-from colabkit.inspection import (AttentionHooks, InspectionError, flops_per_image, inspect,
-                                 robustness, stage_ends)
+from colabkit.inspection import (TRANSFORMS, AttentionHooks, InspectionError, flops_per_image,
+                                 inspect, robustness, stage_ends)
 from colabkit.models import build_model
 from colabkit.runs import read_metrics
 from colabkit.train import train
+from conftest import drawn_png
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +39,30 @@ def test_hooks_capture_every_stage_and_leave_the_output_unchanged():
         assert hooks.spatial[i].shape == (5, 1, side, side)
         assert hooks.channel[i].shape == (5, channels, 1, 1)
         assert 0 <= float(hooks.spatial[i].min()) and float(hooks.spatial[i].max()) <= 1
+    # the captured maps are the attention of this input: the formulas of CBAM (Woo et al.)
+    # applied to what entered the block's CBAM, taken by a hook of the test's own
+    block = hooks.blocks[3]
+    seen = []
+    handle = block.register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
     with torch.no_grad():
-        model(x)  # removed: nothing more is recorded
-    assert all(h is not None for h in hooks.spatial)
+        model(x)
+    handle.remove()
+    sd = block.state_dict()
+    w1, w0 = sd["channel.mlp.0.weight"].flatten(1), sd["channel.mlp.2.weight"].flatten(1)
+    f = seen[0]
+    mlp = lambda v: torch.clamp(v @ w1.T, min=0) @ w0.T
+    channel = torch.sigmoid(mlp(f.mean(dim=(2, 3))) + mlp(f.flatten(2).max(dim=2).values))
+    torch.testing.assert_close(hooks.channel[3][:, :, 0, 0], channel, rtol=1e-5, atol=1e-6)
+    f1 = f * channel[:, :, None, None]
+    maps = torch.stack([f1.mean(dim=1), f1.max(dim=1).values], dim=1)
+    spatial = torch.sigmoid(F.conv2d(maps, sd["spatial.conv.weight"], padding=1))
+    torch.testing.assert_close(hooks.spatial[3], spatial, rtol=1e-5, atol=1e-6)
+    # removed on exit: no hook is left on any module, and another input changes nothing kept
+    kept = [t.clone() for t in hooks.spatial + hooks.channel]
+    assert not any(m._forward_hooks for b in hooks.blocks for m in (b.channel, b.spatial))
+    with torch.no_grad():
+        model(torch.randn(5, 3, 32, 32))
+    assert all(torch.equal(a, b) for a, b in zip(kept, hooks.spatial + hooks.channel))
 
 
 def test_inspect_writes_every_figure_and_identity_equals_the_logged_accuracy(cbam_run, tmp_path):
@@ -132,5 +155,13 @@ def test_damaged_best_falls_back_and_says_so_and_an_empty_folder_fails_clearly(c
 def test_report_inspect_draws_all_runs_side_by_side(cbam_run, tmp_path):
     from colabkit.report import write_report
     written = write_report(cbam_run.parent, tmp_path, inspect=True)
-    assert (tmp_path / "robustness_all.png").is_file() and "inspect_run" in written
-    assert len(pd.read_csv(tmp_path / "robustness_all.csv")) == 9
+    assert tmp_path / "robustness_all.png" in written["robustness_all"]
+    assert tmp_path / "inspect" / "run" / "attention.png" in written["inspect_run"]
+    every = pd.read_csv(tmp_path / "robustness_all.csv")
+    one = pd.read_csv(tmp_path / "inspect" / "run" / "robustness.csv")
+    assert list(every["transform"]) == list(TRANSFORMS) and set(every["run"]) == {"run"}
+    assert list(every["accuracy"]) == list(one["accuracy"])
+    state = torch.load(cbam_run / "best.pt", weights_only=True)
+    logged = next(r["test_acc"] for r in read_metrics(cbam_run / "metrics.csv") if r["epoch"] == state["epoch"])
+    assert every["accuracy"].iloc[0] == pytest.approx(logged)  # identity: the logged accuracy
+    drawn_png(tmp_path / "robustness_all.png", None)

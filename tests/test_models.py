@@ -1,7 +1,8 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
-from colabkit.models import (ASPP, CBAM, MODELS, BasicBlock, ChannelAttention,
+from colabkit.models import (ASPP, CBAM, HEADS, MODELS, BasicBlock, ChannelAttention,
                              SpatialAttention, build_model, count_parameters, create_attention)
 
 
@@ -63,26 +64,107 @@ def test_attention_maps_are_in_unit_interval_with_promised_shapes():
         assert w.min() >= 0 and w.max() <= 1
 
 
-def test_cbam_applies_channel_then_spatial_weights():
-    torch.manual_seed(0)
-    m = CBAM(32)
-    x = torch.randn(2, 32, 8, 8)
-    after_channel = x * m.channel(x)
-    expected = after_channel * m.spatial(after_channel)
-    assert torch.allclose(m(x), expected)
-    # the other order gives another result: the test would catch a swap
-    swapped = x * m.spatial(x)
-    assert not torch.allclose(m(x), swapped * m.channel(swapped))
+# ---- independent references, written from the papers' formulas (Woo et al. 2018; He et al.
+# 2015/2016; Chen et al. 2017) with plain tensor operations and the modules' weights copied
+# in: they never call the module under test or its submodules.
 
-
-def test_attention_acts_before_the_shortcut_add():
-    torch.manual_seed(0)
-    block = BasicBlock(16, 16, attention="cbam").eval()
-    x = torch.randn(2, 16, 8, 8)
+def _randomize(module, seed=0):
+    """Random weights and BatchNorm statistics, so every term of a formula matters."""
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        branch = block.bn2(block.conv2(torch.relu(block.bn1(block.conv1(x)))))
-        expected = torch.relu(block.attention(branch) + x)
-        assert torch.allclose(block(x), expected, atol=1e-6)
+        for name, t in module.state_dict().items():
+            if t.dtype.is_floating_point:
+                t.copy_(torch.rand(t.shape, generator=g) * 0.8 + 0.1 if name.endswith("running_var")
+                        else torch.randn(t.shape, generator=g) * 0.5)
+    return module.eval()
+
+
+def _bn(x, sd, prefix):
+    """Inference BatchNorm: (x - mean) / sqrt(var + eps) * gamma + beta, per channel."""
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    mean, var = sd[prefix + "running_mean"].view(shape), sd[prefix + "running_var"].view(shape)
+    return (x - mean) / torch.sqrt(var + 1e-5) * sd[prefix + "weight"].view(shape) + sd[prefix + "bias"].view(shape)
+
+
+def _cbam_reference(x, sd, prefix=""):
+    """CBAM: M_c = sigmoid(MLP(AvgPool(F)) + MLP(MaxPool(F))), F' = M_c * F;
+    M_s = sigmoid(conv([mean_c(F'); max_c(F')])), F'' = M_s * F'. The MLP is
+    W1 (C/r x C), ReLU, W0 (C x C/r), shared by both descriptors."""
+    w1 = sd[prefix + "channel.mlp.0.weight"].flatten(1)       # (C/r, C)
+    w0 = sd[prefix + "channel.mlp.2.weight"].flatten(1)       # (C, C/r)
+    mlp = lambda v: torch.clamp(v @ w1.T, min=0) @ w0.T        # (B, C) -> (B, C)
+    avg, mx = x.mean(dim=(2, 3)), x.flatten(2).max(dim=2).values
+    f1 = x * torch.sigmoid(mlp(avg) + mlp(mx))[:, :, None, None]
+    maps = torch.stack([f1.mean(dim=1), f1.max(dim=1).values], dim=1)  # (B, 2, H, W): mean, max
+    k = sd[prefix + "spatial.conv.weight"]
+    return f1 * torch.sigmoid(F.conv2d(maps, k, padding=k.shape[-1] // 2))
+
+
+@pytest.mark.parametrize("kernel", [3, 7])
+def test_cbam_equals_the_papers_formulas(kernel):
+    m = _randomize(CBAM(32, kernel_size=kernel))
+    x = torch.randn(3, 32, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), _cbam_reference(x, m.state_dict()), rtol=1e-5, atol=1e-6)
+
+
+def _block_reference(x, sd, stride, cbam):
+    """out = ReLU(A(BN2(conv2(ReLU(BN1(conv1(x)))))) + shortcut(x)), A = CBAM or identity;
+    shortcut = x, or BN(1x1 conv, stride) when the shape changes."""
+    out = torch.clamp(_bn(F.conv2d(x, sd["conv1.weight"], stride=stride, padding=1), sd, "bn1."), min=0)
+    out = _bn(F.conv2d(out, sd["conv2.weight"], padding=1), sd, "bn2.")
+    if cbam:
+        out = _cbam_reference(out, sd, "attention.")
+    short = _bn(F.conv2d(x, sd["shortcut.0.weight"], stride=stride), sd, "shortcut.1.") \
+        if "shortcut.0.weight" in sd else x
+    return torch.clamp(out + short, min=0)
+
+
+@pytest.mark.parametrize("cin,cout,stride,attention", [(16, 16, 1, "cbam"), (16, 32, 2, "cbam"),
+                                                       (16, 32, 2, None)])
+def test_basic_block_equals_its_formula_with_attention_before_the_add(cin, cout, stride, attention):
+    block = _randomize(BasicBlock(cin, cout, stride, attention=attention))
+    x = torch.randn(2, cin, 8, 8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = _block_reference(x, block.state_dict(), stride, attention == "cbam")
+        torch.testing.assert_close(block(x), want, rtol=1e-4, atol=1e-5)
+
+
+def test_aspp_head_equals_its_formula():
+    """Branches: 1x1; 3x3 at rate 1; 3x3 at rate 2 (padding = rate); image pooling (global
+    mean, 1x1 conv, broadcast); each BN + ReLU; concatenated in that order; 1x1 projection
+    with BN + ReLU; then global average pooling and the linear layer."""
+    head = _randomize(HEADS["aspp"](64, 12))
+    sd = head.state_dict()
+    x = torch.randn(2, 64, 4, 4, generator=torch.Generator().manual_seed(3))
+    relu = lambda t: torch.clamp(t, min=0)
+    with torch.no_grad():
+        feats = [relu(_bn(F.conv2d(x, sd["aspp.branches.0.0.weight"]), sd, "aspp.branches.0.1."))]
+        for i, rate in ((1, 1), (2, 2)):
+            conv = F.conv2d(x, sd[f"aspp.branches.{i}.0.weight"], padding=rate, dilation=rate)
+            feats.append(relu(_bn(conv, sd, f"aspp.branches.{i}.1.")))
+        pooled = x.mean(dim=(2, 3), keepdim=True)
+        pooled = relu(_bn(F.conv2d(pooled, sd["aspp.image_pool.1.weight"]), sd, "aspp.image_pool.2."))
+        feats.append(pooled.expand(-1, -1, 4, 4))
+        y = relu(_bn(F.conv2d(torch.cat(feats, 1), sd["aspp.project.0.weight"]), sd, "aspp.project.1."))
+        want = y.mean(dim=(2, 3)) @ sd["pool.fc.weight"].T + sd["pool.fc.bias"]
+        torch.testing.assert_close(head(x), want, rtol=1e-4, atol=1e-5)
+
+
+def test_spp_head_equals_its_formula():
+    """Max over each cell of 1x1, 2x2 and 4x4 grids of the 4x4 map, flattened (C, bin row,
+    bin column) and concatenated in that order, batch-normalized, then the linear layer."""
+    head = _randomize(HEADS["spp"](16, 12))
+    sd = head.state_dict()
+    x = torch.randn(2, 16, 4, 4, generator=torch.Generator().manual_seed(4))
+    parts = []
+    for b in (1, 2, 4):
+        s = 4 // b
+        cells = x.reshape(2, 16, b, s, b, s).amax(dim=(3, 5))  # (B, C, b, b)
+        parts.append(cells.reshape(2, -1))
+    with torch.no_grad():
+        want = _bn(torch.cat(parts, 1), sd, "norm.") @ sd["fc.weight"].T + sd["fc.bias"]
+        torch.testing.assert_close(head(x), want, rtol=1e-4, atol=1e-5)
 
 
 def test_spatial_kernel_7_is_allowed_and_other_kernels_fail_clearly():

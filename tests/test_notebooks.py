@@ -55,13 +55,27 @@ def test_committed_notebooks_are_what_the_generator_writes():
             f"{name} differs: run python tools/make_notebooks.py"
 
 
-def _with_parameters(path, params):
-    """Like papermill: a cell after the one tagged 'parameters' overrides its values."""
+def _with_parameters(path, params, pause_at=None):
+    """Like papermill: a cell after the one tagged 'parameters' overrides its values. With
+    ``pause_at=(run folder, marker)`` the kernel also arms tests/crash_child.py: once that
+    run has logged one epoch it writes ``marker`` and waits there to be killed."""
     nb = nbformat.read(path, as_version=4)
     i = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
     src = "\n".join(f"{k} = {v!r}" for k, v in params.items())
+    if pause_at is not None:
+        src += (f"\nimport sys; sys.path.insert(0, {str(REPO / 'tests')!r}); import crash_child"
+                f"\ncrash_child.arm('pause', 1, {str(pause_at[0])!r}, {str(pause_at[1])!r})")
     nb.cells.insert(i + 1, nbformat.v4.new_code_cell(src, metadata={"tags": ["injected-parameters"]}))
     return nb
+
+
+def _wait_for(marker, thread, limit=600):
+    """Until the kernel has written ``marker``; the limit only ends a hung test."""
+    deadline = time.time() + limit
+    while not marker.exists():
+        assert thread.is_alive(), "the notebook ended before the event"
+        assert time.time() < deadline, "the notebook never reached the event"
+        time.sleep(0.02)
 
 
 def _client(nb, cwd):
@@ -124,7 +138,8 @@ def test_notebook_02_resumes_after_the_kernel_dies_mid_training(executed, home, 
     params = {**SMOKE, "EPOCHS": 3}
     os.environ["COLABKIT_HOME"] = str(tmp_path)
     try:
-        nb = _with_parameters(REPO / "notebooks" / "02_resnet18_da.ipynb", params)
+        marker = tmp_path / "paused"
+        nb = _with_parameters(REPO / "notebooks" / "02_resnet18_da.ipynb", params, (run, marker))
         client = _client(nb, tmp_path)
         died = []
 
@@ -136,13 +151,11 @@ def test_notebook_02_resumes_after_the_kernel_dies_mid_training(executed, home, 
 
         t = threading.Thread(target=run_all)
         t.start()
-        deadline = time.time() + 300
-        while len(read_metrics(run / "metrics.csv")) < 1 and time.time() < deadline:
-            time.sleep(0.02)
+        _wait_for(marker, t)  # epoch 1 logged: the kernel waits there
         client.km.provisioner.process.kill()  # like Colab dropping the runtime
-        t.join(120)
+        t.join(600)
         assert died and isinstance(died[0], DeadKernelError), "the kernel should have died mid-run"
-        assert 1 <= len(read_metrics(run / "metrics.csv")) < 3
+        assert len(read_metrics(run / "metrics.csv")) == 1
         # Run all again
         nb = _with_parameters(REPO / "notebooks" / "02_resnet18_da.ipynb", params)
         _client(nb, tmp_path).execute()
@@ -174,7 +187,8 @@ def test_queue_notebook_trains_four_runs_and_resumes_after_the_kernel_dies(tmp_p
     path = REPO / "notebooks" / "00_run_all.ipynb"
     runs = tmp_path / "runs"
     try:
-        nb = _with_parameters(path, SMOKE)
+        marker = tmp_path / "paused"  # the first run finished, the second has logged one epoch
+        nb = _with_parameters(path, SMOKE, (runs / QUEUE_RUNS[1], marker))
         client = _client(nb, tmp_path)
         died = []
 
@@ -186,15 +200,13 @@ def test_queue_notebook_trains_four_runs_and_resumes_after_the_kernel_dies(tmp_p
 
         t = threading.Thread(target=run_all)
         t.start()
-        deadline = time.time() + 300  # the first run finished, the second under way
-        while len(read_metrics(runs / QUEUE_RUNS[1] / "metrics.csv")) < 1 and time.time() < deadline:
-            time.sleep(0.02)
+        _wait_for(marker, t)
         client.km.provisioner.process.kill()
-        t.join(120)
+        t.join(600)
         assert died and isinstance(died[0], DeadKernelError)
         first = (runs / QUEUE_RUNS[0] / "last.pt").stat().st_mtime_ns
         assert len(read_metrics(runs / QUEUE_RUNS[0] / "metrics.csv")) == 3
-        assert 1 <= len(read_metrics(runs / QUEUE_RUNS[1] / "metrics.csv")) < 3
+        assert len(read_metrics(runs / QUEUE_RUNS[1] / "metrics.csv")) == 1
         nb = _with_parameters(path, SMOKE)  # Run all again, in a new session
         _client(nb, tmp_path).execute()
     finally:

@@ -117,17 +117,21 @@ def test_sweep_of_two_experiments_and_two_seeds_resumes_after_a_kill_and_skips_t
            "0", "1", "--runs-dir", str(runs), "--dataset", "synthetic", "--epochs", "3",
            "--width", "4", "--batch-size", "32", "--train-size", "96", "--test-size", "48",
            "--device", "cpu", "--quiet", "--mirror-minutes", "0"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    deadline = time.time() + 300  # basic-s0 finished, basic-s1 under way
-    while len(read_metrics(runs / "basic-s1" / "metrics.csv")) < 1 and time.time() < deadline:
+    tests = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": str(tests.parent), "CRASH_MARKER": str(tmp_path / "paused")}
+    # killed once basic-s0 has finished and basic-s1 has logged one epoch (an event, not a time)
+    proc = subprocess.Popen([sys.executable, str(tests / "crash_child.py"), "pause", "1",
+                             str(runs / "basic-s1"), *cmd[3:]], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 600  # ends a hung test only; no result depends on it
+    while not (tmp_path / "paused").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert len(read_metrics(runs / "basic-s0" / "metrics.csv")) == 3
     done = (runs / "basic-s0" / "last.pt").stat().st_mtime_ns
-    assert len(read_metrics(runs / "basic-s1" / "metrics.csv")) < 3
+    assert len(read_metrics(runs / "basic-s1" / "metrics.csv")) == 1
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     for name in ("basic-s0", "basic-s1", "cbam-s0", "cbam-s1"):

@@ -9,6 +9,7 @@ from colabkit.report import (FIGURES, ReportError, confusion_matrix, load_runs, 
                              plot_curves, results_table, table_markdown, write_report)
 from colabkit.runs import read_metrics, write_metrics
 from colabkit.train import train
+from conftest import drawn_png, independent_predictions
 
 
 def _tiny(name, **kw):
@@ -50,9 +51,31 @@ def test_report_files_are_written_and_not_empty(runs_dir, tmp_path):
     expected = {f"{stem}.{ext}" for stem, _, _ in FIGURES.values() for ext in ("png", "pdf")}
     assert expected | {"table1.md", "table1.csv", "runs.csv", "status.csv", "comparison.csv",
                        "comparison.md", "per_class.csv", "per_class.md"} == set(names)
-    for p in (tmp_path / "out").iterdir():
-        assert p.stat().st_size > 100, p
-    assert (tmp_path / "out" / "fig11_train_acc.png").read_bytes()[:4] == b"\x89PNG"
+    out = tmp_path / "out"
+    for stem, _, _ in FIGURES.values():  # 7 x 4.2 inches at 150 dpi, lines drawn
+        drawn_png(out / f"{stem}.png", (1050, 630))
+        assert (out / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
+    # the files hold the tables computed from the logs, not just bytes
+    runs = load_runs(runs_dir)
+    table = pd.read_csv(out / "table1.csv").set_index("experiment")
+    want = results_table(runs).set_index("experiment")
+    assert list(table.index) == list(want.index) == ["basic", "da"]
+    np.testing.assert_allclose(table["best_acc"], want["best_acc"])
+    assert (out / "table1.md").read_text() == table_markdown(results_table(runs))
+    per_run = pd.read_csv(out / "runs.csv").set_index("run")
+    for run in ("basic_s0", "basic_s1", "da"):
+        best = max(read_metrics(runs_dir / run / "metrics.csv"), key=lambda r: (r["test_acc"], -r["epoch"]))
+        assert (per_run.loc[run, "best_acc"], per_run.loc[run, "best_epoch"]) == (best["test_acc"], best["epoch"])
+    status = pd.read_csv(out / "status.csv").set_index("run")
+    assert dict(status["state"]) == {"basic_s0": "finished", "basic_s1": "finished", "da": "finished"}
+    comparison = pd.read_csv(out / "comparison.csv")
+    assert (out / "comparison.md").read_text().count("\n- ") == len(comparison) == 1
+    assert comparison["sentence"].iloc[0] in (out / "comparison.md").read_text()
+    per_class = pd.read_csv(out / "per_class.csv", index_col=0)
+    assert list(per_class.columns) == ["test images", "basic_s0", "basic_s1", "da"]
+    assert per_class["test images"].sum() == 64
+    md = (out / "per_class.md").read_text().splitlines()
+    assert sum(line.startswith("| ") for line in md) == 1 + len(per_class)  # header + classes
 
 
 def test_table_best_accuracy_and_epoch_equal_the_logs_maximum(runs_dir):
@@ -197,6 +220,14 @@ def test_predictions_file_holds_the_best_epochs_test_predictions(runs_dir):
     best = max(rows, key=lambda r: (r["test_acc"], -r["epoch"]))
     assert p["epoch"] == best["epoch"] and len(p["pred"]) == 64
     assert 100 * (p["pred"] == p["label"]).mean() == pytest.approx(best["test_acc"])
+    # the same predictions from best.pt's weights, computed without colabkit's evaluation
+    import torch
+    from colabkit.data import load_dataset
+    state = torch.load(runs_dir / "basic_s0" / "best.pt", weights_only=True)
+    assert state["epoch"] == best["epoch"]
+    data = load_dataset("synthetic", seed=0).subset(128, 64, 0)
+    assert np.array_equal(p["label"], data.y_test)
+    assert np.array_equal(p["pred"], independent_predictions(state, data))
 
 
 def test_best_epoch_is_chosen_on_validation_when_there_is_one(tmp_path):

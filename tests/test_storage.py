@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from colabkit import files, runtime
-from colabkit.checkpoint import read_checkpoint
+from colabkit.checkpoint import find_latest, read_checkpoint
 from colabkit.runs import DETERMINISTIC_FIELDS, read_json, read_metrics
 from colabkit.storage import Lease, LeaseHeld, _start_ticks, is_drive
 from colabkit.train import train
@@ -246,7 +246,7 @@ def test_a_second_trainer_is_refused_naming_the_holder(tiny, tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
-    assert not (tmp_path / "lease.json").exists()  # released at the end
+    assert read_json(tmp_path / "lease.json")["released"] is True  # released at the end
 
 
 def test_a_dead_holder_on_this_machine_is_taken_over(tiny, tmp_path):
@@ -257,23 +257,43 @@ def test_a_dead_holder_on_this_machine_is_taken_over(tiny, tmp_path):
 
 
 def test_takeover_makes_the_first_trainer_stop_without_writing(tmp_path):
+    """The race seen under load, made certain: the trainer that takes over finds the run
+    finished for its --epochs, so it releases the folder before the first trainer's next
+    heartbeat. The first must still stop: a released lease names the last holder."""
     run = tmp_path / "run"
+    marker = tmp_path / "paused"
     args = ["train", "--experiment", "basic", "--dataset", "synthetic", "--width", "4",
             "--batch-size", "32", "--train-size", "256", "--test-size", "64", "--device", "cpu",
             "--quiet", "--run-dir", str(run)]
     env = {**os.environ, "PYTHONPATH": str(HERE.parent), "PYTHONUNBUFFERED": "1"}
-    first = subprocess.Popen([sys.executable, "-m", "colabkit", *args, "--epochs", "200"],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while len(read_metrics(run / "metrics.csv")) < 1 and time.time() < deadline:
-        time.sleep(0.05)
-    second = subprocess.run([sys.executable, "-m", "colabkit", *args, "--epochs", "200",
-                             "--max-minutes", "0.05", "--takeover"], env=env,
-                            capture_output=True, text=True, timeout=300)
-    out, err = first.communicate(timeout=120)
+    # the first trainer stops (SIGSTOP) once epoch 1 is in metrics.csv, before its next heartbeat
+    first = subprocess.Popen([sys.executable, str(HERE / "crash_child.py"), "pause", "1", str(run),
+                              *args, "--epochs", "200"], env={**env, "CRASH_MARKER": str(marker),
+                                                              "CRASH_PAUSE": "stop"},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(marker, first)
+        second = subprocess.run([sys.executable, "-m", "colabkit", *args, "--epochs", "1",
+                                 "--takeover"], env=env, capture_output=True, text=True, timeout=300)
+        assert "Taking over" in second.stdout and second.returncode == 0, second.stderr
+        assert read_json(run / "lease.json")["released"] is True
+        first.send_signal(signal.SIGCONT)
+        out, err = first.communicate(timeout=300)
+    finally:
+        first.kill()
     assert first.returncode == 2, (out, err)
     assert "was taken over by host" in err and "stops without writing" in err
-    assert "Taking over" in second.stdout and second.returncode == 0, second.stderr
+    assert [r["epoch"] for r in read_metrics(run / "metrics.csv")] == [1]
+
+
+def _wait_for(marker, proc, limit=600):
+    """Until the child has written ``marker`` (it reached the event the test waits for).
+    The limit only ends a test whose child died or hung; no result depends on it."""
+    deadline = time.time() + limit
+    while not marker.exists():
+        assert proc.poll() is None, f"the child exited ({proc.returncode}) before the event"
+        assert time.time() < deadline, "the child never reached the event"
+        time.sleep(0.02)
 
 
 # ------------------------------------------------------- kills, new VMs ----
@@ -299,7 +319,7 @@ def test_sigkill_anywhere_with_a_new_vm_each_time_ends_as_an_uninterrupted_run(t
             ("replace", "2", f"{dr}&last.prev"),   # mirror: between the two renames
             ("truncate", "1", f"{dr}&last.prev"),  # mirror: prev emptied, last not yet moved
             ("copyfileobj", "2", dr),              # mirror: mid-copy
-            "timer", "timer"]
+            "steps", "steps"]
     rng = random.Random(7)
     deaths = 0
     for step in plan + ["finish"] * 3:
@@ -308,32 +328,21 @@ def test_sigkill_anywhere_with_a_new_vm_each_time_ends_as_an_uninterrupted_run(t
             proc = subprocess.run(_cli(run, ("none", "0", "")), env=env, capture_output=True, text=True)
             assert proc.returncode == 0, proc.stderr[-3000:]
             break
-        if step == "timer":
-            proc = subprocess.Popen(_cli(run, ("none", "0", "")), env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            deadline = time.time() + 60  # only once it holds the lease: training has started
-            while time.time() < deadline and proc.poll() is None:
-                try:
-                    if read_json(run / "lease.json")["pid"] == proc.pid:
-                        break
-                except (OSError, ValueError, KeyError):
-                    pass
-                time.sleep(0.02)
-            time.sleep(rng.uniform(0.3, 2.0))
-            proc.kill()
-            deaths += proc.wait() == -signal.SIGKILL
-        else:
-            proc = subprocess.run(_cli(run, step), env=env, capture_output=True, text=True)
-            deaths += proc.returncode == -signal.SIGKILL
-            assert proc.returncode in (0, -signal.SIGKILL), proc.stderr[-3000:]
-    assert deaths >= 6
+        if step == "steps":  # a death at a random optimizer step of what is left to train
+            done = find_latest(run / "last.pt", quiet=True)[0]["epoch"]  # the resume point
+            step = ("step", str(rng.randint(1, 4 * (8 - done))), "")
+        proc = subprocess.run(_cli(run, step), env=env, capture_output=True, text=True)
+        deaths += proc.returncode == -signal.SIGKILL
+        assert proc.returncode in (0, -signal.SIGKILL), proc.stderr[-3000:]
+    assert deaths == len(plan)  # every planned death happened
+    assert read_json(run / "environment.json")["resumed_from_epoch"] >= 1  # it resumed, not restarted
     assert _same(_weights(run / "last.pt"), _weights(ref / "last.pt"))
     assert _det(read_metrics(run / "metrics.csv")) == _det(read_metrics(ref / "metrics.csv"))
     # (f) no temporaries, nothing half-installed, on Drive or in the last local copy
     for folder in (run, local / "k"):
         left = [p.name for p in folder.iterdir() if files.is_temporary(p) or ".next." in p.name]
         assert left == [], left
-    assert not (run / "lease.json").exists()
+    assert read_json(run / "lease.json")["released"] is True
 
 
 def test_temporaries_of_this_and_earlier_versions_are_recognised_and_removed(tmp_path):
