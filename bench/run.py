@@ -37,7 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from colabkit.augment import Augmenter  # noqa: E402
-from colabkit.data import Dataset, DeviceLoader, load_cache, save_cache, synthetic  # noqa: E402
+from colabkit.data import Dataset, load_cache, save_cache, synthetic  # noqa: E402
+from colabkit.loader import DeviceLoader
 from colabkit.experiments import PRESETS, get_experiment  # noqa: E402
 from colabkit.models import build_model  # noqa: E402
 from colabkit.runtime import choose_precision  # noqa: E402
@@ -124,7 +125,7 @@ def bench_augment(device, n_images):
 
 def bench_train_model(name, device, batch_size, steps):
     """Images/s of both loops for one model (run in its own process for peak memory)."""
-    from colabkit.train import train_epoch
+    from colabkit.epochs import train_epoch
 
     exp = PRESETS[name]
     n = batch_size * (steps + 1)

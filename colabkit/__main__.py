@@ -5,10 +5,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import warnings
 from pathlib import Path
+
+# every module at the top: `python -m colabkit` imports the package first, and its
+# __init__ imports them all, so importing later here would save no start-up time
+from .checkpoint import CheckpointError
+from .data import SOURCES, DataError
+from .experiments import PRESETS, get_experiment
+from .inspection import InspectionError, inspect
+from .models import build_model, count_parameters
+from .report import write_report
+from .runs import RunFolderError
+from .runtime import DeviceError, check_gpu
+from .status import status_table
+from .storage import LeaseHeld, LeaseLost
+from .sweep import sweep
+from .tables import ReportError
+from .train import ConfigMismatch, train
+from .version import __version__
 
 DESCRIPTION = ("colabkit: train the report's ResNet18 / CBAM / ASPP models on CIFAR-12, "
                "resumably, and redraw its figures from the run folders.")
@@ -16,7 +34,6 @@ DESCRIPTION = ("colabkit: train the report's ResNet18 / CBAM / ASPP models on CI
 
 class UsageError(Exception):
     """A command-line mistake found by argparse."""
-
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not usage + message
@@ -45,9 +62,6 @@ def _milestones(text):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .experiments import PRESETS
-    from .data import SOURCES
-
     pos_int, pos_minutes = _number(int, 1), _number(float, 0, strict=True)
     p = _Parser(prog="python -m colabkit", description=DESCRIPTION)
     sub = p.add_subparsers(dest="command", required=True)
@@ -152,11 +166,6 @@ def _child_args(args) -> list[str]:
 
 
 def cmd_info(args) -> int:
-    from . import __version__
-    from .experiments import PRESETS
-    from .models import build_model, count_parameters
-    from .runtime import check_gpu
-
     print(f"colabkit {__version__}")
     check_gpu(allow_cpu=True)
     print("\nexperiments:")
@@ -180,21 +189,15 @@ def _train_kwargs(args) -> dict:
 
 
 def cmd_train(args) -> int:
-    from .experiments import get_experiment
-    from .train import train
-
     exp = get_experiment(args.experiment, **_overrides(args))
     res = train(exp, args.run_dir, data_root=args.data_root, **_train_kwargs(args))
     summary = {k: v for k, v in res.items() if k != "history"}
-    import os
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, indent=2))
     return 130 if res["status"] == "interrupted" else 0
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import sweep
-
     results = sweep(args.experiments, args.seeds, args.runs_dir, parallel=args.parallel,
                     data_root=args.data_root, cli_args=_child_args(args),
                     **_overrides(args), **_train_kwargs(args))
@@ -206,10 +209,6 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import write_report
-
-    from .report import status_table
-
     written = write_report(args.runs_dir, args.out, confusion=args.confusion,
                            inspect=args.inspect, data_root=args.data_root, device=args.device)
     print(status_table(args.runs_dir).to_string(index=False), end="\n\n")
@@ -219,8 +218,6 @@ def cmd_report(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from .inspection import inspect
-
     written = inspect(args.run_dir, args.out, device=args.device, images=args.images,
                       data_root=args.data_root)
     print("wrote", ", ".join(str(p) for paths in written.values() for p in paths))
@@ -229,10 +226,6 @@ def cmd_inspect(args) -> int:
 
 def cmd_demo(args) -> int:
     """Two small models on synthetic data (a few minutes on 2 CPU cores), then the report."""
-    from .experiments import get_experiment
-    from .report import write_report
-    from .train import train
-
     home = Path(args.home)
     for name in ("basic", "da_cbam"):
         exp = get_experiment(name, dataset="synthetic", epochs=args.epochs, width=args.width,
@@ -267,15 +260,6 @@ def cli_words(message: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoint import CheckpointError
-    from .data import DataError
-    from .inspection import InspectionError
-    from .report import ReportError
-    from .runs import RunFolderError
-    from .runtime import DeviceError
-    from .storage import LeaseHeld, LeaseLost
-    from .train import ConfigMismatch
-
     try:
         args = _parser().parse_args(argv)
     except UsageError as e:

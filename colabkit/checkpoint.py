@@ -19,8 +19,8 @@ from typing import Any, Callable
 
 import torch
 
-from .files import atomic_write, empty_then_remove, fsync_dir, next_path, prev_path, promote_next
-from .runs import explain_os_error
+from .files import (atomic_write, candidates, empty_then_remove, explain_os_error, fsync_dir,
+                    next_path, prev_path, promote_next)
 
 CHECKSUM_KEY = "sha256"
 
@@ -63,13 +63,6 @@ def to_host(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(to_host(v) for v in obj)
     return obj
-
-
-def candidates(path: Path) -> list[Path]:
-    """The files that may hold ``path``'s newest version, newest first: ``<stem>.next``
-    (exists only while a write is being installed), ``path``, ``<stem>.prev``."""
-    path = Path(path)
-    return [next_path(path), path, prev_path(path)]
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike, *, keep_previous: bool = True) -> None:

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import torch
+from PIL import Image
 
-from .augment import Augmenter
-from .files import atomic_write, empty_then_remove, temp_path
+from .archives import (CIFAR_ARCHIVES, COMPLETE, DataError, cifar_folder, find_archive,
+                       missing_hint, work_root)
+from .files import atomic_write
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
@@ -31,10 +32,6 @@ CIFAR100_EXTRA = {1: "fish", 2: "flowers"}  # CIFAR-100 coarse label -> our clas
 SOURCES = ("cifar12", "cifar10", "folder", "synthetic")
 CACHE_VERSION = 1
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
-
-
-class DataError(RuntimeError):
-    """Data could not be found, downloaded or read; the message says what to do."""
 
 
 @dataclass
@@ -122,137 +119,17 @@ def _make(name, x_tr, y_tr, x_te, y_te, classes) -> Dataset:
 
 # ------------------------------------------------------------------ CIFAR ----
 
-@dataclass(frozen=True)
-class _Source:
-    which: int
-    folder: str
-    archive: str
-    md5: str
-    files: tuple[str, ...]
-
-    @property
-    def url(self) -> str:
-        return f"https://www.cs.toronto.edu/~kriz/{self.archive}"
-
-
-_CIFAR = {  # the md5 sums torchvision checks
-    10: _Source(10, "cifar-10-batches-py", "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
-                tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")),
-    100: _Source(100, "cifar-100-python", "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
-                 ("train", "test", "meta")),
-}
-COMPLETE = ".colabkit-complete"
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _work_root(root: Path) -> Path:
-    """Where archives are downloaded and extracted: ``root`` itself, or for a ``root``
-    on Google Drive a local folder (Drive is slow for many files, and what is replaced
-    there fills its Trash); only the .npz cache goes to Drive."""
-    from .storage import is_drive, local_area
-
-    return local_area() / "data" if is_drive(root) else root
-
-
-def _archive(root: Path, src: _Source) -> Path | None:
-    """The archive in ``root`` or in the local working area, if either has it."""
-    return next((b / src.archive for b in (root, _work_root(root)) if (b / src.archive).is_file()), None)
-
-
-def _missing_hint(names: list[str], root: Path) -> str:
-    return (f"Place {' and '.join(names)} (from https://www.cs.toronto.edu/~kriz/cifar.html) in "
-            f"{root.resolve()} and run again, or use --dataset folder (dataset='folder') with a "
-            "train/<class>/ and test/<class>/ image tree, or --dataset synthetic to run without "
-            "any download.")
-
-
-def _extract(archive: Path, src: _Source, dest_root: Path) -> Path:
-    """Extract into a temporary folder, then rename it: a kill never leaves a folder
-    that looks complete. A marker file says it was."""
-    dest_root.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(dest_root / src.folder)
-    try:
-        with tarfile.open(archive) as tar:
-            members = [m for m in tar.getmembers() if Path(m.name).parts[:1] == (src.folder,)]
-            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            tar.extractall(tmp, members=members, **safe)
-        (tmp / src.folder / COMPLETE).write_text(archive.name)
-        final = dest_root / src.folder
-        if final.exists():
-            _discard(final)
-        os.replace(tmp / src.folder, final)
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise DataError(f"{archive} could not be extracted ({type(e).__name__}: {e}): delete it "
-                        "and run again to download it afresh") from e
-    finally:
-        if tmp.exists():
-            _discard(tmp)
-    return final
-
-
-def _discard(folder: Path) -> None:
-    """Remove derived data (an extracted folder), emptying large files first."""
-    for p in sorted(folder.rglob("*"), reverse=True):
-        if p.is_dir():
-            p.rmdir()
-        else:
-            empty_then_remove(p)
-    folder.rmdir()
-
-
-def _cifar_folder(root: Path, which: int, download: bool, rebuild: bool = False) -> Path:
-    """The extracted CIFAR folder: one already complete, else extracted from the archive
-    (found in ``root`` or downloaded, md5-checked). ``rebuild``: the folder found was
-    damaged; extract it afresh."""
-    src = _CIFAR[which]
-    work = _work_root(root)
-    for base in dict.fromkeys((root, work)):
-        folder = base / src.folder
-        if not rebuild and folder.is_dir() and all((folder / f).is_file() for f in src.files):
-            return folder
-    archive = _archive(root, src)
-    if archive is not None and _md5(archive) != src.md5:
-        raise DataError(f"{archive} is damaged: its md5 is not CIFAR-{which}'s. Delete it and run "
-                        f"again to download it afresh, or replace it with a good copy from {src.url}")
-    if archive is None:
-        partial = next((b / src.folder for b in (root, work) if (b / src.folder).is_dir()), None)
-        if not download and partial is not None:
-            missing = [f for f in src.files if not (partial / f).is_file()]
-            raise DataError(f"{partial} is incomplete (extracted only in part? missing "
-                            f"{', '.join(missing) or 'nothing, but a file is damaged'}). "
-                            + _missing_hint([src.archive], root) + " It is rebuilt from the archive.")
-        if not download:
-            raise DataError(f"CIFAR-{which} is not in {root.resolve()} and download=False. "
-                            + _missing_hint([src.archive], root))
-        from torchvision.datasets.utils import download_url  # only needed to download
-
-        try:
-            work.mkdir(parents=True, exist_ok=True)
-            download_url(src.url, str(work), filename=src.archive, md5=src.md5)
-        except Exception as e:  # URLError, socket errors, md5 mismatch: all say the same
-            raise DataError(f"CIFAR-{which} could not be downloaded into {work.resolve()} "
-                            f"({type(e).__name__}: {e}). " + _missing_hint([src.archive], root)) from e
-        archive = work / src.archive
-    return _extract(archive, src, work)
-
 
 def _read_cifar(root: Path, which: int, download: bool, read):
     """``read(folder)``; a folder whose files cannot be read (extracted only in part by
     an earlier, killed session) is extracted afresh from the archive, never trusted."""
-    folder = _cifar_folder(root, which, download)
+    folder = cifar_folder(root, which, download)
     try:
         return read(folder)
     except DataError:
-        if (folder / COMPLETE).is_file() or _archive(root, _CIFAR[which]) is None:
+        if (folder / COMPLETE).is_file() or find_archive(root, CIFAR_ARCHIVES[which]) is None:
             raise
-    return read(_cifar_folder(root, which, download, rebuild=True))
+    return read(cifar_folder(root, which, download, rebuild=True))
 
 
 def _unpickle(path: Path) -> dict:
@@ -316,11 +193,11 @@ def build_cifar10(root: Path, download: bool = True) -> Dataset:
 
 def build_cifar12(root: Path, download: bool = True) -> Dataset:
     if not download:  # name every archive that is missing, not only the first
-        missing = [s.archive for s in _CIFAR.values() if _archive(root, s) is None
-                   and not any((b / s.folder).is_dir() for b in (root, _work_root(root)))]
+        missing = [s.archive for s in CIFAR_ARCHIVES.values() if find_archive(root, s) is None
+                   and not any((b / s.folder).is_dir() for b in (root, work_root(root)))]
         if missing:
             raise DataError(f"CIFAR-12 needs CIFAR-10 and CIFAR-100, and {root.resolve()} lacks "
-                            f"{' and '.join(missing)} (download=False). " + _missing_hint(missing, root))
+                            f"{' and '.join(missing)} (download=False). " + missing_hint(missing, root))
     x_tr, y_tr, x_te, y_te = _read_cifar10(root, download)
     ex_tr, ey_tr, ex_te, ey_te = _read_cifar100_extra(root, download)
     return _make("cifar12", np.concatenate([x_tr, ex_tr]), np.concatenate([y_tr, ey_tr]),
@@ -331,8 +208,6 @@ def build_cifar12(root: Path, download: bool = True) -> Dataset:
 # ----------------------------------------------------------------- folder ----
 
 def _decode(data: bytes, where: str) -> np.ndarray:
-    from PIL import Image
-
     try:
         with Image.open(io.BytesIO(data)) as im:
             arr = np.asarray(im.convert("RGB"))
@@ -518,70 +393,4 @@ def load_dataset(name: str = "cifar12", root: str | os.PathLike = "data", *,
 
 # ----------------------------------------------------------------- loader ----
 
-def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """The generator for one epoch's randomness (order and augmentation), fixed by
-    (seed, epoch), so a resumed epoch sees the very same batches."""
-    g = torch.Generator(device=device)
-    g.manual_seed((seed * 1_000_003 + epoch) % (2 ** 63))
-    return g
 
-
-class DeviceLoader:
-    """One split kept on the training device as uint8 NHWC; batches come out as
-    normalized float (B, 3, H, W), channels_last in memory on CUDA.
-
-    Every epoch a permutation from ``epoch_generator(seed, epoch)`` (train); augmentation
-    draws from the same generator. Under DDP each rank takes its slice of every global
-    batch, so the global batches do not depend on the number of ranks.
-    """
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, *, device="cpu",
-                 mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), train: bool = False,
-                 seed: int = 0, augment: Augmenter | None = None,
-                 drop_last: bool | None = None, rank: int = 0, world_size: int = 1,
-                 channels_last: bool | None = None):
-        if batch_size % world_size:
-            raise ValueError(f"batch size {batch_size} must be divisible by the number of "
-                             f"processes ({world_size})")
-        self.device = torch.device(device)
-        # NHWC uint8 (66,000 CIFAR-12 images: 203 MB), copied to the device once
-        self.x = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
-        self.y = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(self.device)
-        self.batch_size, self.train, self.seed = batch_size, train, seed
-        self.augment = augment if (augment is not None and augment.active) else None
-        self.drop_last = train if drop_last is None else drop_last
-        if train and self.drop_last and len(self.y) < batch_size:
-            raise ValueError(f"the training split has {len(self.y)} images, fewer than one "
-                             f"batch of {batch_size}: lower the batch size (batch_size)")
-        self.rank, self.world_size = rank, world_size
-        cl = self.device.type == "cuda" if channels_last is None else channels_last
-        self.memory_format = torch.channels_last if cl else torch.contiguous_format
-        shape = (1, -1, 1, 1)
-        self.mean = torch.tensor(mean, device=self.device, dtype=torch.float32).view(shape)
-        self.std = torch.tensor(std, device=self.device, dtype=torch.float32).view(shape)
-
-    def __len__(self) -> int:
-        n = len(self.y)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def __iter__(self):
-        return self.epoch(1)
-
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.y)
-        g = epoch_generator(self.seed, epoch, self.device)
-        order = (torch.randperm(n, device=self.device, generator=g) if self.train
-                 else torch.arange(n, device=self.device))
-        for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            part = None
-            if self.world_size > 1:  # this rank's slice; augmented as in one process
-                per = -(-len(idx) // self.world_size)
-                part = (self.rank * per, min((self.rank + 1) * per, len(idx)), len(idx))
-                idx = idx[part[0]:part[1]]
-            # NHWC -> NCHW view: already channels_last in memory
-            x = self.x[idx].permute(0, 3, 1, 2).float().div_(255)
-            if self.augment is not None:
-                x = self.augment(x, g, part)
-            x = ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
-            yield x, self.y[idx]

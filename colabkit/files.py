@@ -17,6 +17,7 @@ double-buffered header: one whole copy always exists, whatever dies mid-write.
 """
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import socket
@@ -54,6 +55,21 @@ def prev_path(path: Path) -> Path:
 
 def next_path(path: Path) -> Path:
     return sibling(path, "next")
+
+
+def candidates(path: Path) -> list[Path]:
+    """The files that may hold ``path``'s newest version, newest first: ``<stem>.next``
+    (exists only while a write is being installed), ``path``, ``<stem>.prev``."""
+    path = Path(path)
+    return [next_path(path), path, prev_path(path)]
+
+
+def explain_os_error(e: OSError) -> str:
+    """The cause of a failed write in words a user can act on."""
+    what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+            errno.EIO: "an I/O error (on Drive: the mount may have dropped)",
+            errno.EROFS: "the file system is read-only"}
+    return what.get(e.errno, e.strerror or str(e))
 
 
 def temp_path(path: Path) -> Path:

@@ -18,6 +18,7 @@ checkpoint that does), rebuilds the run's test split, and writes:
 from __future__ import annotations
 
 import os
+import resource
 import time
 import warnings
 from pathlib import Path
@@ -27,12 +28,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
+from torch.utils.flop_counter import FlopCounterMode
 
 from .augment import rotate
 from .checkpoint import CheckpointError, find_latest, read_checkpoint
 from .data import load_dataset
 from .experiments import Experiment
 from .models import CBAM, build_model, count_parameters
+from .plotting import save_figure
 from .runs import RunDir
 
 TRANSFORMS = ("identity", "hflip", "vflip", "rot30", "rot60", "rot90", "rot270", "rot300", "rot330")
@@ -234,8 +237,6 @@ def plot_attention(model, data, device, per_class: int = 8) -> Figure:
 
 def flops_per_image(model, device, size: int = 32) -> float:
     """Forward FLOPs of one image, counted by ``torch.utils.flop_counter``."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     x = torch.zeros(1, 3, size, size, device=device)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model.eval()(x)
@@ -273,7 +274,6 @@ def cost(cfg: Experiment, num_classes: int, device, batch: int = 128, steps: int
     if dev.type == "cuda":
         out["train_step_peak_mb"] = torch.cuda.max_memory_allocated(dev) / 2 ** 20
     else:
-        import resource
         out["train_step_peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         out["note"] = "CPU: peak resident memory of the whole process"
     model.eval()
@@ -316,8 +316,6 @@ def inspect(run_dir: str | os.PathLike, out: str | os.PathLike, *, device: str =
             cost_batch: int = 128) -> dict[str, list[Path]]:
     """Inspect one run folder into ``out`` (see the module's docstring); ``images``
     limits the test images used (a seeded subset of the run's test split)."""
-    from .report import save_figure
-
     state, path = load_for_inspection(run_dir)
     cfg = Experiment.from_dict(state["config"])
     data = test_split(cfg, data, data_root)

@@ -8,14 +8,15 @@ trainer that may write. These files alone resume a run and redraw its figures.
 from __future__ import annotations
 
 import csv
-import errno
 import io
 import json
 import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from .files import atomic_write, temp_path
+import numpy as np
+
+from .files import atomic_write, candidates, explain_os_error, temp_path
 
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
                  "val_loss", "val_acc", "seconds", "images_per_s", "time")
@@ -44,8 +45,6 @@ class RunDir:
         return self.path.name
 
     def has_checkpoint(self) -> bool:
-        from .checkpoint import candidates
-
         return any(p.exists() for p in candidates(self.last))
 
     def ensure_writable(self) -> None:
@@ -66,14 +65,6 @@ class RunDir:
 
 class RunFolderError(OSError):
     """A file of the run folder could not be written; the message says what to do."""
-
-
-def explain_os_error(e: OSError) -> str:
-    """The cause of a failed write in words a user can act on."""
-    what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
-            errno.EIO: "an I/O error (on Drive: the mount may have dropped)",
-            errno.EROFS: "the file system is read-only"}
-    return what.get(e.errno, e.strerror or str(e))
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -142,8 +133,6 @@ def read_metrics(path: Path) -> list[dict]:
 def save_predictions(path: Path, epoch: int, pred, labels) -> None:
     """The best epoch's predicted class for each test image, with the true labels: what
     the report needs for per-class accuracy and paired tests, without the data."""
-    import numpy as np
-
     with atomic_write(path) as f:
         np.savez(f, epoch=np.array(int(epoch)), pred=np.asarray(pred, dtype=np.int16),
                  label=np.asarray(labels, dtype=np.int16))
@@ -151,8 +140,6 @@ def save_predictions(path: Path, epoch: int, pred, labels) -> None:
 
 def read_predictions(path: Path) -> dict | None:
     """{'epoch', 'pred', 'label'} or None if absent or unreadable."""
-    import numpy as np
-
     try:
         with np.load(path) as z:
             out = {"epoch": int(z["epoch"]), "pred": z["pred"], "label": z["label"]}
@@ -169,44 +156,3 @@ def find_runs(runs_dir: str | os.PathLike) -> list[RunDir]:
     return [RunDir(p.parent) for p in sorted(root.glob("*/config.json"))]
 
 
-def run_status(run_dir: str | os.PathLike, epochs: int | None = None,
-               now: float | None = None) -> dict:
-    """Where a run stands, from its folder alone (useful while it trains in another tab):
-    ``state`` is ``finished``, ``running`` (a trainer's heartbeat within three epoch
-    times), ``stalled`` (a trainer holds the folder but has been silent for longer, or is
-    known dead), ``stopped`` (stopped cleanly: run it again to continue) or ``not started``;
-    with epochs done and planned, the last update and an estimate of the time left."""
-    import statistics
-    import time
-
-    run = RunDir(run_dir)
-    now = time.time() if now is None else now
-    try:
-        cfg = read_json(run.config)
-    except (OSError, ValueError):
-        cfg = {}
-    planned = epochs or cfg.get("epochs")
-    rows = read_metrics(run.metrics)
-    done = len(rows)
-    seconds = [r["seconds"] for r in rows[-5:] if isinstance(r.get("seconds"), float)]
-    epoch_s = statistics.median(seconds) if seconds else None
-    from .storage import Lease
-
-    lease = Lease(run.lease)
-    holder = lease.holder()
-    fresh = 3 * (epoch_s or 600)  # three epoch times (ten minutes before the first epoch)
-    if planned and done >= planned:
-        state = "finished"
-    elif holder is not None and not lease.gone(holder) and \
-            now - float(holder.get("heartbeat_unix", 0)) <= fresh:
-        state = "running"
-    elif holder is not None:  # a trainer that died or went silent without letting go
-        state = "stalled"
-    elif done == 0:
-        state = "not started"
-    else:
-        state = "stopped"
-    left = (planned - done) * epoch_s if planned and epoch_s and done < planned else (0.0 if state == "finished" else None)
-    return {"run": run.name, "experiment": cfg.get("name"), "state": state, "epochs_done": done,
-            "epochs": planned, "last_update": rows[-1].get("time") if rows else None,
-            "epoch_seconds": epoch_s, "hours_left": None if left is None else left / 3600}

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .version import colabkit_version
+
 DRIVE_MOUNTPOINT = "/content/drive"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
@@ -154,30 +156,6 @@ def check_gpu(allow_cpu: bool = False, verbose: bool = True) -> GPUInfo:
     return info
 
 
-def colabkit_version() -> dict:
-    """colabkit's version and, when known, the git commit it was installed from (pip's
-    record of a ``git+URL@REF`` install) or runs from (a git checkout)."""
-    import json
-    import subprocess
-    from importlib import metadata
-
-    from . import __version__
-
-    commit = None
-    try:
-        url = json.loads(metadata.distribution("colabkit").read_text("direct_url.json") or "{}")
-        commit = url.get("vcs_info", {}).get("commit_id")
-    except (metadata.PackageNotFoundError, ValueError, OSError):
-        pass
-    if commit is None:
-        try:
-            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
-                                    capture_output=True, text=True, timeout=5).stdout.strip() or None
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return {"version": __version__, "commit": commit}
-
-
 def environment_record(device: torch.device | None = None) -> dict:
     """What a run ran on: saved as environment.json in each run folder."""
     version = colabkit_version()
@@ -200,5 +178,5 @@ def environment_record(device: torch.device | None = None) -> dict:
     return rec
 
 
-__all__ = ["DeviceError", "colabkit_version", "in_colab", "mount_drive", "flush_drive", "choose_device", "choose_precision",
+__all__ = ["DeviceError", "in_colab", "mount_drive", "flush_drive", "choose_device", "choose_precision",
            "check_gpu", "GPUInfo", "environment_record"]

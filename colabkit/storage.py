@@ -31,9 +31,10 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from . import runtime
 from .checkpoint import CheckpointError, find_latest, finish_install
-from .files import atomic_write, empty_then_remove, remove_temporaries
-from .runs import RunDir, explain_os_error, read_json, write_metrics
+from .files import atomic_write, empty_then_remove, explain_os_error, remove_temporaries
+from .runs import RunDir, read_json, write_metrics
 
 DRIVE_ENV, LOCAL_ENV = "COLABKIT_DRIVE", "COLABKIT_LOCAL"
 
@@ -49,8 +50,6 @@ class LeaseLost(RuntimeError):
 # ------------------------------------------------------------------ where ----
 
 def drive_roots() -> list[Path]:
-    from . import runtime
-
     roots = [Path(runtime.DRIVE_MOUNTPOINT)]
     roots += [Path(p).expanduser() for p in os.environ.get(DRIVE_ENV, "").split(os.pathsep) if p]
     return [r.resolve() for r in roots]
@@ -67,9 +66,7 @@ def local_area() -> Path:
     Colab, else ``<tmp>/colabkit-local``."""
     if os.environ.get(LOCAL_ENV):
         return Path(os.environ[LOCAL_ENV]).expanduser().resolve()
-    from .runtime import in_colab
-
-    return Path("/content/colabkit-local") if in_colab() else \
+    return Path("/content/colabkit-local") if runtime.in_colab() else \
         Path(tempfile.gettempdir()) / "colabkit-local"
 
 
@@ -398,9 +395,7 @@ class RunStorage:
             if self.mirrored_epoch < self.local_epoch or self._best_pending:
                 self.mirror(self.local_epoch)
             if flush:
-                from .runtime import flush_drive
-
-                flush_drive(self.home.path)
+                runtime.flush_drive(self.home.path)
             if self.behind or self.mirrored_epoch < self.local_epoch:
                 note = (f"The Drive copy is behind: epoch {self.mirrored_epoch} on Drive, epoch "
                         f"{self.local_epoch} in the local copy {self.work.path}. Run again when "

@@ -3,41 +3,28 @@
 time budget for the whole session."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
-from .data import Dataset, load_dataset
-from .experiments import get_experiment
-from .report import status_table
-from .train import train
+import torch
+from tqdm.auto import tqdm
 
-# run folder name -> preset: the names the four notebooks use, so the queue and the
-# notebooks continue each other's runs
-QUEUE = (("01_resnet18_basic", "basic"), ("02_resnet18_da", "da"),
-         ("03_resnet18_da_cbam", "da_cbam"), ("04_resnet18_da_cbam_aspp", "da_cbam_aspp"))
+from .data import Dataset, load_dataset
+from .experiments import PRESETS, Experiment, get_experiment
+from .status import QUEUE, queue_status
+from .train import train
 
 
 def _split(settings: dict) -> tuple[dict, dict]:
     """(Experiment fields, train() keywords) of a mixed settings dict."""
-    from dataclasses import fields
-
-    from .experiments import Experiment
-
     keys = {f.name for f in fields(Experiment)}
     return ({k: v for k, v in settings.items() if k in keys},
             {k: v for k, v in settings.items() if k not in keys})
-
-
-def queue_status(runs_dir: str | os.PathLike, runs=QUEUE, epochs: int | None = None):
-    """The status table of the queued runs (``report.status_table``), with the time left of
-    a run that has no measured epoch yet estimated from the others' epoch times."""
-    table = status_table(runs_dir, [name for name, _ in runs], epochs)
-    known = table["epoch_seconds"].dropna()
-    if len(known):
-        guess = (table["epochs"].fillna(epochs or 0) - table["epochs_done"]) * known.median() / 3600
-        table["hours_left"] = table["hours_left"].fillna(guess)
-    return table
 
 
 def run_queue(runs_dir: str | os.PathLike, *, data: Dataset | None = None,
@@ -55,8 +42,6 @@ def run_queue(runs_dir: str | os.PathLike, *, data: Dataset | None = None,
     Prints the status table first; returns each run's result (``status`` ``not reached``
     for runs the budget left for later).
     """
-    from tqdm.auto import tqdm
-
     started = time.perf_counter()
     exp_kw, train_kw = _split(settings)
     exps = [(name, get_experiment(preset, **exp_kw)) for name, preset in runs]
@@ -93,8 +78,6 @@ def run_queue(runs_dir: str | os.PathLike, *, data: Dataset | None = None,
 
 def sweep_runs(experiments, seeds, runs_dir) -> list[tuple[str, int, Path]]:
     """(experiment, seed, run folder) of every pair: ``runs_dir/<experiment>-s<seed>``."""
-    from .experiments import PRESETS
-
     unknown = sorted(set(experiments) - set(PRESETS))
     if unknown:
         raise ValueError(f"unknown experiment(s) {unknown}; known: {sorted(PRESETS)}")
@@ -126,12 +109,6 @@ def sweep(experiments, seeds, runs_dir: str | os.PathLike, *, parallel: int = 1,
 def _parallel(runs, parallel: int, cli_args: list[str], data_root) -> list[dict]:
     """Child processes, at most ``parallel`` at once; GPUs shared out by
     CUDA_VISIBLE_DEVICES, CPU threads divided among the children."""
-    import json
-    import subprocess
-    import sys
-
-    import torch
-
     gpus = torch.cuda.device_count()
     threads = max(1, (os.cpu_count() or 1) // parallel)
     pending, running, results = list(runs), [], {}

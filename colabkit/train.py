@@ -17,21 +17,26 @@ import sys
 import threading
 import time
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
 
 from .augment import Augmenter
 from .checkpoint import CheckpointWriter, save_checkpoint, to_host
-from .data import Dataset, DeviceLoader, load_dataset
+from .data import Dataset, load_dataset
+from .distributed import Dist
+from .epochs import evaluate, train_epoch
 from .experiments import Experiment, get_experiment
+from .loader import DeviceLoader
 from .models import build_model
 from .runs import read_json, save_predictions, write_json, write_metrics
-from .runtime import choose_device, choose_precision, colabkit_version, environment_record
+from .runtime import choose_precision, environment_record
 from .storage import LeaseLost, RunStorage
+from .version import colabkit_version
 
 CHECKPOINT_FORMAT = 1
 
@@ -42,121 +47,8 @@ class ConfigMismatch(ValueError):
 
 # ------------------------------------------------------------ distributed ----
 
-class Dist:
-    """Rank and world size; a single process unless started by torchrun."""
-
-    def __init__(self, device: torch.device | None):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank, self.owns_group = 0, False
-        self.device = device
-        if self.world > 1:
-            import torch.distributed as dist
-
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            cuda = torch.cuda.is_available() and (device is None or device.type == "cuda")
-            if cuda:
-                self.device = torch.device("cuda", local)
-                torch.cuda.set_device(self.device)
-            else:
-                self.device = torch.device("cpu")
-            if not dist.is_initialized():
-                dist.init_process_group("nccl" if cuda else "gloo")
-                self.owns_group = True
-            self.rank = dist.get_rank()
-        self.device = choose_device(self.device)
-        self.main = self.rank == 0
-
-    def sum(self, *values: torch.Tensor) -> list[torch.Tensor]:
-        """All-reduced sums (unchanged in a single process)."""
-        if self.world == 1:
-            return list(values)
-        import torch.distributed as dist
-
-        # gloo/nccl reduce float64 and int64 fine; pack to one call
-        packed = torch.stack([v.double() for v in values])
-        dist.all_reduce(packed)
-        return list(packed.unbind())
-
-    def any(self, flag: bool) -> bool:
-        """True on every rank if any rank says True (keeps ranks in step)."""
-        if self.world == 1:
-            return flag
-        return bool(self.sum(torch.tensor(float(flag), device=self.device))[0] > 0)
-
-    def broadcast_buffers(self, model: nn.Module) -> None:
-        """Rank 0's buffers (BatchNorm running statistics) on every rank."""
-        if self.world > 1:
-            import torch.distributed as dist
-
-            for b in model.buffers():
-                dist.broadcast(b, 0)
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def close(self) -> None:
-        if self.owns_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
 
 # ------------------------------------------------------------------ epochs ----
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
-
-
-def train_epoch(model, loader: DeviceLoader, epoch: int, optimizer, scaler, precision: str,
-                bar=None) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """One pass over the training split. Sums stay on the device: no host sync per batch.
-    Returns (loss sum, correct count, images)."""
-    model.train()
-    device = loader.device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
-    for x, y in loader.epoch(epoch):
-        with _autocast(device, precision):
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        loss_sum += loss.detach().float() * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
-        seen += len(y)
-        if bar is not None:
-            bar.update(1)
-    return loss_sum, correct, seen
-
-
-@torch.no_grad()
-def evaluate(model, loader: DeviceLoader, precision: str,
-             predictions: list | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(loss sum, correct count, images) over the loader's split (this rank's share);
-    each batch's predicted classes are appended to ``predictions`` if given."""
-    model.eval()
-    device = loader.device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
-    for x, y in loader.epoch(0):
-        with _autocast(device, precision):
-            logits = model(x)
-        pred = logits.argmax(1)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (pred == y).sum()
-        seen += len(y)
-        if predictions is not None:
-            predictions.append(pred)
-    return loss_sum, correct, seen
 
 
 # ------------------------------------------------------------- interrupts ----
@@ -189,8 +81,6 @@ def _interactive() -> bool:
 
 def _progress(total: int, initial: int, enabled: bool, desc: str, leave: bool = True):
     """An epoch bar (``leave=True``) or a batch bar; batch bars only where they redraw."""
-    from tqdm.auto import tqdm
-
     if not leave and not _interactive():
         enabled = False
     return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, leave=leave,
@@ -302,9 +192,7 @@ def _setup(exp: Experiment, data: Dataset, dist: Dist, prec: str, compile: bool)
         torch.backends.cudnn.benchmark = True
     net: nn.Module = model
     if dist.world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     if compile:
         net = torch.compile(net)
     per_rank = exp.batch_size // dist.world  # DeviceLoader refuses a batch that does not divide

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from colabkit import checkpoint as ck
-from colabkit.checkpoint import (CheckpointError, CheckpointWriter, load_latest, prev_path,
-                                 read_checkpoint, save_checkpoint)
+from colabkit.checkpoint import (CheckpointError, CheckpointWriter, load_latest, prev_path, read_checkpoint, save_checkpoint)
 
 
 def _state(epoch):

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from colabkit.augment import Augmenter
-from colabkit.data import DeviceLoader, synthetic
+from colabkit.loader import DeviceLoader
+from colabkit.data import synthetic
 from colabkit.experiments import PRESETS, get_experiment
 from colabkit.models import build_model
 from colabkit.runs import read_metrics
@@ -63,16 +64,16 @@ def test_resume_on_the_gpu_continues_with_the_same_history(tmp_path, precision):
 
 
 def test_background_writer_on_cuda_saves_at_the_last_finished_epoch_on_interrupt(tmp_path, monkeypatch):
-    import colabkit.data as data_mod
+    import colabkit.loader as loader_mod
 
-    real = data_mod.DeviceLoader.epoch
+    real = loader_mod.DeviceLoader.epoch
 
     def epoch(self, e):
         for i, item in enumerate(real(self, e)):
             if self.train and e == 3 and i == 2:
                 raise KeyboardInterrupt
             yield item
-    monkeypatch.setattr(data_mod.DeviceLoader, "epoch", epoch)
+    monkeypatch.setattr(loader_mod.DeviceLoader, "epoch", epoch)
     res = train(_exp(epochs=5), tmp_path, device="cuda", progress=False)  # background by default
     assert res["status"] == "interrupted" and res["epochs_done"] == 2
     assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 2

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from colabkit.augment import Augmenter
-from colabkit.data import (CIFAR12_CLASSES, DataError, DeviceLoader, channel_stats,
-                           load_dataset, synthetic)
+from colabkit.data import CIFAR12_CLASSES, DataError, channel_stats, load_dataset, synthetic
+from colabkit.loader import DeviceLoader
 from colabkit.experiments import PRESETS
 
 from conftest import write_cifar10, write_cifar100, write_image_folder
@@ -99,7 +99,9 @@ def _archive(root, folder_name, out):
 
 
 def test_archives_on_drive_are_extracted_locally_and_only_the_cache_goes_to_drive(tmp_path, monkeypatch):
-    from colabkit import data as data_mod
+    import dataclasses
+
+    from colabkit import archives
 
     src, drive_root, local = tmp_path / "src", tmp_path / "drive" / "data", tmp_path / "local"
     write_cifar10(src)
@@ -108,9 +110,9 @@ def test_archives_on_drive_are_extracted_locally_and_only_the_cache_goes_to_driv
     monkeypatch.setenv("COLABKIT_DRIVE", str(tmp_path / "drive"))
     monkeypatch.setenv("COLABKIT_LOCAL", str(local))
     for which in (10, 100):
-        s = data_mod._CIFAR[which]
+        s = archives.CIFAR_ARCHIVES[which]
         md5 = _archive(src, s.folder, drive_root / s.archive)
-        monkeypatch.setitem(data_mod._CIFAR, which, data_mod.replace(s, md5=md5))
+        monkeypatch.setitem(archives.CIFAR_ARCHIVES, which, dataclasses.replace(s, md5=md5))
     ds = load_dataset("cifar12", drive_root, download=False)
     assert len(ds.y_train) == 30 + 20
     assert sorted(p.name for p in drive_root.iterdir()) == [
@@ -120,13 +122,15 @@ def test_archives_on_drive_are_extracted_locally_and_only_the_cache_goes_to_driv
 
 
 def test_half_extracted_folder_is_rebuilt_from_the_archive_never_trusted(tmp_path, monkeypatch):
-    from colabkit import data as data_mod
+    import dataclasses
+
+    from colabkit import archives
 
     root = tmp_path / "data"
     y_train, _ = write_cifar10(root)
-    s = data_mod._CIFAR[10]
+    s = archives.CIFAR_ARCHIVES[10]
     md5 = _archive(root, s.folder, root / s.archive)
-    monkeypatch.setitem(data_mod._CIFAR, 10, data_mod.replace(s, md5=md5))
+    monkeypatch.setitem(archives.CIFAR_ARCHIVES, 10, dataclasses.replace(s, md5=md5))
     # an earlier session was killed while extracting in place: the last file is cut short
     last = root / s.folder / "test_batch"
     last.write_bytes(last.read_bytes()[:100])

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from colabkit.data import DeviceLoader, load_dataset
+from colabkit.loader import DeviceLoader
+
+from colabkit.data import load_dataset
 from colabkit.experiments import Experiment
 from colabkit.models import build_model
 from colabkit.runs import DETERMINISTIC_FIELDS, read_metrics

@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from colabkit.__main__ import main
-from colabkit.data import DeviceLoader, synthetic
+from colabkit.loader import DeviceLoader
+from colabkit.data import synthetic
 from colabkit.inspection import (TRANSFORMS, AttentionHooks, InspectionError, flops_per_image,
                                  inspect, robustness, stage_ends)
 from colabkit.models import build_model

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from colabkit.checkpoint import CHECKSUM_KEY, content_hash
-from colabkit.report import status_table
+from colabkit.status import status_table
 from colabkit.runs import write_json, write_metrics
 from colabkit.storage import Lease, _start_ticks
-from colabkit.sweep import QUEUE, queue_status, run_queue
+from colabkit.status import QUEUE, queue_status
+from colabkit.sweep import run_queue
 from colabkit.train import train
 
 

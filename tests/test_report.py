@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 
 from colabkit.experiments import get_experiment
-from colabkit.report import (FIGURES, ReportError, confusion_matrix, load_runs, per_class_accuracy,
-                             plot_curves, results_table, table_markdown, write_report)
+from colabkit.figures import FIGURES, plot_curves
+from colabkit.tables import ReportError, load_runs, results_table, table_markdown
+from colabkit.report import confusion_matrix, per_class_accuracy, write_report
 from colabkit.runs import read_metrics, write_metrics
 from colabkit.train import train
 from conftest import drawn_png, independent_predictions
@@ -198,7 +199,7 @@ def test_welch_interval_and_bootstrap_agree_with_independent_computations():
 
 
 def test_comparison_pairs_experiments_on_the_same_test_images(runs_dir, tmp_path):
-    from colabkit.report import comparison_table
+    from colabkit.compare import comparison_table
     from colabkit.runs import read_predictions
     table = comparison_table(runs_dir)
     row = table[(table["a"] == "basic") & (table["b"] == "da")].iloc[0]
@@ -258,7 +259,7 @@ def test_short_runs_never_stand_beside_the_reports_numbers(runs_dir):
 
 
 def test_the_sentence_keeps_the_recipe_question_apart_from_mcnemars():
-    from colabkit.report import _sentence
+    from colabkit.compare import _sentence
     wide = _sentence("a", "b", 2.0, -1.0, 5.0, "over seeds, 3 and 3 runs", 1e-9, 100, 200, 2000, 3)
     assert "The interval over seeds includes 0: these seeds do not show that one recipe beats the other" in wide
     assert "the trained models disagree beyond chance" in wide

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from colabkit import checkpoint as ck
-from colabkit import data as data_mod
+from colabkit import loader as loader_mod
 from colabkit import files
 from colabkit.checkpoint import CheckpointError
 from colabkit.runs import DETERMINISTIC_FIELDS, RunDir, RunFolderError, read_metrics
@@ -127,7 +127,7 @@ def test_resume_after_sigkill_in_every_window_of_a_checkpoint_matches_uninterrup
     assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".") or ".next." in p.name]
 
 
-_REAL_EPOCH = data_mod.DeviceLoader.epoch
+_REAL_EPOCH = loader_mod.DeviceLoader.epoch
 
 
 def _interrupt_at(monkeypatch, epoch, batch):
@@ -138,7 +138,7 @@ def _interrupt_at(monkeypatch, epoch, batch):
             if self.train and e == epoch and i == batch:
                 raise KeyboardInterrupt
             yield item
-    monkeypatch.setattr(data_mod.DeviceLoader, "epoch", epoch_fn)
+    monkeypatch.setattr(loader_mod.DeviceLoader, "epoch", epoch_fn)
 
 
 def test_keyboard_interrupt_mid_epoch_leaves_checkpoint_at_last_finished_epoch(tiny, tmp_path, monkeypatch, reference, capsys):
@@ -304,7 +304,7 @@ def test_fp16_with_grad_scaler_resumes_exactly(tiny, tmp_path, monkeypatch):
     _interrupt_at(monkeypatch, epoch=2, batch=1)
     assert train(exp, tmp_path / "run", progress=False, precision="fp16")["status"] == "interrupted"
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["scaler"]["scale"] < 2.0 ** 26
-    monkeypatch.setattr(data_mod.DeviceLoader, "epoch", _REAL_EPOCH)
+    monkeypatch.setattr(loader_mod.DeviceLoader, "epoch", _REAL_EPOCH)
     res = train(exp, tmp_path / "run", progress=False, precision="fp16")
     assert _same_weights(_weights(tmp_path / "run"), _weights(tmp_path / "ref"))
     assert _det(res["history"]) == _det(ref["history"])

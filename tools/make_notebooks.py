@@ -180,7 +180,6 @@ TEST_SIZE = 0  #@param {type:"integer"}
 WIDTH = 64
 BATCH_SIZE = 128''', tags=["parameters"]),
         code('''import colabkit
-from colabkit.sweep import queue_status
 
 home = colabkit.mount_drive()
 gpu = colabkit.check_gpu(allow_cpu=ALLOW_CPU)
@@ -189,7 +188,7 @@ data = colabkit.load_dataset(DATASET, root=home / "data")'''),
            "session), stalled (a trainer holds it but has gone silent), stopped, or not "
            "started; epochs done, the last update and the hours left, estimated from measured "
            "epoch times."),
-        code('''queue_status(home / "runs", epochs=EPOCHS)'''),
+        code('''colabkit.queue_status(home / "runs", epochs=EPOCHS)'''),
         md("## Train\n\nOne progress bar for the whole queue; each run's lines say when it "
            "starts. Without explicit milestones the report's learning-rate steps fall at a "
            "third and two thirds of `EPOCHS` (epochs 100 and 200 of 300)."),
@@ -197,7 +196,7 @@ data = colabkit.load_dataset(DATASET, root=home / "data")'''),
     home / "runs", data=data, max_minutes=MAX_MINUTES or None, mirror_minutes=MIRROR_MINUTES,
     takeover=TAKEOVER, dataset=DATASET, epochs=EPOCHS, width=WIDTH, batch_size=BATCH_SIZE,
     train_size=TRAIN_SIZE or None, test_size=TEST_SIZE or None)
-queue_status(home / "runs", epochs=EPOCHS)'''),
+colabkit.queue_status(home / "runs", epochs=EPOCHS)'''),
         md(COMMON_TAIL.replace("## After a disconnect", "## After a disconnect or the budget")
            + "\n\n" + COLAB_LIMITS),
     ]
@@ -218,7 +217,6 @@ OUT = "report"  #@param {type:"string"}
 CONFUSION = False  #@param {type:"boolean"}
 INSPECT = False  #@param {type:"boolean"}''', tags=["parameters"]),
         code('''import colabkit
-from colabkit.report import show
 
 home = colabkit.mount_drive()
 runs = colabkit.load_runs(home / RUNS)'''),
@@ -231,9 +229,9 @@ runs = colabkit.load_runs(home / RUNS)'''),
         code('''table = colabkit.results_table(runs)
 table'''),
         md("## Figures 11–13\n\nDashed lines mark the learning-rate steps (epochs 100 and 200)."),
-        code('''show(colabkit.plot_curves(runs, "train_acc"))
-show(colabkit.plot_curves(runs, "test_acc"))
-show(colabkit.plot_curves(runs, "train_loss"))'''),
+        code('''colabkit.show(colabkit.plot_curves(runs, "train_acc"))
+colabkit.show(colabkit.plot_curves(runs, "test_acc"))
+colabkit.show(colabkit.plot_curves(runs, "train_loss"))'''),
         md("## Do CBAM and ASPP help?\n\nThe report compared one run per model, choosing the "
            "best epoch on the test set. Here, for each pair of experiments: the difference of "
            "best test accuracy with a 95% interval (over seeds when each has two or more, else "
@@ -242,7 +240,7 @@ show(colabkit.plot_curves(runs, "train_loss"))'''),
            "on a validation split, so their test accuracy is not picked on the test set. "
            "`python -m colabkit sweep` trains several seeds and the ablations (`cbam`, "
            "`da_light`, `basic_crop`, `da_cbam_spp`)."),
-        code('''from colabkit.report import comparison_table, per_class_table
+        code('''from colabkit.compare import comparison_table, per_class_table
 
 comparison = comparison_table(home / RUNS, runs)
 for sentence in comparison["sentence"]:

@@ -1,0 +1,130 @@
+"""The report's question answered honestly: for each pair of experiments, the difference
+of best test accuracy with a 95% interval (over seeds, or a paired bootstrap over test
+images) and an exact McNemar p-value on the same test images, as a sentence to quote;
+and test accuracy per class at each run's best epoch. From run folders alone."""
+from __future__ import annotations
+
+import os
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+from .data import CIFAR10_CLASSES, CIFAR12_CLASSES
+from .experiments import ABLATIONS, REPORT_MODELS
+from .runs import find_runs, read_json, read_predictions
+from .tables import load_runs, results_table
+
+
+def _correct(run_dir: Path):
+    p = read_predictions(Path(run_dir) / "predictions.npz")
+    return None if p is None else (p["pred"] == p["label"], p["label"])
+
+
+def comparison_table(runs_dir: str | os.PathLike, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """For each pair of experiments: the difference of mean best test accuracy (B - A, in
+    points) with a 95% interval - over seeds (Welch) when both have two or more, else a
+    paired bootstrap over test images - and an exact McNemar p-value on the best epochs'
+    predictions of the same test images, pooled over the seeds both ran; with a sentence
+    a reader can quote. The report's sequence and the ablations come first."""
+    runs = load_runs(runs_dir) if runs is None else runs
+    per_run = results_table(runs, by="run")
+    folders = {r.name: r.path for r in find_runs(runs_dir)}
+    predictions = {}  # each run's file read once, not once per pair
+
+    def correct(run):
+        if run not in predictions:
+            predictions[run] = _correct(folders[run])
+        return predictions[run]
+
+    exps = list(dict.fromkeys(per_run["experiment"]))
+    first = [(a, b) for a, b in zip(REPORT_MODELS, REPORT_MODELS[1:])] + \
+        [(ref, e) for e, (ref, _) in ABLATIONS.items()]
+    pairs = [p for p in first if p[0] in exps and p[1] in exps]
+    pairs += [p for p in combinations(exps, 2) if p not in pairs and p[::-1] not in pairs]
+    rows = []
+    for a, b in pairs:
+        ra, rb = per_run[per_run["experiment"] == a], per_run[per_run["experiment"] == b]
+        diff = rb["best_acc"].mean() - ra["best_acc"].mean()
+        lo = hi = float("nan")
+        how = ""
+        if len(ra) >= 2 and len(rb) >= 2:
+            lo, hi = stats.welch_interval(list(ra["best_acc"]), list(rb["best_acc"]))
+            how = f"over seeds, {len(ra)} and {len(rb)} runs"
+        b_only = c_only = images = matched = 0
+        boot = None
+        for seed in sorted(set(ra["seed"]) & set(rb["seed"])):
+            ca = correct(ra[ra["seed"] == seed]["run"].iloc[0])
+            cb = correct(rb[rb["seed"] == seed]["run"].iloc[0])
+            if ca is None or cb is None or not np.array_equal(ca[1], cb[1]):
+                continue  # no predictions saved, or not the same test images
+            x, y = stats.discordant(ca[0], cb[0])
+            b_only, c_only, images, matched = b_only + x, c_only + y, len(ca[0]), matched + 1
+            boot = boot or (ca[0], cb[0], seed)
+        if not how and boot is not None:  # one seed on a side: the matched pair, paired
+            diff = 100 * (boot[1].mean() - boot[0].mean())
+            lo, hi = stats.paired_bootstrap(boot[0], boot[1])
+            how = f"seed {boot[2]}, bootstrap over test images"
+        p = stats.mcnemar(b_only, c_only) if matched else float("nan")
+        rows.append({"a": a, "b": b, "diff": diff, "ci_low": lo, "ci_high": hi, "interval": how,
+                     "mcnemar_p": p, "only_a_right": b_only, "only_b_right": c_only,
+                     "paired_images": images, "paired_seeds": matched,
+                     "sentence": _sentence(a, b, diff, lo, hi, how, p, b_only, c_only, images, matched)})
+    return pd.DataFrame(rows)
+
+
+def _sentence(a, b, diff, lo, hi, how, p, x, y, images, seeds) -> str:
+    """Two questions, kept apart. Does B's recipe beat A's? Only the spread over seeds
+    answers that. Do these trained models disagree beyond chance on these test images?
+    McNemar answers that, and says nothing about seed-to-seed variation (with several
+    seeds it can be tiny while the interval over seeds still includes 0)."""
+    text = f"{b} vs {a}: {diff:+.2f} points of test accuracy"
+    if how.startswith("over seeds"):
+        text += f" (95% CI {lo:+.2f} to {hi:+.2f}, {how})"
+        verdict = ("the interval over seeds excludes 0: the recipes differ" if lo > 0 or hi < 0
+                   else "the interval over seeds includes 0: these seeds do not show that one "
+                        "recipe beats the other")
+    elif how:
+        text += f" (95% CI {lo:+.2f} to {hi:+.2f}, {how})"
+        verdict = "one seed: the spread between seeds is not measured; run more seeds"
+    else:
+        verdict = "run two or more seeds of each for an interval"
+    if seeds:
+        text += (f"; McNemar p = {p:.3g} on {images:,} paired test images x {seeds} seed(s) "
+                 f"({x} right only for {a}, {y} only for {b}): the trained models "
+                 f"{'disagree' if p < 0.05 else 'do not disagree'} beyond chance at the 5% level")
+    else:
+        text += "; no paired predictions (predictions.npz) for a McNemar test"
+    return f"{text}. {verdict[0].upper()}{verdict[1:]}."
+
+
+def per_class_table(runs_dir: str | os.PathLike, classes=None) -> pd.DataFrame:
+    """Test accuracy (%) per class at each run's best epoch (from predictions.npz; runs
+    without it are left out), one column per run, with the number of test images."""
+
+    cols, counts = {}, None
+    for run in find_runs(runs_dir):
+        c = _correct(run.path)
+        if c is None:
+            continue
+        correct, labels = c
+        k = int(labels.max()) + 1
+        hits = np.bincount(labels, weights=correct, minlength=k)
+        counts = np.bincount(labels, minlength=k)
+        cols[run.name] = 100 * hits / np.maximum(counts, 1)
+        if classes is None:
+            try:
+                ds = read_json(run.config).get("dataset")
+            except (OSError, ValueError):
+                ds = None
+            classes = {"cifar12": CIFAR12_CLASSES, "cifar10": CIFAR10_CLASSES}.get(ds)
+    if not cols:
+        return pd.DataFrame()
+    k = max(len(v) for v in cols.values())
+    names = list(classes)[:k] if classes and len(classes) >= k else [f"class {i}" for i in range(k)]
+    table = pd.DataFrame({n: v for n, v in cols.items()}, index=names)
+    table.insert(0, "test images", counts[:k])
+    table.index.name = "class"
+    return table

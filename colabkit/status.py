@@ -1,0 +1,80 @@
+"""Where runs stand, from their folders alone (useful while they train in another tab):
+finished, running, stalled, stopped or not started, with the time left. It reads the run
+folder's files and its lease, so it sits above both."""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .runs import RunDir, find_runs, read_json, read_metrics
+from .storage import Lease
+
+
+def run_status(run_dir: str | os.PathLike, epochs: int | None = None,
+               now: float | None = None) -> dict:
+    """Where a run stands, from its folder alone (useful while it trains in another tab):
+    ``state`` is ``finished``, ``running`` (a trainer's heartbeat within three epoch
+    times), ``stalled`` (a trainer holds the folder but has been silent for longer, or is
+    known dead), ``stopped`` (stopped cleanly: run it again to continue) or ``not started``;
+    with epochs done and planned, the last update and an estimate of the time left."""
+    run = RunDir(run_dir)
+    now = time.time() if now is None else now
+    try:
+        cfg = read_json(run.config)
+    except (OSError, ValueError):
+        cfg = {}
+    planned = epochs or cfg.get("epochs")
+    rows = read_metrics(run.metrics)
+    done = len(rows)
+    seconds = [r["seconds"] for r in rows[-5:] if isinstance(r.get("seconds"), float)]
+    epoch_s = statistics.median(seconds) if seconds else None
+    lease = Lease(run.lease)
+    holder = lease.holder()
+    fresh = 3 * (epoch_s or 600)  # three epoch times (ten minutes before the first epoch)
+    if planned and done >= planned:
+        state = "finished"
+    elif holder is not None and not lease.gone(holder) and \
+            now - float(holder.get("heartbeat_unix", 0)) <= fresh:
+        state = "running"
+    elif holder is not None:  # a trainer that died or went silent without letting go
+        state = "stalled"
+    elif done == 0:
+        state = "not started"
+    else:
+        state = "stopped"
+    left = (planned - done) * epoch_s if planned and epoch_s and done < planned else (0.0 if state == "finished" else None)
+    return {"run": run.name, "experiment": cfg.get("name"), "state": state, "epochs_done": done,
+            "epochs": planned, "last_update": rows[-1].get("time") if rows else None,
+            "epoch_seconds": epoch_s, "hours_left": None if left is None else left / 3600}
+
+
+def status_table(runs_dir: str | os.PathLike, names: list[str] | None = None,
+                 epochs: int | None = None) -> pd.DataFrame:
+    """One row per run folder under ``runs_dir`` (or per name in ``names``, which need not
+    exist yet): state, epochs done and planned, last update, estimated hours left."""
+    root = Path(runs_dir).expanduser()
+    folders = [root / n for n in names] if names is not None else [r.path for r in find_runs(root)]
+    return pd.DataFrame([run_status(f, epochs) for f in folders],
+                        columns=["run", "experiment", "state", "epochs_done", "epochs",
+                                 "last_update", "epoch_seconds", "hours_left"])
+
+
+# run folder name -> preset: the names the four notebooks use, so the queue and the
+# notebooks continue each other's runs
+QUEUE = (("01_resnet18_basic", "basic"), ("02_resnet18_da", "da"),
+         ("03_resnet18_da_cbam", "da_cbam"), ("04_resnet18_da_cbam_aspp", "da_cbam_aspp"))
+
+
+def queue_status(runs_dir: str | os.PathLike, runs=QUEUE, epochs: int | None = None):
+    """The status table of the queued runs (``status_table``), with the time left of
+    a run that has no measured epoch yet estimated from the others' epoch times."""
+    table = status_table(runs_dir, [name for name, _ in runs], epochs)
+    known = table["epoch_seconds"].dropna()
+    if len(known):
+        guess = (table["epochs"].fillna(epochs or 0) - table["epochs_done"]) * known.median() / 3600
+        table["hours_left"] = table["hours_left"].fillna(guess)
+    return table

@@ -1,0 +1,143 @@
+"""Table 1 from run folders alone: every run's metrics.csv joined with its config.json,
+the best test accuracy and its epoch per run and per experiment (mean ± sd over seeds),
+and the report's numbers beside the rows trained in the report's setting."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .experiments import REPORTED_BEST, Experiment
+from .runs import find_runs, read_json, read_metrics
+
+
+class ReportError(ValueError):
+    """Nothing to report; the message says what was expected."""
+
+
+def load_runs(runs_dir: str | os.PathLike) -> pd.DataFrame:
+    """Every run's metrics.csv joined with its config.json, one row per logged epoch:
+    run, experiment, model, dataset, seed, augment, epoch, lr, losses, accuracies, ..."""
+    if not Path(runs_dir).expanduser().exists():
+        raise ReportError(f"{Path(runs_dir).expanduser()} does not exist: give the folder that "
+                          "holds the run folders (e.g. runs), or one run folder")
+    runs = find_runs(runs_dir)
+    frames = []
+    for run in runs:
+        cfg = Experiment.from_dict(read_json(run.config))
+        rows = read_metrics(run.metrics)
+        if not rows:
+            continue  # started, no epoch finished yet
+        try:
+            env = read_json(run.environment)
+        except (OSError, ValueError):
+            env = {}
+        df = pd.DataFrame(rows)
+        for col in ("val_loss", "val_acc"):  # logs from before validation splits
+            if col not in df:
+                df[col] = np.nan
+        df = df.astype({"val_loss": float, "val_acc": float})
+        meta = {"run": run.name, "experiment": cfg.name, "model": cfg.model,
+                "dataset": cfg.dataset, "seed": cfg.seed, "augment": cfg.augment.describe(),
+                "epochs_planned": cfg.epochs, "width": cfg.width,
+                "train_images": env.get("train_images", cfg.train_size),
+                "val_images": env.get("val_images", cfg.val_size)}
+        for i, (k, v) in enumerate(meta.items()):
+            df.insert(i, k, v)
+        frames.append(df)
+    if not frames:
+        what = "no run folders (each holds config.json)" if not runs else \
+            "run folders, but none has a finished epoch in metrics.csv yet"
+        raise ReportError(f"{Path(runs_dir).expanduser()} holds {what}. Train a run first, "
+                          "e.g. `python -m colabkit train --experiment basic --run-dir "
+                          "runs/basic`, then report on the folder holding the runs.")
+    return pd.concat(frames, ignore_index=True)
+
+
+def _fmt(mean: float, sd: float, n: int, digits: int = 3) -> str:
+    if n > 1 and not math.isnan(sd):
+        return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+    return f"{mean:.{digits}f}"
+
+
+def results_table(runs: pd.DataFrame, by: str = "experiment") -> pd.DataFrame:
+    """Table 1: per experiment (or per run with ``by="run"``) the model, data set, training
+    images, width, augmentation, best test accuracy (%) and its epoch, final accuracy,
+    epochs and training hours; with several runs (seeds) of one experiment, mean and sd.
+
+    The best epoch is chosen on the validation split when the run has one (its test
+    accuracy is then an honest estimate), else on the test set as the report did."""
+    if by not in ("experiment", "run"):
+        raise ValueError("by must be 'experiment' or 'run'")
+    per_run = []
+    for run, df in runs.groupby("run", sort=True):
+        df = df.sort_values("epoch")
+        key = "val_acc" if df["val_acc"].notna().any() else "test_acc"
+        best = df.loc[df[key].idxmax()]  # first epoch reaching the maximum
+        per_run.append({
+            "run": run, "experiment": df["experiment"].iloc[0], "model": df["model"].iloc[0],
+            "dataset": df["dataset"].iloc[0], "train_images": df["train_images"].iloc[0],
+            "width": int(df["width"].iloc[0]), "seed": int(df["seed"].iloc[0]),
+            "augmentation": df["augment"].iloc[0], "selected_on": key.split("_")[0],
+            "best_acc": float(best["test_acc"]), "best_val_acc": float(best["val_acc"]),
+            "best_epoch": int(best["epoch"]), "final_acc": float(df["test_acc"].iloc[-1]),
+            "epochs_done": int(df["epoch"].nunique()),
+            "epochs_planned": int(df["epochs_planned"].iloc[0]),
+            "hours": float(df["seconds"].sum()) / 3600,
+        })
+    table = pd.DataFrame(per_run)
+    if by == "run":
+        return table
+    rows = []
+    for exp, g in table.groupby("experiment", sort=False):
+        reported = REPORTED_BEST.get(exp, (float("nan"), float("nan")))
+        first = g.iloc[0]
+        rows.append({
+            "experiment": exp, "model": first["model"], "dataset": first["dataset"],
+            "train_images": first["train_images"], "width": first["width"],
+            "augmentation": first["augmentation"], "selected_on": first["selected_on"],
+            "runs": len(g), "seeds": ",".join(str(v) for v in sorted(g["seed"])),
+            "best_acc": g["best_acc"].mean(), "best_acc_sd": g["best_acc"].std(),
+            "best_epoch": g["best_epoch"].mean() if len(g) > 1 else int(g["best_epoch"].iloc[0]),
+            "final_acc": g["final_acc"].mean(), "final_acc_sd": g["final_acc"].std(),
+            "epochs_done": int(g["epochs_done"].min()), "epochs_planned": int(g["epochs_planned"].max()),
+            "hours": g["hours"].sum(), "report_best_acc": reported[0], "report_best_epoch": reported[1],
+        })
+    return pd.DataFrame(rows)
+
+
+def comparable_to_report(row) -> bool:
+    """The report's setting: CIFAR-12 in full, ResNet18's width, 300 epochs done."""
+    return (row.dataset == "cifar12" and row.width == 64 and row.epochs_done >= 300
+            and (row.train_images is None or pd.isna(row.train_images) or row.train_images >= 55_000))
+
+
+def table_markdown(table: pd.DataFrame) -> str:
+    """Table 1 as Markdown (mean ± sd where there are several runs). The report's number
+    stands beside a row only when the row's setting is the report's; other rows say why
+    they cannot be compared."""
+    head = ["model", "data set", "train images", "width", "epochs", "seeds", "augmentation",
+            "best test acc. (%)", "best epoch (chosen on)", "final acc. (%)", "hours",
+            "report: best (epoch)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in table.itertuples():
+        n = getattr(r, "runs", 1)
+        if math.isnan(getattr(r, "report_best_acc", float("nan"))):
+            rep = ""
+        elif comparable_to_report(r):
+            rep = f"{r.report_best_acc:.3f} ({int(r.report_best_epoch)})"
+        else:
+            rep = "not comparable (other data, width or epochs)"
+        images = "all" if r.train_images is None or pd.isna(r.train_images) else f"{int(r.train_images):,}"
+        best_epoch = f"{r.best_epoch:.0f}" if n == 1 else f"{r.best_epoch:.1f} (mean)"
+        lines.append("| " + " | ".join([
+            f"{r.experiment}: {r.model}", r.dataset, images, str(r.width),
+            f"{r.epochs_done}/{r.epochs_planned}", getattr(r, "seeds", "") or "1", r.augmentation,
+            _fmt(r.best_acc, getattr(r, "best_acc_sd", float("nan")), n),
+            f"{best_epoch} ({r.selected_on})",
+            _fmt(r.final_acc, getattr(r, "final_acc_sd", float("nan")), n),
+            f"{r.hours:.2f}", rep]) + " |")
+    return "\n".join(lines) + "\n"

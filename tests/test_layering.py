@@ -1,0 +1,69 @@
+"""The package's floors (README, "Layout"): each module imports only modules listed above
+it, at the top of the file, and stays small enough to read in one sitting."""
+import ast
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "colabkit"
+# floor by floor, as in the README; a module may import only modules before it here
+ORDER = ["version", "files", "augment", "models", "stats", "plotting",
+         "runtime", "experiments", "runs", "checkpoint",
+         "storage",
+         "archives", "data", "loader", "distributed", "epochs", "train", "inspection",
+         "status", "tables", "figures", "compare", "report", "sweep",
+         "__main__"]
+# imported where used, with the reason: the module exists only inside Colab
+LAZY = {"google.colab"}
+
+
+def _imports(path):
+    """(colabkit modules imported, imports found inside functions)."""
+    tree = ast.parse(path.read_text())
+    inner = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+             for n in ast.walk(f) if n is not f}
+    ours, hidden = set(), []
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            ours |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or "."]
+        if id(node) in inner and not set(names) <= LAZY:
+            hidden.append(f"{path.name}:{node.lineno}")
+    return ours, hidden
+
+
+def test_every_module_imports_only_modules_above_it_and_only_at_the_top():
+    modules = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
+    assert sorted(ORDER) == modules, "add the new module to ORDER and the README's Layout"
+    up, hidden = [], []
+    for name in ORDER:
+        ours, inner = _imports(PACKAGE / f"{name}.py")
+        hidden += inner
+        up += [f"{name} -> {m}" for m in ours if m not in ORDER[:ORDER.index(name)]]
+    assert up == [] and hidden == []
+
+
+def test_no_module_passes_500_lines():
+    sizes = {p.name: len(p.read_text().splitlines()) for p in PACKAGE.glob("*.py")}
+    assert {n: k for n, k in sizes.items() if k > 500} == {}
+
+
+def test_the_readme_lists_the_modules_in_the_same_order():
+    text = (REPO / "README.md").read_text()
+    block = text[text.index("## Layout"):]
+    listed = re.findall(r"^    (\w+) {2,}\S", block[:block.index("notebooks/")], re.M)
+    assert listed == ORDER
+
+
+def test_the_version_is_written_once():
+    from colabkit import __version__
+    from colabkit.version import __version__ as version
+    assert __version__ == version
+    toml = (REPO / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in toml and 'attr = "colabkit.version.__version__"' in toml
+    project = toml[toml.index("[project]"):toml.index("\n[", toml.index("[project]"))]
+    assert not re.search(r"^version\s*=", project, re.M)
+    stated = [p for p in PACKAGE.glob("*.py") if re.search(r'__version__\s*=\s*"', p.read_text())]
+    assert stated == [PACKAGE / "version.py"]
