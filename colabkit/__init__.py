@@ -4,7 +4,7 @@ training on CIFAR-12 with data and augmentation on the GPU."""
 
 from .version import __version__
 from .data import Dataset, load_dataset
-from .experiments import Experiment, get_experiment, PRESETS
+from .experiments import Experiment, get_experiment, run_name, PRESETS, RECIPES
 from .models import build_model, MODELS
 from .runtime import check_gpu, mount_drive, flush_drive, in_colab
 from .train import train
@@ -17,7 +17,8 @@ from .sweep import run_queue, sweep
 from .inspection import inspect
 
 __all__ = [
-    "__version__", "Dataset", "load_dataset", "Experiment", "get_experiment", "PRESETS",
+    "__version__", "Dataset", "load_dataset", "Experiment", "get_experiment", "run_name",
+    "PRESETS", "RECIPES",
     "build_model", "MODELS", "check_gpu", "mount_drive", "flush_drive", "in_colab",
     "train", "load_runs", "results_table", "plot_curves", "show", "status_table",
     "queue_status",

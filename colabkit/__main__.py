@@ -15,7 +15,7 @@ from pathlib import Path
 # __init__ imports them all, so importing later here would save no start-up time
 from .checkpoint import CheckpointError
 from .data import SOURCES, DataError
-from .experiments import PRESETS, get_experiment
+from .experiments import PRESETS, RECIPES, get_experiment
 from .inspection import InspectionError, inspect
 from .models import build_model, count_parameters
 from .report import write_report
@@ -113,13 +113,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # flags shared by train and sweep: (dest, flag) of the value flags, and the switches
-_VALUE_FLAGS = ("dataset", "data_root", "epochs", "batch_size", "lr", "milestones", "width",
+_VALUE_FLAGS = ("recipe", "dataset", "data_root", "epochs", "batch_size", "lr", "milestones", "width",
                 "train_size", "test_size", "val_size", "max_minutes", "checkpoint_minutes",
                 "mirror_minutes", "device", "precision")
 _SWITCHES = ("compile", "takeover", "allow_config_change", "quiet")
 
 
 def _run_flags(t, sources, pos_int, pos_minutes) -> None:
+    t.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                   help="how the network is trained: 'report' (default: SGD 0.1, steps at a "
+                        "third and two thirds, batch 128, 300 epochs) or 'fast' (Nesterov, "
+                        "batch 256, warm-up then linear decay, label smoothing, translate and "
+                        "cutout, flip TTA, 30 epochs); flags below override either")
     t.add_argument("--dataset", choices=sources, default=None,
                    help="default: the experiment's (cifar12)")
     t.add_argument("--data-root", default="data",
@@ -189,7 +194,7 @@ def _train_kwargs(args) -> dict:
 
 
 def cmd_train(args) -> int:
-    exp = get_experiment(args.experiment, **_overrides(args))
+    exp = get_experiment(args.experiment, args.recipe or "report", **_overrides(args))
     res = train(exp, args.run_dir, data_root=args.data_root, **_train_kwargs(args))
     summary = {k: v for k, v in res.items() if k != "history"}
     if int(os.environ.get("RANK", "0")) == 0:
@@ -200,7 +205,7 @@ def cmd_train(args) -> int:
 def cmd_sweep(args) -> int:
     results = sweep(args.experiments, args.seeds, args.runs_dir, parallel=args.parallel,
                     data_root=args.data_root, cli_args=_child_args(args),
-                    **_overrides(args), **_train_kwargs(args))
+                    recipe=args.recipe or "report", **_overrides(args), **_train_kwargs(args))
     for r in results:
         best = "-" if r.get("best_acc") is None else f"{r['best_acc']:.2f}% at epoch {r['best_epoch']}"
         print(f"{r['run_dir']}: {r['status']}, best test accuracy {best}")

@@ -84,9 +84,25 @@ def random_crop(x: torch.Tensor, padding: int, g: torch.Generator | None = None,
     return padded.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
+def cutout(x: torch.Tensor, size: int, g: torch.Generator | None = None,
+           part: Part | None = None) -> torch.Tensor:
+    """Zero a ``size`` x ``size`` square of each image (DeVries and Taylor, 2017), its centre
+    drawn uniformly over the image, cut off at the borders; one mask for the batch."""
+    b, c, h, w = x.shape
+    lo, hi, n = _span(x, part)
+    centre = torch.stack([torch.randint(0, h, (n,), device=x.device, generator=g),
+                          torch.randint(0, w, (n,), device=x.device, generator=g)])[:, lo:hi]
+    top, left = centre[0] - size // 2, centre[1] - size // 2        # (B,)
+    rows = torch.arange(h, device=x.device)[None, :] - top[:, None]  # (B, H)
+    cols = torch.arange(w, device=x.device)[None, :] - left[:, None]  # (B, W)
+    inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
+    return x.masked_fill(inside[:, None], 0.0)
+
+
 @dataclass(frozen=True)
 class AugmentSpec:
-    """What to do to each training image, applied in this order: crop, flips, rotation.
+    """What to do to each training image, applied in this order: crop (a translation by up
+to ``crop_padding`` pixels, reflect-padded), flips, rotation, cutout.
 
     ``rotate_angles`` (degrees, counter-clockwise) are drawn with probabilities
     ``rotate_probs`` normalized to sum 1, as ``random.choices`` and ``torch.multinomial``
@@ -105,6 +121,7 @@ class AugmentSpec:
     rotate_angles: tuple[float, ...] = ()
     rotate_probs: tuple[float, ...] = ()
     crop_padding: int = 0
+    cutout: int = 0  # side of the zeroed square; 0: none
 
     def __post_init__(self):
         object.__setattr__(self, "rotate_angles", tuple(float(a) for a in self.rotate_angles))
@@ -119,8 +136,10 @@ class AugmentSpec:
         if self.rotate_probs and (min(self.rotate_probs) < 0 or sum(self.rotate_probs) <= 0):
             raise ValueError("augmentation rotate_probs must be non-negative weights with a "
                              f"positive sum, got {self.rotate_probs}")
-        if self.crop_padding < 0:
-            raise ValueError(f"augmentation crop_padding must be >= 0, got {self.crop_padding}")
+        for key in ("crop_padding", "cutout"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 0:
+                raise ValueError(f"augmentation {key} must be a whole number >= 0, got "
+                                 f"{getattr(self, key)!r}")
 
     @classmethod
     def from_dict(cls, spec: dict | "AugmentSpec" | None) -> "AugmentSpec":
@@ -151,6 +170,8 @@ class AugmentSpec:
         turns = [(a, p) for a, p in zip(self.rotate_angles, self.rotate_probs) if a % 360 and p]
         if turns:
             parts.append("rotation " + ", ".join(f"{a:g}°:{p:g}" for a, p in turns))
+        if self.cutout:
+            parts.append(f"cutout {self.cutout}x{self.cutout}")
         return "; ".join(parts) or "none"
 
 
@@ -167,7 +188,7 @@ class Augmenter:
     @property
     def active(self) -> bool:
         s = self.spec
-        return bool(s.crop_padding or s.hflip or s.vflip or self._rotates)
+        return bool(s.crop_padding or s.hflip or s.vflip or self._rotates or s.cutout)
 
     def __call__(self, x: torch.Tensor, g: torch.Generator | None = None,
                  part: Part | None = None) -> torch.Tensor:
@@ -184,4 +205,6 @@ class Augmenter:
             if self._angles.device != x.device:  # moved once, not per batch
                 self._angles, self._probs = self._angles.to(x.device), self._probs.to(x.device)
             x = random_rotate(x, self._angles, self._probs, g, part)
+        if s.cutout:
+            x = cutout(x, s.cutout, g, part)
         return x

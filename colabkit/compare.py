@@ -13,14 +13,18 @@ import pandas as pd
 
 from . import stats
 from .data import CIFAR10_CLASSES, CIFAR12_CLASSES
-from .experiments import ABLATIONS, REPORT_MODELS
+from .experiments import ABLATIONS, PRESETS, RECIPES, REPORT_MODELS, run_name
 from .runs import find_runs, read_json, read_predictions
 from .tables import load_runs, results_table
 
 
-def _correct(run_dir: Path):
+def _correct(run_dir: Path) -> dict | None:
+    """{"plain": (right or wrong per test image, labels), "flip TTA": the same or None}."""
     p = read_predictions(Path(run_dir) / "predictions.npz")
-    return None if p is None else (p["pred"] == p["label"], p["label"])
+    if p is None:
+        return None
+    tta = None if p["pred_tta"] is None else (p["pred_tta"] == p["label"], p["label"])
+    return {"plain": (p["pred"] == p["label"], p["label"]), "flip TTA": tta}
 
 
 def comparison_table(runs_dir: str | os.PathLike, runs: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -28,7 +32,9 @@ def comparison_table(runs_dir: str | os.PathLike, runs: pd.DataFrame | None = No
     points) with a 95% interval - over seeds (Welch) when both have two or more, else a
     paired bootstrap over test images - and an exact McNemar p-value on the best epochs'
     predictions of the same test images, pooled over the seeds both ran; with a sentence
-    a reader can quote. The report's sequence and the ablations come first."""
+    a reader can quote. The report's sequence and the ablations come first (for each
+    recipe). Both sides are measured the same way (``accuracy``): with flip TTA when both
+    experiments use it, else plain, never one of each."""
     runs = load_runs(runs_dir) if runs is None else runs
     per_run = results_table(runs, by="run")
     folders = {r.name: r.path for r in find_runs(runs_dir)}
@@ -40,24 +46,30 @@ def comparison_table(runs_dir: str | os.PathLike, runs: pd.DataFrame | None = No
         return predictions[run]
 
     exps = list(dict.fromkeys(per_run["experiment"]))
-    first = [(a, b) for a, b in zip(REPORT_MODELS, REPORT_MODELS[1:])] + \
-        [(ref, e) for e, (ref, _) in ABLATIONS.items()]
+    first = [(run_name(a, r), run_name(b, r)) for r in RECIPES for a, b in
+             [*zip(REPORT_MODELS, REPORT_MODELS[1:]), *[(ref, e) for e, (ref, _) in ABLATIONS.items()]]]
+    first += [(e, run_name(e, r)) for e in PRESETS for r in RECIPES if r != "report"]  # recipe vs recipe
     pairs = [p for p in first if p[0] in exps and p[1] in exps]
     pairs += [p for p in combinations(exps, 2) if p not in pairs and p[::-1] not in pairs]
     rows = []
     for a, b in pairs:
         ra, rb = per_run[per_run["experiment"] == a], per_run[per_run["experiment"] == b]
-        diff = rb["best_acc"].mean() - ra["best_acc"].mean()
+        tta = (ra["accuracy"] == "flip TTA").all() and (rb["accuracy"] == "flip TTA").all()
+        kind = "flip TTA" if tta else "plain"
+        col = "best_acc" if tta or ((ra["accuracy"] == "plain").all() and (rb["accuracy"] == "plain").all()) \
+            else "best_acc_plain"
+        diff = rb[col].mean() - ra[col].mean()
         lo = hi = float("nan")
         how = ""
         if len(ra) >= 2 and len(rb) >= 2:
-            lo, hi = stats.welch_interval(list(ra["best_acc"]), list(rb["best_acc"]))
+            lo, hi = stats.welch_interval(list(ra[col]), list(rb[col]))
             how = f"over seeds, {len(ra)} and {len(rb)} runs"
         b_only = c_only = images = matched = 0
         boot = None
         for seed in sorted(set(ra["seed"]) & set(rb["seed"])):
             ca = correct(ra[ra["seed"] == seed]["run"].iloc[0])
             cb = correct(rb[rb["seed"] == seed]["run"].iloc[0])
+            ca, cb = ca and ca[kind], cb and cb[kind]
             if ca is None or cb is None or not np.array_equal(ca[1], cb[1]):
                 continue  # no predictions saved, or not the same test images
             x, y = stats.discordant(ca[0], cb[0])
@@ -68,19 +80,21 @@ def comparison_table(runs_dir: str | os.PathLike, runs: pd.DataFrame | None = No
             lo, hi = stats.paired_bootstrap(boot[0], boot[1])
             how = f"seed {boot[2]}, bootstrap over test images"
         p = stats.mcnemar(b_only, c_only) if matched else float("nan")
-        rows.append({"a": a, "b": b, "diff": diff, "ci_low": lo, "ci_high": hi, "interval": how,
-                     "mcnemar_p": p, "only_a_right": b_only, "only_b_right": c_only,
-                     "paired_images": images, "paired_seeds": matched,
-                     "sentence": _sentence(a, b, diff, lo, hi, how, p, b_only, c_only, images, matched)})
+        rows.append({"a": a, "b": b, "accuracy": kind, "diff": diff, "ci_low": lo, "ci_high": hi,
+                     "interval": how, "mcnemar_p": p, "only_a_right": b_only,
+                     "only_b_right": c_only, "paired_images": images, "paired_seeds": matched,
+                     "sentence": _sentence(a, b, diff, lo, hi, how, p, b_only, c_only, images,
+                                           matched, kind)})
     return pd.DataFrame(rows)
 
 
-def _sentence(a, b, diff, lo, hi, how, p, x, y, images, seeds) -> str:
+def _sentence(a, b, diff, lo, hi, how, p, x, y, images, seeds, accuracy="plain") -> str:
     """Two questions, kept apart. Does B's recipe beat A's? Only the spread over seeds
     answers that. Do these trained models disagree beyond chance on these test images?
     McNemar answers that, and says nothing about seed-to-seed variation (with several
     seeds it can be tiny while the interval over seeds still includes 0)."""
-    text = f"{b} vs {a}: {diff:+.2f} points of test accuracy"
+    measure = "test accuracy" if accuracy == "plain" else "test accuracy with flip TTA"
+    text = f"{b} vs {a}: {diff:+.2f} points of {measure}"
     if how.startswith("over seeds"):
         text += f" (95% CI {lo:+.2f} to {hi:+.2f}, {how})"
         verdict = ("the interval over seeds excludes 0: the recipes differ" if lo > 0 or hi < 0
@@ -102,14 +116,14 @@ def _sentence(a, b, diff, lo, hi, how, p, x, y, images, seeds) -> str:
 
 def per_class_table(runs_dir: str | os.PathLike, classes=None) -> pd.DataFrame:
     """Test accuracy (%) per class at each run's best epoch (from predictions.npz; runs
-    without it are left out), one column per run, with the number of test images."""
-
+    without it are left out), one column per run, with the number of test images; plain
+    accuracy (without flip TTA) for every run, so the columns measure alike."""
     cols, counts = {}, None
     for run in find_runs(runs_dir):
         c = _correct(run.path)
         if c is None:
             continue
-        correct, labels = c
+        correct, labels = c["plain"]  # every run has it: one measure for all columns
         k = int(labels.max()) + 1
         hits = np.bincount(labels, weights=correct, minlength=k)
         counts = np.bincount(labels, minlength=k)

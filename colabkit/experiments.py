@@ -41,6 +41,15 @@ class Experiment:
     # a stratified, seeded hold-out from the training split: best epoch and best.pt are
     # then chosen on it, not on the test set (None: the report's way, on the test set)
     val_size: int | None = None
+    # how the network is trained, never which network (RECIPES): "report" or "fast"
+    recipe: str = "report"
+    # lr_schedule "step": lr * gamma ** (milestones passed), set once per epoch (the report);
+    # "triangle": a linear rise over the first ``warmup`` of the run, then a linear fall to
+    # 0 at its end, set at every step
+    lr_schedule: str = "step"
+    warmup: float = 0.0
+    label_smoothing: float = 0.0       # of the training loss (Szegedy et al., 2016)
+    tta: bool = False                  # also evaluate with horizontal-flip test-time augmentation
 
     def __post_init__(self):
         object.__setattr__(self, "augment", AugmentSpec.from_dict(self.augment))
@@ -55,6 +64,14 @@ class Experiment:
         if self.milestones is not None and (list(self.milestones) != sorted(set(self.milestones))
                                             or min(self.milestones, default=1) < 1):
             raise ValueError(f"milestones must be increasing epochs >= 1, got {list(self.milestones)}")
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}; known: {sorted(RECIPES)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; known: {list(LR_SCHEDULES)}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"warmup must be a fraction of the run in [0, 1), got {self.warmup!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
 
     @property
     def schedule(self) -> tuple[int, ...]:
@@ -65,11 +82,20 @@ class Experiment:
         thirds = (round(self.epochs / 3), round(2 * self.epochs / 3))
         return tuple(sorted({m for m in thirds if 1 <= m < self.epochs}))
 
-    def lr_at(self, epoch: int) -> float:
-        """Learning rate of (1-based) ``epoch``: a pure function, so nothing to save.
-        With milestones (100, 200): 0.1 for epochs 1-100, 0.01 for 101-200, then 0.001."""
-        steps = sum(epoch > m for m in self.schedule)
-        return self.lr * self.gamma ** steps
+    def lr_at(self, epoch: int, done: float = 0.0) -> float:
+        """Learning rate of (1-based) ``epoch`` when the fraction ``done`` of its steps is
+        behind: a pure function, so nothing to save.
+
+        ``step`` schedule (the report): constant within an epoch; with milestones (100,
+        200): 0.1 for epochs 1-100, 0.01 for 101-200, then 0.001.
+        ``triangle``: with t = (epoch - 1 + done) / epochs the fraction of the run behind,
+        lr * t / warmup while t < warmup, then lr * (1 - t) / (1 - warmup): 0 at the end."""
+        if self.lr_schedule == "step":
+            return self.lr * self.gamma ** sum(epoch > m for m in self.schedule)
+        t = (epoch - 1 + done) / self.epochs
+        if t < self.warmup:
+            return self.lr * t / self.warmup
+        return self.lr * max(0.0, 1.0 - t) / (1.0 - self.warmup)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -99,6 +125,37 @@ class Experiment:
         if "milestones" in out and self.schedule == other.schedule:
             del out["milestones"]  # the same steps, given explicitly on one side
         return out
+
+
+LR_SCHEDULES = ("step", "triangle")
+
+
+def _report(exp: "Experiment") -> "Experiment":
+    """The report's recipe: the preset as it is (SGD 0.1 with steps at a third and two
+    thirds, batch 128, 300 epochs, the preset's augmentation)."""
+    return replace(exp, recipe="report")
+
+
+# The fast recipe (FAST_NOTES in the README, "The fast recipe"): what public fast CIFAR
+# ResNet recipes share (Keller Jordan's airbench ResNet-18 baselines; David Page's
+# ResNet-9), chosen from colabkit's own CPU evidence where they leave a choice.
+FAST = dict(epochs=30, batch_size=256, lr=0.2, nesterov=True, lr_schedule="triangle", warmup=0.2,
+            label_smoothing=0.1, tta=True)
+FAST_AUGMENT = dict(crop_padding=4, cutout=12)
+
+
+def _fast(exp: "Experiment") -> "Experiment":
+    """The fast recipe: Nesterov momentum, batch 256 at lr 0.2 (the report's 0.1 at 128,
+    scaled linearly), a triangular schedule (a linear rise over the first fifth, then a
+    linear fall to 0), label smoothing 0.1, a 4-pixel translation and a 12-pixel cutout
+    added to the preset's own augmentation, flip test-time augmentation, 30 epochs."""
+    aug = exp.augment
+    augment = replace(aug, crop_padding=aug.crop_padding or FAST_AUGMENT["crop_padding"],
+                      cutout=aug.cutout or FAST_AUGMENT["cutout"])
+    return replace(exp, recipe="fast", augment=augment, milestones=None, **FAST)
+
+
+RECIPES = {"report": _report, "fast": _fast}
 
 
 # The report's rotation: 0 degrees most of the time, otherwise one of 30/330/60/300/90/270.
@@ -141,13 +198,33 @@ REPORTED_BEST = {"basic": (95.000, 286), "da": (93.409, 249),
                  "da_cbam": (94.709, 232), "da_cbam_aspp": (94.936, 281)}
 
 
-def get_experiment(name: str, **overrides: Any) -> Experiment:
-    """A preset by name with fields overridden, e.g. ``get_experiment("da", epochs=2)``.
-    ``augment`` may be given as a dict. Unknown names and fields raise ``ValueError``."""
+def with_recipe(exp: Experiment, recipe: str) -> Experiment:
+    """``exp`` trained by ``recipe``: the same network and data, its own augmentation with
+    the recipe's additions."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; known: {sorted(RECIPES)}")
+    return RECIPES[recipe](exp)
+
+
+def get_experiment(name: str, recipe: str = "report", **overrides: Any) -> Experiment:
+    """A preset by name, trained by ``recipe`` (``"report"`` or ``"fast"``), with fields
+    overridden, e.g. ``get_experiment("da", recipe="fast", epochs=10)``. An override of
+    ``None`` keeps the recipe's value (``epochs=None``: 300 for the report's, 30 for the
+    fast one). ``augment`` may be given as a dict. Unknown names, recipes and fields raise
+    ``ValueError``."""
     if name not in PRESETS:
         raise ValueError(f"unknown experiment {name!r}; known: {sorted(PRESETS)}")
     known = {f.name for f in fields(Experiment)}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"unknown Experiment field(s) {unknown}; known: {sorted(known)}")
-    return replace(PRESETS[name], **overrides)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return replace(with_recipe(PRESETS[name], recipe), **overrides)
+
+
+def run_name(base: str, recipe: str = "report") -> str:
+    """The run folder's name for ``recipe``: ``base`` for the report's, ``base-fast`` for the
+    fast one, so a run of one recipe never resumes a run of the other."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; known: {sorted(RECIPES)}")
+    return base if recipe == "report" else f"{base}-{recipe}"

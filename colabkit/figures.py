@@ -42,6 +42,8 @@ def plot_curves(runs: pd.DataFrame, metric: str = "test_acc", ax=None, title: st
     for run, df in runs.groupby("run", sort=True):
         x, y = _gapped(df, metric)
         ax.plot(x, y, label=run, linewidth=1.2)
+        if df.get("lr_schedule", pd.Series(["step"])).iloc[0] != "step":
+            continue  # a learning rate that moves every step has no steps to mark
         lr = df.sort_values("epoch")[["epoch", "lr"]].to_numpy()
         steps |= {int(e) for (e, a), (_, b) in zip(lr[1:], lr[:-1]) if a != b}
     for e in sorted(steps):

@@ -19,10 +19,12 @@ import numpy as np
 from .files import atomic_write, candidates, explain_os_error, temp_path
 
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
-                 "val_loss", "val_acc", "seconds", "images_per_s", "time")
-# The columns a repeated run reproduces exactly; the others are wall-clock. val_* are
-# empty without a validation split.
+                 "val_loss", "val_acc", "seconds", "images_per_s", "time",
+                 "test_acc_tta", "val_acc_tta")
+# The columns a repeated run reproduces exactly; seconds, images_per_s and time are
+# wall-clock. val_* are empty without a validation split, *_tta without flip TTA.
 DETERMINISTIC_FIELDS = METRIC_FIELDS[:8]
+TTA_FIELDS = METRIC_FIELDS[11:]
 
 
 class RunDir:
@@ -93,7 +95,7 @@ def format_row(row: dict) -> dict:
     for k in METRIC_FIELDS:
         v = row.get(k, "")
         if isinstance(v, float):
-            v = repr(v) if k in DETERMINISTIC_FIELDS else f"{v:.3f}"
+            v = repr(v) if k in DETERMINISTIC_FIELDS or k in TTA_FIELDS else f"{v:.3f}"
         out[k] = v
     return out
 
@@ -130,19 +132,22 @@ def read_metrics(path: Path) -> list[dict]:
     return rows
 
 
-def save_predictions(path: Path, epoch: int, pred, labels) -> None:
-    """The best epoch's predicted class for each test image, with the true labels: what
-    the report needs for per-class accuracy and paired tests, without the data."""
+def save_predictions(path: Path, epoch: int, predictions: dict, labels) -> None:
+    """The best epoch's predicted class for each test image (``pred``; with flip TTA also
+    ``pred_tta``), with the true labels: what the report needs for per-class accuracy and
+    paired tests, without the data."""
+    arrays = {k: np.asarray(v, dtype=np.int16) for k, v in predictions.items()}
     with atomic_write(path) as f:
-        np.savez(f, epoch=np.array(int(epoch)), pred=np.asarray(pred, dtype=np.int16),
-                 label=np.asarray(labels, dtype=np.int16))
+        np.savez(f, epoch=np.array(int(epoch)), label=np.asarray(labels, dtype=np.int16), **arrays)
 
 
 def read_predictions(path: Path) -> dict | None:
-    """{'epoch', 'pred', 'label'} or None if absent or unreadable."""
+    """{'epoch', 'pred', 'label', 'pred_tta' (None without TTA)} or None if absent or
+    unreadable."""
     try:
         with np.load(path) as z:
-            out = {"epoch": int(z["epoch"]), "pred": z["pred"], "label": z["label"]}
+            out = {"epoch": int(z["epoch"]), "pred": z["pred"], "label": z["label"],
+                   "pred_tta": z["pred_tta"] if "pred_tta" in z.files else None}
     except (OSError, KeyError, ValueError):
         return None
     return out if len(out["pred"]) == len(out["label"]) else None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .experiments import PRESETS, run_name, with_recipe
 from .runs import RunDir, find_runs, read_json, read_metrics
 from .storage import Lease
 
@@ -69,12 +70,33 @@ QUEUE = (("01_resnet18_basic", "basic"), ("02_resnet18_da", "da"),
          ("03_resnet18_da_cbam", "da_cbam"), ("04_resnet18_da_cbam_aspp", "da_cbam_aspp"))
 
 
-def queue_status(runs_dir: str | os.PathLike, runs=QUEUE, epochs: int | None = None):
-    """The status table of the queued runs (``status_table``), with the time left of
-    a run that has no measured epoch yet estimated from the others' epoch times."""
-    table = status_table(runs_dir, [name for name, _ in runs], epochs)
+def queue_status(runs_dir: str | os.PathLike, runs=QUEUE, epochs: int | None = None,
+                 max_minutes: float | None = None, recipe: str = "report") -> pd.DataFrame:
+    """The status table of the queued runs (``status_table``) trained by ``recipe``
+    (``epochs``: planned, default the recipe's), with the time left of a run
+    that has no measured epoch yet estimated from the others' epoch times; with
+    ``max_minutes`` (a session's budget) also ``fits``: whether each unfinished run, taken
+    in queue order, ends within it (``yes``), starts but ends in a later session
+    (``partly``) or waits for one (``no``)."""
+    epochs = epochs or with_recipe(PRESETS[runs[0][1]], recipe).epochs
+    table = status_table(runs_dir, [run_name(name, recipe) for name, _ in runs], epochs)
     known = table["epoch_seconds"].dropna()
     if len(known):
         guess = (table["epochs"].fillna(epochs or 0) - table["epochs_done"]) * known.median() / 3600
         table["hours_left"] = table["hours_left"].fillna(guess)
+    if max_minutes is not None:
+        table["fits"] = _fits(table["hours_left"], max_minutes / 60)
     return table
+
+
+def _fits(hours_left: pd.Series, budget_hours: float) -> list[str]:
+    out, used = [], 0.0
+    for h in hours_left:
+        if pd.isna(h):
+            out.append("unknown")
+        elif h == 0:
+            out.append("done")
+        else:
+            out.append("yes" if used + h <= budget_hours else "partly" if used < budget_hours else "no")
+            used += h
+    return out

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import Dataset, load_dataset
-from .experiments import PRESETS, Experiment, get_experiment
+from .experiments import PRESETS, Experiment, get_experiment, run_name
 from .status import QUEUE, queue_status
 from .train import train
 
@@ -36,7 +36,10 @@ def run_queue(runs_dir: str | os.PathLike, *, data: Dataset | None = None,
     Each run resumes where it stopped and a finished one is skipped, so calling this again
     in each new session continues the queue. ``max_minutes`` is the budget of the whole
     call: the run in progress stops after its last epoch that fits, and later runs wait
-    for the next session. ``settings`` are Experiment fields (``epochs``, ``dataset``,
+    for the next session; the status table printed first says which runs fit it
+    (``fits``, from measured epoch times). ``recipe="fast"`` trains the queue by the fast
+    recipe in its own folders (``01_resnet18_basic-fast``, ...). ``settings`` are
+    Experiment fields (``recipe``, ``epochs``, ``dataset``,
     ``width``, ``batch_size``, ``train_size``, ``test_size``, ...) and ``train`` keywords
     (``device``, ``mirror_minutes``, ``takeover``, ``precision``, ...), applied to every run.
     Prints the status table first; returns each run's result (``status`` ``not reached``
@@ -44,9 +47,10 @@ def run_queue(runs_dir: str | os.PathLike, *, data: Dataset | None = None,
     """
     started = time.perf_counter()
     exp_kw, train_kw = _split(settings)
-    exps = [(name, get_experiment(preset, **exp_kw)) for name, preset in runs]
+    recipe = exp_kw.pop("recipe", None) or "report"
+    exps = [(run_name(name, recipe), get_experiment(preset, recipe, **exp_kw)) for name, preset in runs]
     runs_dir = Path(runs_dir).expanduser()
-    table = queue_status(runs_dir, runs, exps[0][1].epochs)
+    table = queue_status(runs_dir, runs, exps[0][1].epochs, max_minutes, recipe)
     if progress:
         print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"), flush=True)
     todo = [(n, e) for (n, e), state in zip(exps, table["state"]) if state != "finished"]
@@ -76,26 +80,30 @@ def run_queue(runs_dir: str | os.PathLike, *, data: Dataset | None = None,
     return results
 
 
-def sweep_runs(experiments, seeds, runs_dir) -> list[tuple[str, int, Path]]:
-    """(experiment, seed, run folder) of every pair: ``runs_dir/<experiment>-s<seed>``."""
+def sweep_runs(experiments, seeds, runs_dir, recipe: str = "report") -> list[tuple[str, int, Path]]:
+    """(experiment, seed, run folder) of every pair: ``runs_dir/<experiment>-s<seed>``
+    (``<experiment>-fast-s<seed>`` for the fast recipe)."""
     unknown = sorted(set(experiments) - set(PRESETS))
     if unknown:
         raise ValueError(f"unknown experiment(s) {unknown}; known: {sorted(PRESETS)}")
-    return [(e, s, Path(runs_dir).expanduser() / f"{e}-s{s}") for e in experiments for s in seeds]
+    return [(e, s, Path(runs_dir).expanduser() / f"{run_name(e, recipe)}-s{s}")
+            for e in experiments for s in seeds]
 
 
 def sweep(experiments, seeds, runs_dir: str | os.PathLike, *, parallel: int = 1,
           data: Dataset | None = None, data_root: str | os.PathLike = "data",
           cli_args: list[str] | None = None, **settings) -> list[dict]:
-    """Train every (experiment, seed) in ``runs_dir/<experiment>-s<seed>``, one after
-    another, each resuming and the finished skipped; ``settings`` as for ``run_queue``.
+    """Train every (experiment, seed) in ``runs_dir/<experiment>-s<seed>``
+    (``<experiment>-fast-s<seed>`` with ``recipe="fast"``), one after another, each
+    resuming and the finished skipped; ``settings`` as for ``run_queue``.
 
     ``parallel=N`` runs N at once, each in its own process (``python -m colabkit train``
     with ``cli_args``, the command line's train flags): one per GPU where there are
     several, else CPU processes sharing the cores. Returns each run's summary."""
-    runs = sweep_runs(experiments, seeds, runs_dir)
+    recipe = settings.pop("recipe", None) or "report"
+    runs = sweep_runs(experiments, seeds, runs_dir, recipe)
     if parallel <= 1:
-        exp_kw, train_kw = _split(settings)
+        exp_kw, train_kw = _split({**settings, "recipe": recipe})
         results = []
         for name, seed, folder in runs:
             results.append(train(get_experiment(name, seed=seed, **exp_kw), folder, data=data,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .experiments import REPORTED_BEST, Experiment
+from .experiments import REPORTED_BEST, Experiment, run_name
 from .runs import find_runs, read_json, read_metrics
 
 
@@ -36,15 +36,17 @@ def load_runs(runs_dir: str | os.PathLike) -> pd.DataFrame:
         except (OSError, ValueError):
             env = {}
         df = pd.DataFrame(rows)
-        for col in ("val_loss", "val_acc"):  # logs from before validation splits
+        for col in ("val_loss", "val_acc", "test_acc_tta", "val_acc_tta"):  # older logs, no TTA
             if col not in df:
                 df[col] = np.nan
-        df = df.astype({"val_loss": float, "val_acc": float})
-        meta = {"run": run.name, "experiment": cfg.name, "model": cfg.model,
+        df = df.astype({c: float for c in ("val_loss", "val_acc", "test_acc_tta", "val_acc_tta")})
+        # an experiment of another recipe is another experiment: basic and basic-fast
+        meta = {"run": run.name, "experiment": run_name(cfg.name, cfg.recipe), "model": cfg.model,
                 "dataset": cfg.dataset, "seed": cfg.seed, "augment": cfg.augment.describe(),
                 "epochs_planned": cfg.epochs, "width": cfg.width,
                 "train_images": env.get("train_images", cfg.train_size),
-                "val_images": env.get("val_images", cfg.val_size)}
+                "val_images": env.get("val_images", cfg.val_size), "recipe": cfg.recipe,
+                "tta": cfg.tta, "lr_schedule": cfg.lr_schedule}
         for i, (k, v) in enumerate(meta.items()):
             df.insert(i, k, v)
         frames.append(df)
@@ -64,26 +66,35 @@ def _fmt(mean: float, sd: float, n: int, digits: int = 3) -> str:
 
 
 def results_table(runs: pd.DataFrame, by: str = "experiment") -> pd.DataFrame:
-    """Table 1: per experiment (or per run with ``by="run"``) the model, data set, training
-    images, width, augmentation, best test accuracy (%) and its epoch, final accuracy,
-    epochs and training hours; with several runs (seeds) of one experiment, mean and sd.
+    """Table 1: per experiment (or per run with ``by="run"``) the model, recipe, data set,
+    training images, width, augmentation, best test accuracy (%) and its epoch, final
+    accuracy, epochs and training hours; with several runs (seeds) of one experiment, mean
+    and sd.
 
     The best epoch is chosen on the validation split when the run has one (its test
-    accuracy is then an honest estimate), else on the test set as the report did."""
+    accuracy is then an honest estimate), else on the test set as the report did. A run
+    with flip test-time augmentation is chosen and reported by its TTA accuracy
+    (``accuracy``: ``flip TTA``, else ``plain``); ``best_acc_plain`` is its plain test
+    accuracy at that epoch, for comparisons with runs without TTA."""
     if by not in ("experiment", "run"):
         raise ValueError("by must be 'experiment' or 'run'")
     per_run = []
     for run, df in runs.groupby("run", sort=True):
         df = df.sort_values("epoch")
-        key = "val_acc" if df["val_acc"].notna().any() else "test_acc"
+        tta = bool(df["tta"].iloc[0]) if "tta" in df else False
+        suffix = "_tta" if tta else ""
+        key = ("val_acc" if df["val_acc"].notna().any() else "test_acc") + suffix
         best = df.loc[df[key].idxmax()]  # first epoch reaching the maximum
         per_run.append({
             "run": run, "experiment": df["experiment"].iloc[0], "model": df["model"].iloc[0],
+            "recipe": df["recipe"].iloc[0] if "recipe" in df else "report",
+            "accuracy": "flip TTA" if tta else "plain",
             "dataset": df["dataset"].iloc[0], "train_images": df["train_images"].iloc[0],
             "width": int(df["width"].iloc[0]), "seed": int(df["seed"].iloc[0]),
             "augmentation": df["augment"].iloc[0], "selected_on": key.split("_")[0],
-            "best_acc": float(best["test_acc"]), "best_val_acc": float(best["val_acc"]),
-            "best_epoch": int(best["epoch"]), "final_acc": float(df["test_acc"].iloc[-1]),
+            "best_acc": float(best["test_acc" + suffix]), "best_val_acc": float(best["val_acc" + suffix]),
+            "best_acc_plain": float(best["test_acc"]),
+            "best_epoch": int(best["epoch"]), "final_acc": float(df["test_acc" + suffix].iloc[-1]),
             "epochs_done": int(df["epoch"].nunique()),
             "epochs_planned": int(df["epochs_planned"].iloc[0]),
             "hours": float(df["seconds"].sum()) / 3600,
@@ -96,9 +107,11 @@ def results_table(runs: pd.DataFrame, by: str = "experiment") -> pd.DataFrame:
         reported = REPORTED_BEST.get(exp, (float("nan"), float("nan")))
         first = g.iloc[0]
         rows.append({
-            "experiment": exp, "model": first["model"], "dataset": first["dataset"],
+            "experiment": exp, "model": first["model"], "recipe": first["recipe"],
+            "dataset": first["dataset"],
             "train_images": first["train_images"], "width": first["width"],
             "augmentation": first["augmentation"], "selected_on": first["selected_on"],
+            "accuracy": first["accuracy"],
             "runs": len(g), "seeds": ",".join(str(v) for v in sorted(g["seed"])),
             "best_acc": g["best_acc"].mean(), "best_acc_sd": g["best_acc"].std(),
             "best_epoch": g["best_epoch"].mean() if len(g) > 1 else int(g["best_epoch"].iloc[0]),
@@ -110,8 +123,9 @@ def results_table(runs: pd.DataFrame, by: str = "experiment") -> pd.DataFrame:
 
 
 def comparable_to_report(row) -> bool:
-    """The report's setting: CIFAR-12 in full, ResNet18's width, 300 epochs done."""
-    return (row.dataset == "cifar12" and row.width == 64 and row.epochs_done >= 300
+    """The report's setting: its recipe, CIFAR-12 in full, ResNet18's width, 300 epochs done."""
+    return (getattr(row, "recipe", "report") == "report" and row.dataset == "cifar12"
+            and row.width == 64 and row.epochs_done >= 300
             and (row.train_images is None or pd.isna(row.train_images) or row.train_images >= 55_000))
 
 
@@ -119,9 +133,9 @@ def table_markdown(table: pd.DataFrame) -> str:
     """Table 1 as Markdown (mean ± sd where there are several runs). The report's number
     stands beside a row only when the row's setting is the report's; other rows say why
     they cannot be compared."""
-    head = ["model", "data set", "train images", "width", "epochs", "seeds", "augmentation",
-            "best test acc. (%)", "best epoch (chosen on)", "final acc. (%)", "hours",
-            "report: best (epoch)"]
+    head = ["model", "recipe", "data set", "train images", "width", "epochs", "seeds",
+            "augmentation", "accuracy", "best test acc. (%)", "best epoch (chosen on)",
+            "final acc. (%)", "hours", "report: best (epoch)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table.itertuples():
         n = getattr(r, "runs", 1)
@@ -130,12 +144,13 @@ def table_markdown(table: pd.DataFrame) -> str:
         elif comparable_to_report(r):
             rep = f"{r.report_best_acc:.3f} ({int(r.report_best_epoch)})"
         else:
-            rep = "not comparable (other data, width or epochs)"
+            rep = "not comparable (other data, width, epochs or recipe)"
         images = "all" if r.train_images is None or pd.isna(r.train_images) else f"{int(r.train_images):,}"
         best_epoch = f"{r.best_epoch:.0f}" if n == 1 else f"{r.best_epoch:.1f} (mean)"
         lines.append("| " + " | ".join([
-            f"{r.experiment}: {r.model}", r.dataset, images, str(r.width),
-            f"{r.epochs_done}/{r.epochs_planned}", getattr(r, "seeds", "") or "1", r.augmentation,
+            f"{r.experiment}: {r.model}", getattr(r, "recipe", "report"), r.dataset, images,
+            str(r.width), f"{r.epochs_done}/{r.epochs_planned}", getattr(r, "seeds", "") or "1",
+            r.augmentation, getattr(r, "accuracy", "plain"),
             _fmt(r.best_acc, getattr(r, "best_acc_sd", float("nan")), n),
             f"{best_epoch} ({r.selected_on})",
             _fmt(r.final_acc, getattr(r, "final_acc_sd", float("nan")), n),

@@ -87,31 +87,50 @@ def _progress(total: int, initial: int, enabled: bool, desc: str, leave: bool = 
                 dynamic_ncols=True, unit="ep" if leave else "batch")
 
 
-def selection_key(history: list[dict]) -> str:
+def selection_key(history: list[dict], tta: bool = False) -> str:
     """What picks the best epoch: validation accuracy when the run has a validation split
-    (the honest way), else test accuracy (the report's way)."""
-    return "val_acc" if any(r.get("val_acc") is not None for r in history) else "test_acc"
+    (the honest way), else test accuracy (the report's way); with flip TTA, its accuracy."""
+    split = "val_acc" if any(r.get("val_acc") is not None for r in history) else "test_acc"
+    return split + ("_tta" if tta else "")
 
 
 def _results(exp: Experiment, run_dir, history: list[dict], status: str,
              world: int = 1) -> dict:
-    key = selection_key(history)
+    key = selection_key(history, exp.tta)
+    test = "test_acc_tta" if exp.tta else "test_acc"
     best = max(history, key=lambda r: (r[key], -r["epoch"]), default=None)
     return {
         "run_dir": str(run_dir), "experiment": exp.name, "model": exp.model,
-        "status": status, "epochs_done": len(history), "epochs": exp.epochs,
-        "selected_on": key.split("_")[0],
-        "best_acc": best["test_acc"] if best else None,  # test accuracy at the best epoch
-        "best_val_acc": best.get("val_acc") if best else None,
+        "recipe": exp.recipe, "status": status, "epochs_done": len(history), "epochs": exp.epochs,
+        "selected_on": key.split("_")[0], "accuracy": "flip TTA" if exp.tta else "plain",
+        "best_acc": best[test] if best else None,  # test accuracy at the best epoch
+        "best_val_acc": best.get(key.replace("test", "val")) if best else None,
         "best_epoch": best["epoch"] if best else None,
-        "final_acc": history[-1]["test_acc"] if history else None,
+        "final_acc": history[-1][test] if history else None,
         "train_seconds": sum(r["seconds"] for r in history),
         "world_size": world, "history": history,
     }
 
 
+def time_estimate(epochs_left: int, epoch_seconds: float, minutes_used: float,
+                  max_minutes: float | None) -> str:
+    """What the first measured epoch says of the rest of the run, and of the budget."""
+    hours = epochs_left * epoch_seconds / 3600
+    text = (f"Estimate from this epoch ({epoch_seconds:.0f} s, warm-up included): "
+            f"{hours:.2f} h for the {epochs_left} epochs left")
+    if max_minutes is None:
+        return text + "."
+    left = max(0.0, max_minutes - minutes_used)
+    fit = min(epochs_left, int(left * 60 // epoch_seconds)) if epoch_seconds > 0 else epochs_left
+    if fit >= epochs_left:
+        return text + f": they fit the budget of {max_minutes:g} min."
+    return (text + f": the budget of {max_minutes:g} min covers about {fit} of them; run "
+            "again in the next session to continue.")
+
+
 # Fields whose change makes a checkpoint's weights unusable: refused even when asked.
-SHAPE_FIELDS = ("model", "width", "spatial_kernel", "dataset")
+# A run of another recipe never continues this one: its folder name differs too.
+SHAPE_FIELDS = ("model", "width", "spatial_kernel", "dataset", "recipe")
 
 
 def _check_config(state: dict | None, exp: Experiment, storage: RunStorage,
@@ -210,17 +229,19 @@ def _setup(exp: Experiment, data: Dataset, dist: Dist, prec: str, compile: bool)
 
 
 def run_epoch(epoch: int, exp: Experiment, model, net, optimizer, scaler, prec: str,
-              loaders, dist: Dist, show: bool) -> tuple[dict, torch.Tensor | None]:
+              loaders, dist: Dist, show: bool) -> tuple[dict, dict[str, torch.Tensor]]:
     """Train one epoch and evaluate; the metrics.csv row (sums across DDP ranks) and the
-    test predictions (one process only)."""
+    test predictions, ``pred`` and with TTA ``pred_tta`` (one process only)."""
     train_loader, test_loader, val_loader = loaders
     dev = dist.device
     lr = exp.lr_at(epoch)
     for group in optimizer.param_groups:
         group["lr"] = lr
+    per_step = None if exp.lr_schedule == "step" else (lambda done: exp.lr_at(epoch, done))
     t0 = time.perf_counter()
     with _progress(len(train_loader), 0, show, f"epoch {epoch}", leave=False) as bar:
-        tr = train_epoch(net, train_loader, epoch, optimizer, scaler, prec, bar)
+        tr = train_epoch(net, train_loader, epoch, optimizer, scaler, prec, bar, per_step,
+                         exp.label_smoothing)
     tr_loss, tr_correct, tr_n = dist.sum(tr[0], tr[1], torch.tensor(float(tr[2]), device=dev))
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -229,26 +250,31 @@ def run_epoch(epoch: int, exp: Experiment, model, net, optimizer, scaler, prec: 
     # checkpoint, so the logged accuracy is the saved model's
     dist.broadcast_buffers(model)
     eval_net = model if dist.world > 1 else net
-    preds = [] if dist.world == 1 else None
+    preds = {"pred": [], "pred_tta": []} if dist.world == 1 else None
 
     def split(loader, keep=None):
-        sums = evaluate(eval_net, loader, prec, keep)
-        loss, correct, n = dist.sum(*[torch.as_tensor(v, device=dev, dtype=torch.float64) for v in sums])
-        return float(loss) / float(n), 100.0 * float(correct) / float(n)
+        """(loss, accuracy %, accuracy % with flip TTA or None)."""
+        loss, correct, n, correct_tta = evaluate(eval_net, loader, prec, keep and keep["pred"],
+                                                 exp.tta, keep and keep["pred_tta"])
+        sums = [loss, correct, n] + ([correct_tta] if exp.tta else [])
+        sums = [float(v) for v in dist.sum(*[torch.as_tensor(v, device=dev, dtype=torch.float64) for v in sums])]
+        return sums[0] / sums[2], 100.0 * sums[1] / sums[2], 100.0 * sums[3] / sums[2] if exp.tta else None
 
-    test_loss, test_acc = split(test_loader, preds)
-    val_loss, val_acc = split(val_loader) if val_loader is not None else (None, None)
+    test_loss, test_acc, test_tta = split(test_loader, preds)
+    val_loss, val_acc, val_tta = split(val_loader) if val_loader is not None else (None, None, None)
     n_tr = float(tr_n)
     row = {"epoch": epoch, "lr": lr, "train_loss": float(tr_loss) / n_tr,
            "train_acc": 100.0 * float(tr_correct) / n_tr, "test_loss": test_loss,
            "test_acc": test_acc, "val_loss": val_loss, "val_acc": val_acc,
            "seconds": time.perf_counter() - t0, "images_per_s": n_tr / t_train,
            "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if exp.tta:  # the report recipe's rows stay exactly as they were
+        row.update(test_acc_tta=test_tta, val_acc_tta=val_tta)
     if not math.isfinite(row["train_loss"]):
         raise FloatingPointError(f"training loss is {row['train_loss']} at epoch {epoch}: lower "
                                  "the learning rate, or resume from the last checkpoint with "
                                  "another precision")
-    return row, (torch.cat(preds).cpu() if preds else None)
+    return row, ({k: torch.cat(v).cpu() for k, v in preds.items() if v} if preds else {})
 
 
 def _record(storage: RunStorage, exp: Experiment, data: Dataset, model, history, **env) -> None:
@@ -269,23 +295,26 @@ class Saver:
     mirror, on the writer's thread; on the cadence asked, always at the end."""
 
     def __init__(self, storage: RunStorage, background: bool, minutes: float | None,
-                 history: list[dict], start: int, labels):
-        self.storage, self.minutes, self.labels = storage, minutes, labels
+                 history: list[dict], start: int, labels, tta: bool = False):
+        self.storage, self.minutes, self.labels, self.tta = storage, minutes, labels, tta
         self.writer = CheckpointWriter(background=background)
-        self.key = selection_key(history)
+        self.key = selection_key(history, tta)
         self.best_acc = max((r[self.key] for r in history if r.get(self.key) is not None), default=-1.0)
         self.saved_epoch = start
         self.snapshot, self.best_pending, self.last_save = None, None, time.perf_counter()
 
     def epoch_done(self, snapshot: dict, row: dict, final: bool, predictions=None) -> None:
         self.snapshot = snapshot
-        self.key = "val_acc" if row.get("val_acc") is not None else "test_acc"
+        self.key = selection_key([row], self.tta)
         if row[self.key] > self.best_acc:
             self.best_acc = row[self.key]
             self.best_pending = {k: snapshot[k] for k in ("format", "epoch", "config", "model",
                                                           "classes")}
             self.best_pending.update(test_acc=row["test_acc"], val_acc=row.get("val_acc"),
                                      selected_on=self.key.split("_")[0])
+            if self.tta:
+                self.best_pending.update(test_acc_tta=row["test_acc_tta"],
+                                         val_acc_tta=row.get("val_acc_tta"))
             self.best_pending = (self.best_pending, predictions)
         if final or self.minutes is None or time.perf_counter() - self.last_save >= self.minutes * 60:
             self.commit()
@@ -298,7 +327,7 @@ class Saver:
         def job():
             if best is not None:
                 save_checkpoint(best[0], work.best, keep_previous=False)
-                if best[1] is not None:  # the best epoch's test predictions, for the report
+                if best[1]:  # the best epoch's test predictions, for the report
                     save_predictions(work.predictions, best[0]["epoch"], best[1], self.labels)
             save_checkpoint(snap, work.last)
             write_metrics(work.metrics, snap["history"])  # after the checkpoint commits
@@ -381,7 +410,7 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
             _record(storage, exp, data, model, history, precision=prec, world_size=dist.world,
                     compile=compile, resumed_from_epoch=start)
         saver = Saver(storage, dist.device.type == "cuda" if background_save is None else background_save,
-                      checkpoint_minutes, history, start, data.y_test)
+                      checkpoint_minutes, history, start, data.y_test, exp.tta)
         # the budget's estimate of an epoch: this call's epochs, or the run's last ones
         epoch_seconds: list[float] = [r["seconds"] for r in history[-3:] if r.get("seconds")]
         with _progress(exp.epochs, start, show, exp.name) as bar, _sigterm_as_interrupt():
@@ -407,6 +436,9 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
                     "world_size": dist.world, "precision": prec, "classes": list(data.classes),
                     "colabkit": version,
                 }), row, final=epoch == exp.epochs, predictions=predictions)
+                if epoch == start + 1 and show and epoch < exp.epochs:
+                    bar.write(time_estimate(exp.epochs - epoch, row["seconds"],
+                                            (time.perf_counter() - started) / 60, max_minutes))
                 bar.set_postfix(loss=f"{row['train_loss']:.3f}", train=f"{row['train_acc']:.1f}%",
                                 test=f"{row['test_acc']:.1f}%", lr=f"{row['lr']:g}")
                 bar.update(1)

@@ -146,9 +146,10 @@ def drawn_png(path: Path, size: tuple[int, int] | None) -> np.ndarray:
     return img
 
 
-def independent_predictions(state: dict, data) -> np.ndarray:
+def independent_predictions(state: dict, data, tta: bool = False) -> np.ndarray:
     """The predicted class of each test image by a checkpoint's weights, computed without
-    colabkit's loader or evaluation loop: normalize by hand, one forward pass in eval mode."""
+    colabkit's loader or evaluation loop: normalize by hand, one forward pass in eval mode;
+    with ``tta``, the class of the summed logits of the image and its left-right mirror."""
     import torch
 
     from colabkit.experiments import Experiment
@@ -162,5 +163,9 @@ def independent_predictions(state: dict, data) -> np.ndarray:
     x = torch.from_numpy(data.x_test).float().div(255).permute(0, 3, 1, 2)
     mean = torch.tensor(data.mean, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(data.std, dtype=torch.float32).view(1, 3, 1, 1)
+    x = (x - mean) / std
     with torch.no_grad():
-        return model((x - mean) / std).argmax(1).numpy()
+        logits = model(x)
+        if tta:
+            logits = logits + model(torch.flip(x, dims=[3]))  # W is the last axis of NCHW
+        return logits.argmax(1).numpy()

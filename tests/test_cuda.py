@@ -99,10 +99,22 @@ def test_compile_on_cuda_trains(tmp_path):
     assert res["epochs_done"] == 1 and res["final_acc"] > 100 / 12
 
 
+def test_the_fast_recipe_compiled_on_cuda_trains_and_resumes(tmp_path):
+    from dataclasses import replace
+
+    from colabkit.experiments import with_recipe
+    exp = replace(with_recipe(_exp(epochs=2), "fast"), epochs=2)
+    train(replace(exp, epochs=1), tmp_path, device="cuda", compile=True, progress=False)
+    res = train(exp, tmp_path, device="cuda", compile=True, progress=False)
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert res["epochs_done"] == 2 and res["accuracy"] == "flip TTA"
+    assert all(r["test_acc_tta"] is not None for r in rows) and res["final_acc"] > 100 / 12
+
+
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_memory_of_a_training_step_at_batch_128_stays_under_5_gb(name):
     from colabkit.runtime import choose_precision
-    from colabkit.train import _autocast
+    from colabkit.epochs import _autocast
 
     dev = torch.device("cuda")
     prec = choose_precision(dev)

@@ -384,10 +384,11 @@ def test_compiled_model_trains_and_resumes_with_plain_state_dict_keys(tiny, tmp_
     # under load, a compiled CPU step once spun inside oneDNN's convolution backward for over
     # 20 minutes, in C code that pytest-timeout cannot interrupt. One OpenMP thread per child
     # avoids the oversubscribed spin-wait; the deadline guarantees the suite ends regardless.
-    exp = tiny("basic", epochs=2, train_size=64)
-    cli = [sys.executable, "-m", "colabkit", "train", "--experiment", "basic", "--dataset",
-           "synthetic", "--width", "4", "--batch-size", "32", "--train-size", "64", "--test-size",
-           "64", "--milestones", "2", "--device", "cpu", "--quiet", "--compile"]
+    # the fast recipe: per-step learning rate, translate and cutout, flip TTA in evaluation
+    exp = tiny("basic", recipe="fast", epochs=2, train_size=64, milestones=None)
+    cli = [sys.executable, "-m", "colabkit", "train", "--experiment", "basic", "--recipe", "fast",
+           "--dataset", "synthetic", "--width", "4", "--batch-size", "32", "--train-size", "64",
+           "--test-size", "64", "--device", "cpu", "--quiet", "--compile"]
     deadline = time.time() + 480
     _bounded([*cli, "--epochs", "2", "--run-dir", str(tmp_path / "straight")], deadline)
     _bounded([*cli, "--epochs", "1", "--run-dir", str(tmp_path / "run")], deadline)

@@ -115,11 +115,14 @@ def training_notebook(file, experiment, title, report, text):
         md("## Parameters\n\nChange these in the form on the right. `MAX_MINUTES` stops after the "
            "last epoch that fits (0: no limit), counted from the start of the training cell; run "
            "again later to continue. `MIRROR_MINUTES`: how often the run is copied to Drive "
-           "(0: every epoch). With fewer `EPOCHS` (a trial), the report's learning-rate steps "
-           "fall at a third and two thirds of the run (10 and 20 for 30 epochs)."),
+           "(0: every epoch). `RECIPE`: `report` trains as the report did (300 epochs, steps at "
+           "100 and 200); `fast` trains the same network in 30 epochs (see the README, \"The fast "
+           "recipe\"). `EPOCHS` 0 takes the recipe's; with fewer epochs than 300 (a trial), the "
+           "report's learning-rate steps fall at a third and two thirds of the run."),
         code(f'''EXPERIMENT = "{experiment}"
 RUN_NAME = "{file.split('.')[0]}"  #@param {{type:"string"}}
-EPOCHS = 300  #@param {{type:"integer"}}
+RECIPE = "report"  #@param ["report", "fast"]
+EPOCHS = 0  #@param {{type:"integer"}}
 DATASET = "cifar12"  #@param ["cifar12", "cifar10", "synthetic"]
 MAX_MINUTES = 0  #@param {{type:"number"}}
 MIRROR_MINUTES = 10  #@param {{type:"number"}}
@@ -129,7 +132,7 @@ ALLOW_CPU = False  #@param {{type:"boolean"}}
 TRAIN_SIZE = 0  #@param {{type:"integer"}}
 TEST_SIZE = 0  #@param {{type:"integer"}}
 WIDTH = 64
-BATCH_SIZE = 128''', tags=["parameters"]),
+BATCH_SIZE = 0  # 0: the recipe's (128 report, 256 fast)''', tags=["parameters"]),
         md("## Drive and GPU\n\nRuns and the data cache live in `MyDrive/colabkit` (outside "
            "Colab: `./colabkit-home`). A T4 trains in fp16 with a gradient scaler."),
         code('''import colabkit
@@ -139,13 +142,15 @@ gpu = colabkit.check_gpu(allow_cpu=ALLOW_CPU)'''),
         md("## Data"),
         code('''data = colabkit.load_dataset(DATASET, root=home / "data")
 print(len(data.y_train), "training and", len(data.y_test), "test images:", data.counts())'''),
-        md("## Train\n\nThe run folder is `runs/RUN_NAME` on Drive. If it holds a checkpoint, "
-           "training resumes from it; if the run is finished, its results come back at once."),
+        md("## Train\n\nThe run folder is `runs/RUN_NAME` on Drive (`runs/RUN_NAME-fast` for the "
+           "fast recipe, so the two never mix). If it holds a checkpoint, training resumes from "
+           "it; if the run is finished, its results come back at once. After the first epoch a "
+           "line estimates the hours the rest needs and whether they fit `MAX_MINUTES`."),
         code('''experiment = colabkit.get_experiment(
-    EXPERIMENT, dataset=DATASET, epochs=EPOCHS, width=WIDTH, batch_size=BATCH_SIZE,
-    train_size=TRAIN_SIZE or None, test_size=TEST_SIZE or None)
+    EXPERIMENT, RECIPE, dataset=DATASET, epochs=EPOCHS or None, width=WIDTH,
+    batch_size=BATCH_SIZE or None, train_size=TRAIN_SIZE or None, test_size=TEST_SIZE or None)
 experiment'''),
-        code('''results = colabkit.train(experiment, home / "runs" / RUN_NAME, data=data,
+        code('''results = colabkit.train(experiment, home / "runs" / colabkit.run_name(RUN_NAME, RECIPE), data=data,
                          max_minutes=MAX_MINUTES or None, mirror_minutes=MIRROR_MINUTES,
                          takeover=TAKEOVER, on_epoch=colabkit.LiveCurves())'''),
         md("## Result"),
@@ -168,7 +173,8 @@ def queue_notebook(file):
            "in each new session, *Run all* again continues the queue. `MAX_MINUTES` is the "
            "budget of the whole session (counted from the start of the training cell)."),
         code(SETUP),
-        code('''EPOCHS = 300  #@param {type:"integer"}
+        code('''RECIPE = "report"  #@param ["report", "fast"]
+EPOCHS = 0  #@param {type:"integer"}
 DATASET = "cifar12"  #@param ["cifar12", "cifar10", "synthetic"]
 MAX_MINUTES = 0  #@param {type:"number"}
 MIRROR_MINUTES = 10  #@param {type:"number"}
@@ -178,7 +184,7 @@ ALLOW_CPU = False  #@param {type:"boolean"}
 TRAIN_SIZE = 0  #@param {type:"integer"}
 TEST_SIZE = 0  #@param {type:"integer"}
 WIDTH = 64
-BATCH_SIZE = 128''', tags=["parameters"]),
+BATCH_SIZE = 0  # 0: the recipe's (128 report, 256 fast)''', tags=["parameters"]),
         code('''import colabkit
 
 home = colabkit.mount_drive()
@@ -187,16 +193,17 @@ data = colabkit.load_dataset(DATASET, root=home / "data")'''),
         md("## Where the queue stands\n\nPer run: finished, running (in another tab or "
            "session), stalled (a trainer holds it but has gone silent), stopped, or not "
            "started; epochs done, the last update and the hours left, estimated from measured "
-           "epoch times."),
-        code('''colabkit.queue_status(home / "runs", epochs=EPOCHS)'''),
+           "epoch times; with `MAX_MINUTES`, `fits` says which runs this session can finish."),
+        code('''colabkit.queue_status(home / "runs", epochs=EPOCHS or None, recipe=RECIPE,
+                      max_minutes=MAX_MINUTES or None)'''),
         md("## Train\n\nOne progress bar for the whole queue; each run's lines say when it "
            "starts. Without explicit milestones the report's learning-rate steps fall at a "
            "third and two thirds of `EPOCHS` (epochs 100 and 200 of 300)."),
         code('''results = colabkit.run_queue(
     home / "runs", data=data, max_minutes=MAX_MINUTES or None, mirror_minutes=MIRROR_MINUTES,
-    takeover=TAKEOVER, dataset=DATASET, epochs=EPOCHS, width=WIDTH, batch_size=BATCH_SIZE,
-    train_size=TRAIN_SIZE or None, test_size=TEST_SIZE or None)
-colabkit.queue_status(home / "runs", epochs=EPOCHS)'''),
+    takeover=TAKEOVER, recipe=RECIPE, dataset=DATASET, epochs=EPOCHS or None, width=WIDTH,
+    batch_size=BATCH_SIZE or None, train_size=TRAIN_SIZE or None, test_size=TEST_SIZE or None)
+colabkit.queue_status(home / "runs", epochs=EPOCHS or None, recipe=RECIPE)'''),
         md(COMMON_TAIL.replace("## After a disconnect", "## After a disconnect or the budget")
            + "\n\n" + COLAB_LIMITS),
     ]
