@@ -152,8 +152,12 @@ def _check_config(state: dict | None, exp: Experiment, storage: RunStorage,
         raise ConfigMismatch(f"{run.path} holds a checkpoint of another format "
                              f"({state.get('format')!r}, this colabkit writes "
                              f"{CHECKPOINT_FORMAT}): train in a new run folder.")
-    diff = {k: v for k, v in Experiment.from_dict(state["config"]).diff(exp).items()
-            if k != "epochs"}
+    saved = Experiment.from_dict(state["config"])
+    if main and saved.epochs != exp.epochs and exp.lr_schedule != "step":
+        print(f"Note: {run.path} was planned for {saved.epochs} epochs and continues for "
+              f"{exp.epochs}: its {exp.lr_schedule} learning rate is a function of the run's "
+              "length, so the epochs to come follow the new schedule, not the old one.")
+    diff = {k: v for k, v in saved.diff(exp).items() if k != "epochs"}
     if not diff:
         return
     lines = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items())

@@ -207,3 +207,12 @@ def test_the_time_estimate_says_what_fits_the_budget(tmp_path):
     # estimated from the others' 60 s) waits for another session
     assert list(table["fits"]) == ["yes", "yes", "partly", "no"]
     assert table["hours_left"].iloc[3] == pytest.approx(30 * 60 / 3600)
+
+
+def test_extending_a_fast_run_says_its_schedule_changes(tiny, tmp_path, capsys):
+    train(tiny("basic", recipe="fast", epochs=1, milestones=None), tmp_path / "fast", progress=False)
+    train(tiny("basic", recipe="fast", epochs=2, milestones=None), tmp_path / "fast", progress=False)
+    assert "was planned for 1 epochs and continues for 2: its triangle learning rate" in capsys.readouterr().out
+    train(tiny("basic", epochs=1), tmp_path / "report", progress=False)
+    train(tiny("basic", epochs=2), tmp_path / "report", progress=False)  # steps at fixed epochs
+    assert "planned for" not in capsys.readouterr().out
