@@ -27,6 +27,7 @@ test: $(VENV)/.installed
 figures: $(VENV)/.installed
 	$(PY) -m colabkit report logs --out figures
 	$(PY) -m colabkit report logs/ablations --out figures/ablations
+	$(PY) -m colabkit report logs/recipes --out figures/recipes
 
 bench: $(VENV)/.installed
 	$(PY) bench/run.py --device cpu
