@@ -3,7 +3,8 @@
 ``config.json`` the Experiment; ``environment.json`` where it ran; ``metrics.csv`` one
 row per finished epoch; ``last.pt`` / ``last.prev.pt`` / ``best.pt`` checkpoints
 (``last.next.pt`` for an instant while one is installed); ``lease.json`` names the one
-trainer that may write. These files alone resume a run and redraw its figures.
+trainer that may write; ``drive.csv`` (a run on Drive) what Drive's quota said at each
+start, mirror and stop. These files alone resume a run and redraw its figures.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class RunDir:
     best = property(lambda self: self.path / "best.pt")
     lease = property(lambda self: self.path / "lease.json")
     predictions = property(lambda self: self.path / "predictions.npz")
+    drive_log = property(lambda self: self.path / "drive.csv")
 
     @property
     def name(self) -> str:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .experiments import PRESETS, run_name, with_recipe
+from . import quota
+from .experiments import PRESETS, QUEUE, run_name, with_recipe
 from .runs import RunDir, find_runs, read_json, read_metrics
 from .storage import Lease
 
@@ -21,7 +22,9 @@ def run_status(run_dir: str | os.PathLike, epochs: int | None = None,
     ``state`` is ``finished``, ``running`` (a trainer's heartbeat within three epoch
     times), ``stalled`` (a trainer holds the folder but has been silent for longer, or is
     known dead), ``stopped`` (stopped cleanly: run it again to continue) or ``not started``;
-    with epochs done and planned, the last update and an estimate of the time left."""
+    with epochs done and planned, the last update and an estimate of the time left; for a
+    run on Drive, ``drive_growth_gb``: how much Drive's usage grew beyond the run's own
+    files over its sessions (``drive.csv``: Trash, or other writers; the mount lags)."""
     run = RunDir(run_dir)
     now = time.time() if now is None else now
     try:
@@ -47,27 +50,25 @@ def run_status(run_dir: str | os.PathLike, epochs: int | None = None,
         state = "not started"
     else:
         state = "stopped"
+    grown = quota.run_growth(quota.read_log(run.drive_log))
     left = (planned - done) * epoch_s if planned and epoch_s and done < planned else (0.0 if state == "finished" else None)
     return {"run": run.name, "experiment": cfg.get("name"), "state": state, "epochs_done": done,
             "epochs": planned, "last_update": rows[-1].get("time") if rows else None,
-            "epoch_seconds": epoch_s, "hours_left": None if left is None else left / 3600}
+            "epoch_seconds": epoch_s, "hours_left": None if left is None else left / 3600,
+            "drive_growth_gb": None if grown is None else grown / 1e9}
 
 
 def status_table(runs_dir: str | os.PathLike, names: list[str] | None = None,
                  epochs: int | None = None) -> pd.DataFrame:
     """One row per run folder under ``runs_dir`` (or per name in ``names``, which need not
-    exist yet): state, epochs done and planned, last update, estimated hours left."""
+    exist yet): state, epochs done and planned, last update, estimated hours left, and
+    Drive's growth beyond the run's own files (runs on Drive)."""
     root = Path(runs_dir).expanduser()
     folders = [root / n for n in names] if names is not None else [r.path for r in find_runs(root)]
     return pd.DataFrame([run_status(f, epochs) for f in folders],
                         columns=["run", "experiment", "state", "epochs_done", "epochs",
-                                 "last_update", "epoch_seconds", "hours_left"])
-
-
-# run folder name -> preset: the names the four notebooks use, so the queue and the
-# notebooks continue each other's runs
-QUEUE = (("01_resnet18_basic", "basic"), ("02_resnet18_da", "da"),
-         ("03_resnet18_da_cbam", "da_cbam"), ("04_resnet18_da_cbam_aspp", "da_cbam_aspp"))
+                                 "last_update", "epoch_seconds", "hours_left",
+                                 "drive_growth_gb"])
 
 
 def queue_status(runs_dir: str | os.PathLike, runs=QUEUE, epochs: int | None = None,

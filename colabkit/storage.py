@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import runtime
+from . import quota, runtime
 from .checkpoint import CheckpointError, find_latest, finish_install
 from .files import atomic_write, empty_then_remove, explain_os_error, remove_temporaries
 from .runs import RunDir, read_json, write_metrics
@@ -251,7 +251,7 @@ class RunStorage:
     """One run folder's files: where training writes them (``work``), the folder the user
     named (``home``: the same, or the Drive folder it is mirrored to), the lease."""
 
-    SMALL = ("config", "environment", "predictions", "metrics")
+    SMALL = ("config", "environment", "predictions", "metrics", "drive_log")
 
     def __init__(self, run_dir: str | os.PathLike, *, mirror_minutes: float = 10.0,
                  takeover: bool = False, stale_minutes: float = 30.0):
@@ -287,6 +287,8 @@ class RunStorage:
         # a working copy ahead of Drive (Drive was down at the last stop) is copied at the
         # first mirror, due at the first checkpoint, or at close
         self._best_pending = self.drive and self.local_epoch > self.mirrored_epoch and self.work.best.exists()
+        if self.drive:
+            self._measure("start", self.local_epoch)
         return state
 
     def load(self) -> dict | None:
@@ -352,6 +354,7 @@ class RunStorage:
                 self._copy(self.work.last, self.home.last, keep_previous=self.home.last_prev)
             if self._best_pending and self.work.best.exists():
                 self._copy(self.work.best, self.home.best)
+            self._measure("mirror", epoch)
             for name in self.SMALL:
                 src = getattr(self.work, name)
                 if src.exists():
@@ -379,6 +382,18 @@ class RunStorage:
                 warnings.warn(f"could not write {self.home.metrics} ({explain_os_error(e)})",
                               stacklevel=2)
 
+    def _measure(self, event: str, epoch: int) -> None:
+        """A row of ``drive.csv``: Drive's used and total bytes and the run's own (quota.py).
+        A working copy new to this VM first takes the rows already on Drive."""
+        log, home_log = self.work.drive_log, self.home.drive_log
+        try:
+            if not log.exists() and home_log.is_file():
+                shutil.copyfile(home_log, log)
+            quota.record(log, self.home.path, event, epoch)
+        except OSError as e:
+            warnings.warn(f"could not measure Drive's usage ({explain_os_error(e)}: {e})",
+                          stacklevel=3)
+
     @staticmethod
     def _copy(src: Path, dst: Path, keep_previous: Path | None = None) -> None:
         with open(src, "rb") as f, atomic_write(dst, keep_previous=keep_previous) as out:
@@ -394,16 +409,30 @@ class RunStorage:
         if self.drive:
             if self.mirrored_epoch < self.local_epoch or self._best_pending:
                 self.mirror(self.local_epoch)
+            note = self._quota_note()
             if flush:
                 runtime.flush_drive(self.home.path)
             if self.behind or self.mirrored_epoch < self.local_epoch:
-                note = (f"The Drive copy is behind: epoch {self.mirrored_epoch} on Drive, epoch "
+                note = (f"{note}The Drive copy is behind: epoch {self.mirrored_epoch} on Drive, epoch "
                         f"{self.local_epoch} in the local copy {self.work.path}. Run again when "
                         "Drive works: the copy catches up.")
             else:
-                note = f"The Drive copy is up to date (epoch {self.mirrored_epoch})."
+                note = f"{note}The Drive copy is up to date (epoch {self.mirrored_epoch})."
         self.lease.release()
         return note
+
+    def _quota_note(self) -> str:
+        """Measure at the stop, copy drive.csv up, and say how Drive's usage grew this
+        session; warn when it grew by more than 1 GB beyond the run's own files."""
+        self._measure("stop", self.local_epoch)
+        try:
+            self._copy(self.work.drive_log, self.home.drive_log)
+        except OSError:
+            pass  # the rows stay in the working copy; the next mirror copies them
+        line, warning = quota.stop_report(quota.read_log(self.work.drive_log))
+        if warning:
+            warnings.warn(warning, stacklevel=3)
+        return f"{line}\n" if line else ""
 
 
 __all__ = ["RunStorage", "Lease", "LeaseHeld", "LeaseLost", "is_drive", "local_area",
