@@ -1,4 +1,4 @@
-"""Command line: ``python -m colabkit {info,demo,train,sweep,report,inspect}``. Flags map onto the
+"""Command line: ``python -m colabkit {info,demo,train,sweep,report,inspect,export}``. Flags map onto the
 ``Experiment`` dataclass and the package's functions; no logic of its own beyond saying
 errors in the words of the command line: one line, naming the flag, exit status 2."""
 from __future__ import annotations
@@ -27,6 +27,7 @@ from .sweep import sweep
 from .tables import ReportError
 from .train import ConfigMismatch, train
 from .version import __version__
+from .weights import WeightsError, export
 
 DESCRIPTION = ("colabkit: train the report's ResNet18 / CBAM / ASPP models on CIFAR-12, "
                "resumably, and redraw its figures from the run folders.")
@@ -109,6 +110,12 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     i.add_argument("--images", type=pos_int, help="use a seeded subset of N test images")
     i.add_argument("--data-root", default="data", help="where the run's data is (as for train)")
+
+    x = sub.add_parser("export", help="a run's best weights as <name>-<sha256>.pt, with a "
+                                      "model card <name>.md (for a release, RELEASING.md)")
+    x.add_argument("run_dir")
+    x.add_argument("--out", required=True)
+    x.add_argument("--name", help="default: the preset, with _fast for the fast recipe")
     return p
 
 
@@ -229,6 +236,15 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    done = export(args.run_dir, args.out, args.name)
+    print(f"wrote {done['weights']} and {done['card']}")
+    print(f"sha256 {done['sha256']}")
+    print("to release it: attach the .pt file to the release, then add to RELEASED in "
+          f"colabkit/weights.py:\n    {done['registry']}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Two small models on synthetic data (a few minutes on 2 CPU cores), then the report."""
     home = Path(args.home)
@@ -275,9 +291,9 @@ def main(argv: list[str] | None = None) -> int:
                                                       file=sys.stderr)
     try:
         return {"info": cmd_info, "train": cmd_train, "sweep": cmd_sweep, "report": cmd_report,
-                "inspect": cmd_inspect, "demo": cmd_demo}[args.command](args)
+                "inspect": cmd_inspect, "demo": cmd_demo, "export": cmd_export}[args.command](args)
     except (ConfigMismatch, DataError, CheckpointError, ReportError, RunFolderError, DeviceError,
-            LeaseHeld, LeaseLost, InspectionError, PermissionError, ValueError) as e:  # the message says what to do
+            LeaseHeld, LeaseLost, InspectionError, WeightsError, PermissionError, ValueError) as e:  # the message says what to do
         print(f"error: {cli_words(str(e))}", file=sys.stderr)
         return 2
 

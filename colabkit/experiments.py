@@ -185,6 +185,10 @@ PRESETS: dict[str, Experiment] = {
     "da_cbam_spp": Experiment("da_cbam_spp", model="resnet18_cbam_spp", augment=REPORT_DA_LIGHT),
 }
 REPORT_MODELS = ("basic", "da", "da_cbam", "da_cbam_aspp")
+# run folder name -> preset: the names the four notebooks (notebooks/<name>.ipynb) use, so
+# the queue and the notebooks continue each other's runs
+QUEUE = (("01_resnet18_basic", "basic"), ("02_resnet18_da", "da"),
+         ("03_resnet18_da_cbam", "da_cbam"), ("04_resnet18_da_cbam_aspp", "da_cbam_aspp"))
 # What each ablation is compared with, and what the comparison isolates.
 ABLATIONS = {
     "cbam": ("basic", "CBAM alone (flip-only augmentation)"),

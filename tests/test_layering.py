@@ -7,10 +7,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "colabkit"
 # floor by floor, as in the README; a module may import only modules before it here
-ORDER = ["version", "files", "augment", "models", "stats", "plotting",
+ORDER = ["version", "files", "augment", "models", "stats", "plotting", "quota",
          "runtime", "experiments", "runs", "checkpoint",
          "storage",
-         "archives", "data", "loader", "distributed", "epochs", "train", "inspection",
+         "archives", "data", "loader", "distributed", "epochs", "train", "inspection", "weights",
          "status", "tables", "figures", "compare", "report", "sweep",
          "__main__"]
 # imported where used, with the reason: the module exists only inside Colab
