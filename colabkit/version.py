@@ -1,5 +1,7 @@
-"""colabkit's version, in this one place: ``pyproject.toml`` reads it from here
-(``[tool.setuptools.dynamic]``), and so do the notebooks' generator and every run record."""
+"""colabkit's version and where it is released, in this one place: ``pyproject.toml``
+reads the version from here (``[tool.setuptools.dynamic]``); the notebooks' generator
+takes both (the notebooks install ``git+REPO_URL@v<version>``), and so do every run
+record, the released weights' URLs and ``make release-check`` (RELEASING.md)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +9,9 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
+REPO_URL = "https://github.com/colabkit/colabkit"
+RELEASE_TAG = f"v{__version__}"
 
 
 def colabkit_version() -> dict:

@@ -4,6 +4,7 @@ kernel is killed mid-training."""
 import ast
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -13,7 +14,7 @@ import nbformat
 from IPython.core.inputtransformer2 import TransformerManager
 import pytest
 from nbclient import NotebookClient
-from nbclient.exceptions import DeadKernelError
+from nbclient.exceptions import CellExecutionError, DeadKernelError
 
 from colabkit.runs import DETERMINISTIC_FIELDS, read_metrics
 
@@ -53,6 +54,44 @@ def test_committed_notebooks_are_what_the_generator_writes():
     for name, text in make_notebooks.render().items():
         assert (REPO / "notebooks" / name).read_text(encoding="utf-8") == text, \
             f"{name} differs: run python tools/make_notebooks.py"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS[:1] + NOTEBOOKS[-1:], ids=lambda p: p.name)
+def test_the_setup_cell_stops_run_all_with_one_line_when_pip_cannot_install(path, tmp_path):
+    """In Colab (google.colab imported), a REF that REPO_URL does not have: one line naming
+    both and what to change, no pip output, and Run all stops there."""
+    nb = nbformat.read(path, as_version=4)
+    setup = next(c for c in nb.cells if c.cell_type == "code" and "REPO_URL =" in c.source)
+    # a fork that exists but was never tagged: the notebook's REF is not there
+    repo = tmp_path / "fork"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    repo.mkdir()
+    subprocess.run(git[:5] + ["init", "-q", str(repo)], check=True)
+    (repo / "README.md").write_text("a fork\n")
+    subprocess.run(git + ["add", "README.md"], check=True)
+    subprocess.run(git + ["commit", "-qm", "first"], check=True)
+    fork = repo.as_uri()
+    source = "\n".join(f'REPO_URL = "{fork}"' if line.startswith("REPO_URL =") else line
+                       for line in setup.source.splitlines())
+    assert source != setup.source
+    marker = tmp_path / "went-on"
+    nb.cells = [nbformat.v4.new_code_cell("import sys, types\n"
+                                          "sys.modules['google.colab'] = types.ModuleType('google.colab')"),
+                nbformat.v4.new_code_cell(source),
+                nbformat.v4.new_code_cell(f"open({str(marker)!r}, 'w').close()")]
+    with pytest.raises(CellExecutionError):
+        _client(nb, tmp_path).execute()
+    assert not marker.exists()  # Run all stopped at the setup cell
+    outputs = nb.cells[1].outputs
+    text = "".join(o.get("text", "") for o in outputs) + "".join(
+        "\n".join(o.get("traceback", [])) for o in outputs)
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    ref = next(l.split('"')[1] for l in source.splitlines() if l.startswith("REF ="))
+    assert lines[0].startswith("UsageError: pip could not install colabkit") and ref in lines[0] and fork in lines[0]
+    assert "set REF to a tag or commit" in lines[0]
+    # pip's output is kept in the log, not shown: git's own word on the missing tag
+    assert f"pathspec '{ref}' did not match" in Path("/tmp/colabkit-pip.log").read_text()
 
 
 def _with_parameters(path, params, pause_at=None):

@@ -7,21 +7,35 @@ committed notebooks are this script's output).
 from __future__ import annotations
 
 import json
+import runpy
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[1] / "notebooks"
-REPO_URL = "https://github.com/colabkit/colabkit"
-REF = "v0.2.0"  # the release the notebooks install: a run must not change code mid-way
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "notebooks"
+# the version and the repository, from the one place they are written (read without
+# importing colabkit, so this runs without torch)
+_RELEASE = runpy.run_path(str(ROOT / "colabkit" / "version.py"))
+REPO_URL = _RELEASE["REPO_URL"]
+REF = _RELEASE["RELEASE_TAG"]  # the release the notebooks install: a run must not change code mid-way
+OWNER_REPO = REPO_URL.removeprefix("https://github.com/")
 BADGE = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
-         "(https://colab.research.google.com/github/colabkit/colabkit/blob/main/notebooks/{file})")
+         f"(https://colab.research.google.com/github/{OWNER_REPO}/blob/main/notebooks/{{file}})")
+PIP_LOG = "/tmp/colabkit-pip.log"
 
 SETUP = f'''# Setup: in Colab, install colabkit (torch, torchvision and ipywidgets stay as Colab has them).
 # Elsewhere this cell does nothing: install colabkit with `pip install -e .` instead.
 REPO_URL = "{REPO_URL}"  # where colabkit is installed from: change this to your fork
 REF = "{REF}"  # a fixed release (tag or commit): every session of a run uses the same code
-import sys
+import subprocess, sys
+from IPython.core.error import UsageError  # Jupyter shows it as one line, with no traceback
 if "google.colab" in sys.modules:
-    !pip install -q "git+{{REPO_URL}}@{{REF}}"'''
+    with open("{PIP_LOG}", "w") as log:
+        pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{{REPO_URL}}@{{REF}}"],
+                             stdout=log, stderr=subprocess.STDOUT)
+    if pip.returncode:
+        raise UsageError(f"pip could not install colabkit {{REF}} from {{REPO_URL}} (its output is in "
+                         "{PIP_LOG}): set REF to a tag or commit that exists there, or REPO_URL "
+                         "to the repository that has it, then run this cell again.")'''
 
 MODELS = {
     "01_resnet18_basic.ipynb": dict(
