@@ -1,5 +1,6 @@
-# Two entry points for a fresh machine: `make demo` (train end to end, then the report)
-# and `make test`. Each creates .venv and installs what it needs first.
+# Entry points for a fresh machine: `make demo` (train end to end, then the report),
+# `make test` (the suite on the development stack), `make test-colab` (the suite on
+# Colab's), `make release-check`. Each creates its venv and installs what it needs first.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,7 +11,15 @@ PY := $(VENV)/bin/python
 # TORCH="" keeps whatever pip picks for torch>=2.3.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test figures bench clean
+# Colab's stack: Python 3.13 and the versions pinned in constraints/colab.txt, in their own
+# venv. Python 3.13 from pyenv when it has one, else python3.13 on PATH; without either,
+# install one (`pyenv install 3.13`, `uv python install 3.13`, or your system's python3.13
+# package) or name it: make PYTHON_COLAB=/path/to/python3.13 test-colab
+PYTHON_COLAB ?= $(or $(shell p=$$(pyenv prefix 3.13 2>/dev/null) && echo $$p/bin/python3.13),python3.13)
+COLAB_VENV ?= .venv-colab
+COLAB_PY := $(COLAB_VENV)/bin/python
+
+.PHONY: demo test test-colab release-check figures bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,11 +27,30 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
+$(COLAB_VENV)/.installed: pyproject.toml constraints/colab.txt
+	@$(PYTHON_COLAB) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null || { \
+	  echo "make test-colab needs Python 3.13, Colab's: '$(PYTHON_COLAB)' is not it. Install one" \
+	       "(pyenv install 3.13, or uv python install 3.13, or your system's python3.13)," \
+	       "then: make PYTHON_COLAB=/path/to/python3.13 test-colab"; exit 1; }
+	rm -rf $(COLAB_VENV)
+	$(PYTHON_COLAB) -m venv $(COLAB_VENV)
+	$(COLAB_PY) -m pip install -q -c constraints/colab.txt torch torchvision
+	$(COLAB_PY) -m pip install -q -c constraints/colab.txt -e ".[test]"
+	touch $@
+
 demo: $(VENV)/.installed
 	$(PY) -m colabkit demo --home colabkit-home
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# the whole suite on Colab's stack; test_stack.py checks the venv holds exactly those versions
+test-colab: $(COLAB_VENV)/.installed
+	COLABKIT_EXPECT_STACK=constraints/colab.txt $(COLAB_PY) -m pytest -q -p no:cacheprovider
+
+# is this tree ready to be tagged v<version>? (RELEASING.md; standard library only)
+release-check:
+	$(PYTHON) tools/release_check.py
 
 figures: $(VENV)/.installed
 	$(PY) -m colabkit report logs --out figures
@@ -33,4 +61,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/run.py --device cpu
 
 clean:
-	rm -rf $(VENV) colabkit-home .pytest_cache
+	rm -rf $(VENV) $(COLAB_VENV) colabkit-home .pytest_cache
