@@ -34,7 +34,7 @@ $(COLAB_VENV)/.installed: pyproject.toml constraints/colab.txt
 	       "then: make PYTHON_COLAB=/path/to/python3.13 test-colab"; exit 1; }
 	rm -rf $(COLAB_VENV)
 	$(PYTHON_COLAB) -m venv $(COLAB_VENV)
-	$(COLAB_PY) -m pip install -q -c constraints/colab.txt torch torchvision
+	$(COLAB_PY) -m pip install -q -r constraints/colab.txt  # all of Colab's pins, scipy too
 	$(COLAB_PY) -m pip install -q -c constraints/colab.txt -e ".[test]"
 	touch $@
 

@@ -56,7 +56,7 @@ def test_committed_notebooks_are_what_the_generator_writes():
             f"{name} differs: run python tools/make_notebooks.py"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS[:1] + NOTEBOOKS[-1:], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_the_setup_cell_stops_run_all_with_one_line_when_pip_cannot_install(path, tmp_path):
     """In Colab (google.colab imported), a REF that REPO_URL does not have: one line naming
     both and what to change, no pip output, and Run all stops there."""

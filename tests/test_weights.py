@@ -128,6 +128,25 @@ def test_pretrained_without_released_weights_says_so_in_one_line_naming_the_note
     assert sum(p.numel() for p in model.parameters()) == 14_410_972
 
 
+def test_a_release_of_another_class_count_builds_that_head(server, tmp_path, monkeypatch):
+    """A release records its classes (an image-folder run of 3, say): the hub builds that
+    head, and the preset's own architecture around it."""
+    root, url = server
+    net = build_model("resnet18_cbam", 3, width=4)
+    (root / "assets").mkdir()
+    raw = root / "assets" / "tmp.pt"
+    torch.save(net.state_dict(), raw)
+    name = f"cbam3-{hashlib.sha256(raw.read_bytes()).hexdigest()[:10]}.pt"
+    raw.rename(root / "assets" / name)
+    monkeypatch.setenv(weights.URL_ENV, url)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setitem(weights.RELEASED, "cbam", weights.Release(name, num_classes=3))
+    model = weights.hub_model("cbam", pretrained=True, width=4, progress=False)
+    assert model.head.fc.out_features == 3
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model.eval()(x), net.eval()(x))
+
+
 def test_every_preset_has_a_hub_entry_and_nothing_else_is_one():
     import hubconf
 
