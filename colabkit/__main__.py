@@ -240,7 +240,7 @@ def cmd_export(args) -> int:
     done = export(args.run_dir, args.out, args.name)
     print(f"wrote {done['weights']} and {done['card']}")
     print(f"sha256 {done['sha256']}")
-    print("to release it: attach the .pt file to the release, then add to RELEASED in "
+    print("to release it: attach both files to the release, then add to RELEASED in "
           f"colabkit/weights.py:\n    {done['registry']}")
     return 0
 

@@ -140,6 +140,7 @@ def model_card(run: RunDir, state: dict, cfg: Experiment, name: str, file: str,
     tta = f" {state['test_acc_tta']:.3f}% with flip TTA." if state.get("test_acc_tta") is not None else ""
     val = f" Validation accuracy: {state['val_acc']:.3f}%." if state.get("val_acc") is not None else ""
     acc = state.get("test_acc")
+    hub_recipe = "" if cfg.recipe == "report" else f', recipe="{cfg.recipe}"'
     size = (f"all {env['train_images']} training images" if cfg.train_size is None and env.get("train_images")
             else f"{env.get('train_images', cfg.train_size)} training images")
     return f"""# {name}
@@ -155,7 +156,7 @@ def model_card(run: RunDir, state: dict, cfg: Experiment, name: str, file: str,
 | epochs | {logged} trained; these weights are from epoch {state['epoch']} |
 | seed | {cfg.seed} (one run: one seed) |
 | test accuracy | {'not logged' if acc is None else f'{acc:.3f}%'} at epoch {state['epoch']}, {chosen}.{tta}{val} |
-| environment | colabkit {env.get('colabkit', '?')} ({(env.get('colabkit_commit') or 'commit unknown')[:10]}), torch {env.get('torch', '?')}, Python {env.get('python', '?')}, {env.get('device', '?')} {env.get('gpu', '')}, {env.get('precision', '?')}, {env.get('world_size', 1)} process(es) |
+| environment | colabkit {env.get('colabkit', '?')} ({(env.get('colabkit_commit') or 'commit unknown')[:10]}), torch {env.get('torch', '?')}, Python {env.get('python', '?')}, {' '.join(str(env[k]) for k in ('device', 'gpu') if env.get(k)) or '?'}, {env.get('precision', '?')}, {env.get('world_size', 1)} process(es) |
 | exported by | colabkit {colabkit_version()['version']} from the run folder `{run.name}` |
 
 ## Data
@@ -166,7 +167,7 @@ def model_card(run: RunDir, state: dict, cfg: Experiment, name: str, file: str,
 
 ```python
 import torch
-model = torch.hub.load("colabkit/colabkit", "{cfg.name}", pretrained=True)  # once released
+model = torch.hub.load("{REPO_URL.removeprefix('https://github.com/')}", "{cfg.name}", pretrained=True{hub_recipe})  # once released
 # or from this file:
 from colabkit import build_model
 model = build_model("{cfg.model}", {len(classes)}, width={cfg.width}, attention_kwargs={{"kernel_size": {cfg.spatial_kernel}}})
