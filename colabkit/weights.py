@@ -55,9 +55,9 @@ class Release:
 RELEASED: dict[str, Release] = {}
 
 
-def weights_name(cfg: Experiment) -> str:
-    """The name weights of a run go by: the preset, with ``_fast`` for the fast recipe."""
-    return re.sub(r"[^A-Za-z0-9_]+", "_", run_name(cfg.name, cfg.recipe))
+def weights_name(preset: str, recipe: str = "report") -> str:
+    """The name weights go by: the preset, with ``_fast`` for the fast recipe."""
+    return re.sub(r"[^A-Za-z0-9_]+", "_", run_name(preset, recipe))
 
 
 def trained_by(preset: str, recipe: str = "report") -> str:
@@ -86,7 +86,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, name: str | None 
         raise WeightsError(f"{e}. Export needs a best.pt that verifies; train on (best.pt is "
                            "rewritten at the next best epoch) or export another run") from e
     cfg = Experiment.from_dict(state["config"])
-    name = name or weights_name(cfg)
+    name = name or weights_name(cfg.name, cfg.recipe)
     if not re.fullmatch(r"[A-Za-z0-9_]+", name):
         raise WeightsError(f"name {name!r}: use letters, digits and _ only (a '-' would "
                            "confuse torch.hub's hash check)")
@@ -188,7 +188,7 @@ def hub_model(preset: str, pretrained: bool = False, recipe: str = "report",
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
     exp = PRESETS[preset]
-    key = weights_name(Experiment(preset, recipe=recipe))
+    key = weights_name(preset, recipe)
     release = RELEASED.get(key) if pretrained else None
     if pretrained and release is None:
         raise WeightsError(f"no released weights for {key!r} yet: train them with "
