@@ -7,6 +7,7 @@ CIFAR ResNet18 choices and are marked ASSUMED below.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -96,6 +97,27 @@ class Experiment:
         if t < self.warmup:
             return self.lr * t / self.warmup
         return self.lr * max(0.0, 1.0 - t) / (1.0 - self.warmup)
+
+    def schedule_moved(self, other: "Experiment", epochs: int) -> int | None:
+        """The first of epochs 1..``epochs`` that ``other`` trains at another learning rate
+        than this plan (per-step schedules compared mid-epoch too), or None: the epochs
+        already trained are exactly what either plan gives them."""
+        for epoch in range(1, epochs + 1):
+            for done in (0.0, 0.5):
+                if not math.isclose(self.lr_at(epoch, done), other.lr_at(epoch, done),
+                                    rel_tol=1e-9, abs_tol=1e-12):
+                    return epoch
+        return None
+
+    def off_schedule(self, history: list[dict]) -> int | None:
+        """The first logged epoch whose learning rate is not this plan's (a run continued
+        with another length or schedule by ``allow_config_change``), or None."""
+        for row in history:
+            lr = row.get("lr")
+            if lr is not None and not math.isclose(lr, self.lr_at(int(row["epoch"])),
+                                                   rel_tol=1e-9, abs_tol=1e-12):
+                return int(row["epoch"])
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -210,11 +232,16 @@ def with_recipe(exp: Experiment, recipe: str) -> Experiment:
     return RECIPES[recipe](exp)
 
 
+# 0 means "the recipe's value" for these, everywhere: notebooks, the command line, Python
+DEFAULT_IF_ZERO = ("epochs", "batch_size", "train_size", "test_size", "val_size")
+
+
 def get_experiment(name: str, recipe: str = "report", **overrides: Any) -> Experiment:
     """A preset by name, trained by ``recipe`` (``"report"`` or ``"fast"``), with fields
     overridden, e.g. ``get_experiment("da", recipe="fast", epochs=10)``. An override of
     ``None`` keeps the recipe's value (``epochs=None``: 300 for the report's, 30 for the
-    fast one). ``augment`` may be given as a dict. Unknown names, recipes and fields raise
+    fast one), and so does 0 for the fields in ``DEFAULT_IF_ZERO`` (as a notebook's
+    ``EPOCHS = 0`` and the command line's ``--epochs 0``). ``augment`` may be given as a dict. Unknown names, recipes and fields raise
     ``ValueError``."""
     if name not in PRESETS:
         raise ValueError(f"unknown experiment {name!r}; known: {sorted(PRESETS)}")
@@ -222,13 +249,22 @@ def get_experiment(name: str, recipe: str = "report", **overrides: Any) -> Exper
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"unknown Experiment field(s) {unknown}; known: {sorted(known)}")
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides = {k: v for k, v in overrides.items() if v is not None and not (k in DEFAULT_IF_ZERO and v == 0)}
     return replace(with_recipe(PRESETS[name], recipe), **overrides)
 
 
-def run_name(base: str, recipe: str = "report") -> str:
-    """The run folder's name for ``recipe``: ``base`` for the report's, ``base-fast`` for the
-    fast one, so a run of one recipe never resumes a run of the other."""
-    if recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}; known: {sorted(RECIPES)}")
-    return base if recipe == "report" else f"{base}-{recipe}"
+def recipe_epochs(recipe: str) -> int:
+    """The length of a run trained by ``recipe`` when none is given: 300 or 30."""
+    return with_recipe(Experiment("length"), recipe).epochs
+
+
+def run_name(base: str, recipe: str = "report", epochs: int | None = None) -> str:
+    """The run folder's name: ``base`` for the report's recipe, ``base-fast`` for the fast
+    one, so a run of one recipe never resumes a run of the other; and ``-<N>ep`` after it
+    when ``epochs`` is not the recipe's length, so a 30-epoch trial and the 300-epoch run
+    are two folders and neither changes the other's learning-rate schedule."""
+    default = recipe_epochs(recipe)  # also refuses an unknown recipe
+    name = base if recipe == "report" else f"{base}-{recipe}"
+    if epochs and epochs != default:
+        name += f"-{epochs}ep"
+    return name

@@ -3,6 +3,7 @@ the best test accuracy and its epoch per run and per experiment (mean ± sd over
 and the report's numbers beside the rows trained in the report's setting."""
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .augment import AugmentSpec
 from .experiments import REPORTED_BEST, Experiment, run_name
 from .runs import find_runs, read_json, read_metrics
 
@@ -41,12 +43,19 @@ def load_runs(runs_dir: str | os.PathLike) -> pd.DataFrame:
                 df[col] = np.nan
         df = df.astype({c: float for c in ("val_loss", "val_acc", "test_acc_tta", "val_acc_tta")})
         # an experiment of another recipe is another experiment: basic and basic-fast
-        meta = {"run": run.name, "experiment": run_name(cfg.name, cfg.recipe), "model": cfg.model,
+        base = run_name(cfg.name, cfg.recipe)
+        setting = {k: v for k, v in cfg.to_dict().items() if k != "seed"}
+        setting.update(train_images=env.get("train_images", cfg.train_size),
+                       val_images=env.get("val_images", cfg.val_size),
+                       schedule_changed=bool(env.get("schedule_changes"))
+                       or cfg.off_schedule(rows) is not None)
+        meta = {"run": run.name, "experiment": base, "model": cfg.model,
                 "dataset": cfg.dataset, "seed": cfg.seed, "augment": cfg.augment.describe(),
                 "epochs_planned": cfg.epochs, "width": cfg.width,
-                "train_images": env.get("train_images", cfg.train_size),
-                "val_images": env.get("val_images", cfg.val_size), "recipe": cfg.recipe,
-                "tta": cfg.tta, "lr_schedule": cfg.lr_schedule}
+                "train_images": setting["train_images"], "val_images": setting["val_images"],
+                "recipe": cfg.recipe, "tta": cfg.tta, "lr_schedule": cfg.lr_schedule,
+                "base": base, "setting": json.dumps(setting, sort_keys=True),
+                "schedule_changed": setting["schedule_changed"]}
         for i, (k, v) in enumerate(meta.items()):
             df.insert(i, k, v)
         frames.append(df)
@@ -56,7 +65,29 @@ def load_runs(runs_dir: str | os.PathLike) -> pd.DataFrame:
         raise ReportError(f"{Path(runs_dir).expanduser()} holds {what}. Train a run first, "
                           "e.g. `python -m colabkit train --experiment basic --run-dir "
                           "runs/basic`, then report on the folder holding the runs.")
-    return pd.concat(frames, ignore_index=True)
+    df = pd.concat(frames, ignore_index=True)
+    df["experiment"] = df["base"] + df["setting"].map(_setting_labels(df))
+    return df
+
+
+def _setting_labels(runs: pd.DataFrame) -> dict[str, str]:
+    """Each configuration's label after its experiment's name: empty where the experiment
+    was run in one configuration only, else the fields that tell its configurations
+    apart, ``" [epochs=30]"``, so that Table 1 never averages unlike runs."""
+    labels = {}
+    for _, group in runs.groupby("base", sort=False):
+        settings = {s: json.loads(s) for s in dict.fromkeys(group["setting"])}
+        if len(settings) == 1:
+            labels.update(dict.fromkeys(settings, ""))
+            continue
+        keys = [k for k in next(iter(settings.values()))
+                if len({json.dumps(d.get(k), sort_keys=True) for d in settings.values()}) > 1]
+        for text, d in settings.items():
+            parts = ["schedule changed" if k == "schedule_changed" and d[k] else
+                     f"augment={AugmentSpec.from_dict(d[k]).describe()}" if k == "augment" else
+                     f"{k}={d[k]}" for k in keys if not (k == "schedule_changed" and not d[k])]
+            labels[text] = f" [{', '.join(parts)}]" if parts else ""
+    return labels
 
 
 def _fmt(mean: float, sd: float, n: int, digits: int = 3) -> str:
@@ -98,34 +129,48 @@ def results_table(runs: pd.DataFrame, by: str = "experiment") -> pd.DataFrame:
             "epochs_done": int(df["epoch"].nunique()),
             "epochs_planned": int(df["epochs_planned"].iloc[0]),
             "hours": float(df["seconds"].sum()) / 3600,
+            "base": df["base"].iloc[0], "schedule_changed": bool(df["schedule_changed"].iloc[0]),
         })
     table = pd.DataFrame(per_run)
     if by == "run":
         return table
     rows = []
     for exp, g in table.groupby("experiment", sort=False):
-        reported = REPORTED_BEST.get(exp, (float("nan"), float("nan")))
-        first = g.iloc[0]
-        rows.append({
-            "experiment": exp, "model": first["model"], "recipe": first["recipe"],
-            "dataset": first["dataset"],
-            "train_images": first["train_images"], "width": first["width"],
-            "augmentation": first["augmentation"], "selected_on": first["selected_on"],
-            "accuracy": first["accuracy"],
-            "runs": len(g), "seeds": ",".join(str(v) for v in sorted(g["seed"])),
-            "best_acc": g["best_acc"].mean(), "best_acc_sd": g["best_acc"].std(),
-            "best_epoch": g["best_epoch"].mean() if len(g) > 1 else int(g["best_epoch"].iloc[0]),
-            "final_acc": g["final_acc"].mean(), "final_acc_sd": g["final_acc"].std(),
-            "epochs_done": int(g["epochs_done"].min()), "epochs_planned": int(g["epochs_planned"].max()),
-            "hours": g["hours"].sum(), "report_best_acc": reported[0], "report_best_epoch": reported[1],
-        })
+        twice = sorted(set(g["seed"][g["seed"].duplicated()]))
+        if twice:  # one seed run twice is not two samples: each run stands alone, flagged
+            note = f"seed {','.join(map(str, twice))} run more than once: runs not averaged"
+            rows += [_group_row(exp, g.iloc[[i]], note) for i in range(len(g))]
+        else:
+            rows.append(_group_row(exp, g, ""))
     return pd.DataFrame(rows)
+
+
+def _group_row(exp: str, g: pd.DataFrame, note: str) -> dict:
+    """One row of Table 1: runs of one configuration, mean and sd over their seeds."""
+    first = g.iloc[0]
+    reported = REPORTED_BEST.get(first["base"], (float("nan"), float("nan")))
+    return {
+        "experiment": exp, "model": first["model"], "recipe": first["recipe"],
+        "dataset": first["dataset"],
+        "train_images": first["train_images"], "width": first["width"],
+        "augmentation": first["augmentation"], "selected_on": first["selected_on"],
+        "accuracy": first["accuracy"],
+        "runs": len(g), "seeds": ",".join(str(v) for v in sorted(g["seed"])),
+        "best_acc": g["best_acc"].mean(), "best_acc_sd": g["best_acc"].std(),
+        "best_epoch": g["best_epoch"].mean() if len(g) > 1 else int(g["best_epoch"].iloc[0]),
+        "final_acc": g["final_acc"].mean(), "final_acc_sd": g["final_acc"].std(),
+        "epochs_done": int(g["epochs_done"].min()), "epochs_planned": int(g["epochs_planned"].max()),
+        "hours": g["hours"].sum(), "report_best_acc": reported[0], "report_best_epoch": reported[1],
+        "schedule_changed": bool(g["schedule_changed"].any()),
+        "run": first["run"] if note else "", "note": note,
+    }
 
 
 def comparable_to_report(row) -> bool:
     """The report's setting: its recipe, CIFAR-12 in full, ResNet18's width, 300 epochs done."""
     return (getattr(row, "recipe", "report") == "report" and row.dataset == "cifar12"
-            and row.width == 64 and row.epochs_done >= 300
+            and row.width == 64 and row.epochs_done >= 300 and row.epochs_planned == 300
+            and not getattr(row, "schedule_changed", False)
             and (row.train_images is None or pd.isna(row.train_images) or row.train_images >= 55_000))
 
 
@@ -143,8 +188,12 @@ def table_markdown(table: pd.DataFrame) -> str:
             rep = ""
         elif comparable_to_report(r):
             rep = f"{r.report_best_acc:.3f} ({int(r.report_best_epoch)})"
+        elif getattr(r, "schedule_changed", False):
+            rep = "not comparable (its learning-rate schedule changed mid-run)"
         else:
             rep = "not comparable (other data, width, epochs or recipe)"
+        if getattr(r, "note", ""):
+            rep = f"{rep}; {r.run}: {r.note}" if rep else f"{r.run}: {r.note}"
         images = "all" if r.train_images is None or pd.isna(r.train_images) else f"{int(r.train_images):,}"
         best_epoch = f"{r.best_epoch:.0f}" if n == 1 else f"{r.best_epoch:.1f} (mean)"
         lines.append("| " + " | ".join([

@@ -112,12 +112,20 @@ def _results(exp: Experiment, run_dir, history: list[dict], status: str,
     }
 
 
+def duration(seconds: float) -> str:
+    """A time span as people say it: '40 s', '12 min', '2.5 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def time_estimate(epochs_left: int, epoch_seconds: float, minutes_used: float,
                   max_minutes: float | None) -> str:
     """What the first measured epoch says of the rest of the run, and of the budget."""
-    hours = epochs_left * epoch_seconds / 3600
     text = (f"Estimate from this epoch ({epoch_seconds:.0f} s, warm-up included): "
-            f"{hours:.2f} h for the {epochs_left} epochs left")
+            f"{duration(epochs_left * epoch_seconds)} for the {epochs_left} epochs left")
     if max_minutes is None:
         return text + "."
     left = max(0.0, max_minutes - minutes_used)
@@ -134,9 +142,11 @@ SHAPE_FIELDS = ("model", "width", "spatial_kernel", "dataset", "recipe")
 
 
 def _check_config(state: dict | None, exp: Experiment, storage: RunStorage,
-                  allow_change: bool, main: bool) -> None:
+                  allow_change: bool, main: bool) -> list[dict]:
     """Refuse a configuration the run folder's checkpoint was not trained with. Before
-    the first finished epoch there is nothing to protect: a new configuration is taken."""
+    the first finished epoch there is nothing to protect: a new configuration is taken.
+    Returns the run's schedule changes (``schedule_changes`` of the checkpoint), with this
+    one added when a change of length moved the schedule as asked."""
     run = storage.home
     if state is None:
         if main and run.config.exists():
@@ -147,30 +157,55 @@ def _check_config(state: dict | None, exp: Experiment, storage: RunStorage,
             if old is not None and old.diff(exp):
                 print(f"{run.path} has no finished epoch yet: starting it with the new "
                       f"configuration ({', '.join(old.diff(exp))}).")
-        return
+        return []
     if state.get("format") != CHECKPOINT_FORMAT or "config" not in state:
         raise ConfigMismatch(f"{run.path} holds a checkpoint of another format "
                              f"({state.get('format')!r}, this colabkit writes "
                              f"{CHECKPOINT_FORMAT}): train in a new run folder.")
     saved = Experiment.from_dict(state["config"])
-    if main and saved.epochs != exp.epochs and exp.lr_schedule != "step":
-        print(f"Note: {run.path} was planned for {saved.epochs} epochs and continues for "
-              f"{exp.epochs}: its {exp.lr_schedule} learning rate is a function of the run's "
-              "length, so the epochs to come follow the new schedule, not the old one.")
+    trained = len(state.get("history", []))
+    changes = list(state.get("schedule_changes", []))
     diff = {k: v for k, v in saved.diff(exp).items() if k != "epochs"}
-    if not diff:
-        return
-    lines = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items())
-    fixed = [k for k in diff if k in SHAPE_FIELDS]
-    if fixed:
-        raise ConfigMismatch(f"{run.path} holds a run with another {', '.join(fixed)} ({lines}), "
-                             "whose checkpoint cannot continue as this one: train in a new "
-                             "run folder.")
+    if diff:
+        lines = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items())
+        fixed = [k for k in diff if k in SHAPE_FIELDS]
+        if fixed:
+            raise ConfigMismatch(f"{run.path} holds a run with another {', '.join(fixed)} "
+                                 f"({lines}), whose checkpoint cannot continue as this one: "
+                                 "train in a new run folder.")
+        if not allow_change:
+            raise ConfigMismatch(
+                f"{run.path} holds a run with another configuration ({lines}). Use a new run "
+                "folder, or pass allow_config_change=True (--allow-config-change) to continue "
+                "this run with the new values.")
+    if saved.epochs != exp.epochs and trained < exp.epochs and \
+            _check_length(saved, exp, trained, run.path, allow_change, main):
+        changes.append({"after_epoch": trained, "epochs": [saved.epochs, exp.epochs]})
+    return changes
+
+
+def _check_length(saved: Experiment, exp: Experiment, trained: int, path, allow_change: bool,
+                  main: bool) -> bool:
+    """A run planned for one length may continue for another only where the epochs already
+    trained had the learning rates the new plan gives them (explicit milestones, or steps
+    still ahead). Otherwise its schedule would move under them: refused, unless asked, and
+    then the run's log shows it (Table 1 marks it ``schedule changed``)."""
+    moved = saved.schedule_moved(exp, trained)
+    if moved is None:
+        return False
+    what = (f"{path} was planned for {saved.epochs} epochs and has trained {trained}; "
+            f"{exp.epochs} epochs would move its learning-rate schedule under them (epoch "
+            f"{moved} trained at lr {saved.lr_at(moved):g}, the {exp.epochs}-epoch plan gives "
+            f"{exp.lr_at(moved):g})")
     if not allow_change:
         raise ConfigMismatch(
-            f"{run.path} holds a run with another configuration ({lines}). Use a new run "
-            "folder, or pass allow_config_change=True (--allow-config-change) to continue "
-            "this run with the new values.")
+            f"{what}. Train {exp.epochs} epochs in a new run folder (a notebook's run name "
+            f"changes with EPOCHS by itself), keep epochs={saved.epochs} to finish this run, "
+            "or pass allow_config_change=True (--allow-config-change) to continue it on the "
+            "moved schedule, marked 'schedule changed' in Table 1.")
+    if main:
+        print(f"Note: {what}; continuing as asked. Table 1 marks this run 'schedule changed'.")
+    return True
 
 
 def _version_note(state: dict, now: dict) -> str | None:
@@ -384,7 +419,7 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
     saver, status, note, lost = None, "finished", "", False
     try:
         state = state if dist.main else storage.load()
-        _check_config(state, exp, storage, allow_config_change, dist.main)
+        schedule_changes = _check_config(state, exp, storage, allow_config_change, dist.main)
         history: list[dict] = list(state["history"]) if state is not None else []
         start, show = len(history), progress and dist.main
         if start >= exp.epochs:  # finished: reconcile metrics.csv with the checkpoint
@@ -412,7 +447,7 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
                       "statistics see other slices.")
         if dist.main:  # the configuration has proven itself: record it
             _record(storage, exp, data, model, history, precision=prec, world_size=dist.world,
-                    compile=compile, resumed_from_epoch=start)
+                    compile=compile, resumed_from_epoch=start, schedule_changes=schedule_changes)
         saver = Saver(storage, dist.device.type == "cuda" if background_save is None else background_save,
                       checkpoint_minutes, history, start, data.y_test, exp.tta)
         # the budget's estimate of an epoch: this call's epochs, or the run's last ones
@@ -438,7 +473,7 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scaler": scaler.state_dict(), "history": list(history),
                     "world_size": dist.world, "precision": prec, "classes": list(data.classes),
-                    "colabkit": version,
+                    "colabkit": version, "schedule_changes": schedule_changes,
                 }), row, final=epoch == exp.epochs, predictions=predictions)
                 if epoch == start + 1 and show and epoch < exp.epochs:
                     bar.write(time_estimate(exp.epochs - epoch, row["seconds"],
@@ -466,8 +501,12 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
     if dist.main and status != "finished":
         why = ("Interrupted" if status == "interrupted"
                else f"Time budget of {max_minutes:g} min reached")
-        print(f"{why} after epoch {saver.saved_epoch}/{exp.epochs}: checkpoint saved in "
-              f"{storage.home.path}. Run the same command (or notebook) again to resume.")
+        if saver.saved_epoch == 0:
+            print(f"{why} before the first epoch finished: nothing was saved yet in "
+                  f"{storage.home.path}. Run the same command (or notebook) again to start.")
+        else:
+            print(f"{why} after epoch {saver.saved_epoch}/{exp.epochs}: checkpoint saved in "
+                  f"{storage.home.path}. Run the same command (or notebook) again to resume.")
     if dist.main and note:
         print(note)
     dist.barrier()

@@ -34,6 +34,14 @@ def test_the_fast_recipe_changes_how_a_preset_is_trained_never_the_network():
     assert get_experiment("basic", recipe="fast", epochs=None).epochs == 30  # None keeps the recipe's
     assert run_name("01_resnet18_basic", "fast") == "01_resnet18_basic-fast"
     assert run_name("01_resnet18_basic") == "01_resnet18_basic"
+    # a length other than the recipe's is part of the name: a trial never becomes the full run
+    assert run_name("01_resnet18_basic", "report", 30) == "01_resnet18_basic-30ep"
+    assert run_name("01_resnet18_basic", "report", 300) == "01_resnet18_basic"
+    assert run_name("01_resnet18_basic", "fast", 30) == "01_resnet18_basic-fast"
+    assert run_name("01_resnet18_basic", "fast", 10) == "01_resnet18_basic-fast-10ep"
+    # EPOCHS = 0 in a notebook, --epochs 0, epochs=0: the recipe's length, everywhere
+    assert get_experiment("basic", epochs=0).epochs == 300
+    assert get_experiment("basic", recipe="fast", epochs=0, train_size=0).train_size is None
     with pytest.raises(ValueError, match=r"unknown recipe 'slow'; known: \['fast', 'report'\]"):
         get_experiment("basic", recipe="slow")
 
@@ -187,7 +195,10 @@ def test_table_1_and_the_comparisons_say_the_recipe_and_which_accuracy(tiny, tmp
 
 def test_the_time_estimate_says_what_fits_the_budget(tmp_path):
     assert time_estimate(299, 36.0, 1.0, None) == \
-        "Estimate from this epoch (36 s, warm-up included): 2.99 h for the 299 epochs left."
+        "Estimate from this epoch (36 s, warm-up included): 3.0 h for the 299 epochs left."
+    # under an hour in minutes, under 90 s in seconds: never "0.00 h"
+    assert "20 min for the 20 epochs left" in time_estimate(20, 60.0, 1.0, None)
+    assert "48 s for the 4 epochs left" in time_estimate(4, 12.0, 1.0, None)
     assert time_estimate(100, 60.0, 10.0, 70.0).endswith(
         "the budget of 70 min covers about 60 of them; run again in the next session to continue.")
     assert time_estimate(10, 60.0, 10.0, 70.0).endswith("they fit the budget of 70 min.")
@@ -209,10 +220,22 @@ def test_the_time_estimate_says_what_fits_the_budget(tmp_path):
     assert table["hours_left"].iloc[3] == pytest.approx(30 * 60 / 3600)
 
 
-def test_extending_a_fast_run_says_its_schedule_changes(tiny, tmp_path, capsys):
-    train(tiny("basic", recipe="fast", epochs=1, milestones=None), tmp_path / "fast", progress=False)
-    train(tiny("basic", recipe="fast", epochs=2, milestones=None), tmp_path / "fast", progress=False)
-    assert "was planned for 1 epochs and continues for 2: its triangle learning rate" in capsys.readouterr().out
+def test_extending_a_fast_run_is_refused_unless_asked_then_marked_in_table_1(tiny, tmp_path, capsys):
+    fast = tmp_path / "runs" / "fast"
+    train(tiny("basic", recipe="fast", epochs=1, milestones=None), fast, progress=False)
+    with pytest.raises(ConfigMismatch, match=r"planned for 1 epochs and has trained 1; 2 epochs "
+                                             r"would move its learning-rate schedule"):
+        train(tiny("basic", recipe="fast", epochs=2, milestones=None), fast, progress=False)
+    assert len(read_metrics(fast / "metrics.csv")) == 1  # nothing lost, nothing trained
+    train(tiny("basic", recipe="fast", epochs=2, milestones=None), fast, progress=False,
+          allow_config_change=True)
+    assert "continuing as asked" in capsys.readouterr().out
+    lrs = [r["lr"] for r in read_metrics(fast / "metrics.csv")]
+    # epoch 1 as it was trained (the triangle starts at 0); epoch 2 halfway through the new
+    # 2-epoch triangle, past its 20% warm-up: 0.2 * (1 - 0.5) / (1 - 0.2) = 0.125
+    assert lrs == [0.0, pytest.approx(0.2 * 0.5 / 0.8)]
+    table = results_table(load_runs(tmp_path / "runs"), by="run")
+    assert bool(table["schedule_changed"].iloc[0])
     train(tiny("basic", epochs=1), tmp_path / "report", progress=False)
     train(tiny("basic", epochs=2), tmp_path / "report", progress=False)  # steps at fixed epochs
     assert "planned for" not in capsys.readouterr().out

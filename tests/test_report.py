@@ -267,3 +267,60 @@ def test_the_sentence_keeps_the_recipe_question_apart_from_mcnemars():
     assert "The interval over seeds excludes 0: the recipes differ" in narrow and "do not disagree" in narrow
     one = _sentence("a", "b", 2.0, 0.5, 3.5, "seed 0, bootstrap over test images", 0.01, 5, 9, 100, 1)
     assert "One seed: the spread between seeds is not measured" in one
+
+
+def _fake_run(folder, exp, accs):
+    """A run folder as train() leaves it, with chosen test accuracies (one per epoch)."""
+    from colabkit.runs import write_json
+    folder.mkdir(parents=True)
+    write_json(folder / "config.json", exp.to_dict())
+    write_metrics(folder / "metrics.csv", [
+        {"epoch": e, "lr": exp.lr_at(e), "train_loss": 1.0, "train_acc": 50.0, "test_loss": 1.0,
+         "test_acc": a, "seconds": 1.0, "images_per_s": 1.0, "time": "t"}
+        for e, a in enumerate(accs, 1)])
+
+
+def test_table_1_groups_by_the_whole_configuration_and_flags_a_seed_run_twice(tmp_path):
+    runs = tmp_path / "runs"
+    # four seed-0 runs of basic, of 3, 9, 12 and 30 epochs: four configurations, four rows
+    for epochs, best in ((3, 40.0), (9, 50.0), (12, 60.0), (30, 70.0)):
+        _fake_run(runs / f"basic-{epochs}", get_experiment("basic", epochs=epochs),
+                  [best - 1] * (epochs - 1) + [best])
+    # two seeds of one configuration: one row, averaged; the same seed twice: flagged
+    _fake_run(runs / "da-s0", get_experiment("da", epochs=3, seed=0), [10.0, 20.0, 30.0])
+    _fake_run(runs / "da-s1", get_experiment("da", epochs=3, seed=1), [10.0, 20.0, 50.0])
+    _fake_run(runs / "cbam-a", get_experiment("cbam", epochs=2), [10.0, 80.0])
+    _fake_run(runs / "cbam-b", get_experiment("cbam", epochs=2), [90.0, 10.0])
+    table = results_table(load_runs(runs))
+    basic = table[table["experiment"].str.startswith("basic")].set_index("experiment")
+    assert sorted(basic.index) == ["basic [epochs=12]", "basic [epochs=30]", "basic [epochs=3]",
+                                   "basic [epochs=9]"]
+    assert list(basic["runs"]) == [1, 1, 1, 1]
+    assert basic.loc["basic [epochs=30]", "best_acc"] == 70.0
+    assert basic.loc["basic [epochs=3]", "best_epoch"] == 3
+    da = table[table["experiment"] == "da"]
+    assert len(da) == 1 and da["best_acc"].iloc[0] == 40.0 and da["seeds"].iloc[0] == "0,1"
+    cbam = table[table["experiment"] == "cbam"]
+    assert len(cbam) == 2 and sorted(cbam["best_acc"]) == [80.0, 90.0]  # not 85 ± 7
+    assert set(cbam["note"]) == {"seed 0 run more than once: runs not averaged"}
+    md = table_markdown(table)
+    assert "cbam-a: seed 0 run more than once" in md and "cbam-b: seed 0 run more than once" in md
+
+
+def test_a_run_whose_schedule_changed_mid_run_is_never_the_reports_setting(tmp_path):
+    exp = get_experiment("basic")  # the report's setting: 300 epochs, steps after 100 and 200
+    _fake_run(tmp_path / "runs" / "plain", exp, [50.0] * 300)
+    _fake_run(tmp_path / "runs" / "moved", exp, [50.0] * 300)
+    moved = tmp_path / "runs" / "moved" / "metrics.csv"
+    rows = read_metrics(moved)
+    for r in rows[:3]:  # a 3-epoch trial's schedule (0.1, 0.01, 0.001) under the first epochs
+        r["lr"] = {1: 0.1, 2: 0.01, 3: 0.001}[r["epoch"]]
+    write_metrics(moved, rows)
+    runs = load_runs(tmp_path / "runs")
+    per_run = results_table(runs, by="run").set_index("run")
+    assert per_run.loc["moved", "schedule_changed"] and not per_run.loc["plain", "schedule_changed"]
+    table = results_table(runs).set_index("experiment")
+    assert sorted(table.index) == ["basic", "basic [schedule changed]"]
+    md = table_markdown(table.reset_index())
+    assert md.count("95.000 (286)") == 1  # beside the plain run only
+    assert "not comparable (its learning-rate schedule changed mid-run)" in md

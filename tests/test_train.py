@@ -210,6 +210,25 @@ def test_changed_config_is_refused_naming_the_keys(tiny, tmp_path):
     assert res["epochs_done"] == 2
 
 
+def test_a_trial_is_never_silently_extended_onto_another_schedule(tiny, tmp_path, capsys):
+    # the report's steps at a third and two thirds: 3 epochs step after 1 and 2
+    train(tiny("basic", epochs=3, milestones=None), tmp_path, progress=False)
+    assert [r["lr"] for r in read_metrics(tmp_path / "metrics.csv")] == pytest.approx([0.1, 0.01, 0.001])
+    with pytest.raises(ConfigMismatch, match=r"planned for 3 epochs and has trained 3; 9 epochs "
+                       r"would move its learning-rate schedule under them \(epoch 2 trained at "
+                       r"lr 0\.01, the 9-epoch plan gives 0\.1\)"):
+        train(tiny("basic", epochs=9, milestones=None), tmp_path, progress=False)
+    assert len(read_metrics(tmp_path / "metrics.csv")) == 3
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 3
+    # steps still ahead of every trained epoch: the longer plan is this run's plan, silently
+    long = tmp_path / "long"
+    train(tiny("basic", epochs=300, milestones=None), long, progress=False, max_minutes=1e-4)
+    res = train(tiny("basic", epochs=330, milestones=None), long, progress=False, max_minutes=1e-4)
+    assert res["status"] == "budget" and res["epochs"] == 330  # taken, not refused
+    assert json.loads((long / "config.json").read_text())["epochs"] == 330
+    assert "schedule" not in capsys.readouterr().out
+
+
 def test_finished_run_returns_at_once_without_data_or_training(tiny, tmp_path, monkeypatch):
     exp = tiny("basic", epochs=2)
     first = train(exp, tmp_path, progress=False)
