@@ -12,6 +12,7 @@ from .tables import load_runs, results_table
 from .figures import plot_curves, LiveCurves
 from .plotting import show
 from .status import queue_status, status_table
+from .compare import comparison_sentences, comparison_table, per_class_table
 from .report import write_report
 from .sweep import run_queue, sweep
 from .inspection import inspect
@@ -23,4 +24,5 @@ __all__ = [
     "train", "load_runs", "results_table", "plot_curves", "show", "status_table",
     "queue_status",
     "write_report", "LiveCurves", "run_queue", "sweep", "inspect",
+    "comparison_table", "comparison_sentences", "per_class_table",
 ]

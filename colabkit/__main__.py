@@ -4,6 +4,7 @@ errors in the words of the command line: one line, naming the flag, exit status 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import re
@@ -81,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--experiment", required=True, choices=sorted(PRESETS))
     t.add_argument("--run-dir", required=True)
     t.add_argument("--seed", type=_number(int, 0))
+    t.add_argument("--json", action="store_true",
+                   help="end with the results as JSON instead of one summary line")
     _run_flags(t, SOURCES, pos_int, pos_minutes)
 
     w = sub.add_parser("sweep", help="train every (experiment, seed), one after another")
@@ -137,16 +140,19 @@ def _run_flags(t, sources, pos_int, pos_minutes) -> None:
     t.add_argument("--data-root", default="data",
                    help="where CIFAR archives are downloaded or found; for 'folder', the tree "
                         "holding train/ and test/ (or a .tar.gz of it)")
-    t.add_argument("--epochs", type=pos_int)
-    t.add_argument("--batch-size", type=pos_int, help="the global batch (128)")
+    # 0 means the recipe's value, as EPOCHS = 0 in a notebook
+    recipes = _number(int, 0)
+    t.add_argument("--epochs", type=recipes, help="default (or 0): the recipe's, 300 or 30")
+    t.add_argument("--batch-size", type=recipes, help="the global batch (128; fast: 256)")
     t.add_argument("--lr", type=_number(float, 0, strict=True), help="initial learning rate (0.1)")
     t.add_argument("--milestones", type=_milestones,
                    help="epochs after which the lr drops, e.g. 100,200 (default: at a third and "
                         "two thirds of --epochs: 100,200 for 300)")
     t.add_argument("--width", type=pos_int, help="ResNet base width (64 in the report)")
-    t.add_argument("--train-size", type=pos_int, help="seeded random subset of the training split")
-    t.add_argument("--test-size", type=pos_int, help="seeded random subset of the test split")
-    t.add_argument("--val-size", type=pos_int,
+    t.add_argument("--train-size", type=recipes,
+                   help="seeded random subset of the training split (0: all of it)")
+    t.add_argument("--test-size", type=recipes, help="seeded random subset of the test split (0: all)")
+    t.add_argument("--val-size", type=recipes,
                    help="hold out N training images (stratified, seeded) to choose the best "
                         "epoch on, instead of the test set")
     t.add_argument("--max-minutes", type=pos_minutes,
@@ -200,12 +206,21 @@ def _train_kwargs(args) -> dict:
                 progress=not args.quiet, allow_config_change=args.allow_config_change)
 
 
+def summary_line(res: dict) -> str:
+    """What a run came to, in one line."""
+    best = ("no finished epoch" if res.get("best_acc") is None else
+            f"best test accuracy {res['best_acc']:.2f}% ({res['accuracy']}) at epoch "
+            f"{res['best_epoch']}, chosen on {res['selected_on']}")
+    return (f"{res['run_dir']}: {res['status']}, {res['epochs_done']}/{res['epochs']} epochs, "
+            f"{best}; {res['train_seconds'] / 60:.1f} min of training")
+
+
 def cmd_train(args) -> int:
     exp = get_experiment(args.experiment, args.recipe or "report", **_overrides(args))
     res = train(exp, args.run_dir, data_root=args.data_root, **_train_kwargs(args))
-    summary = {k: v for k, v in res.items() if k != "history"}
     if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(summary, indent=2))
+        summary = {k: v for k, v in res.items() if k != "history"}
+        print(json.dumps(summary, indent=2) if args.json else summary_line(res))
     return 130 if res["status"] == "interrupted" else 0
 
 
@@ -280,9 +295,35 @@ def cli_words(message: str) -> str:
     return " ".join(message.split())
 
 
+def _known_flags(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``argv`` with underscore spellings of flags taken as the dashed ones (``--run_dir``),
+    or a ``UsageError`` naming an unknown flag and the closest known one, before argparse
+    would complain of a missing flag instead."""
+    sub = next((a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction)), None)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    target = sub.choices.get(command) if sub is not None and command else None
+    if target is None:
+        return argv
+    known = [o for o in target._option_string_actions if o.startswith("--")]
+    out = []
+    for arg in argv:
+        flag, eq, value = arg.partition("=")
+        if flag.startswith("--") and flag != "--" and flag not in known:
+            dashed = flag.replace("_", "-")
+            if dashed in known:
+                arg = dashed + eq + value
+            else:
+                close = difflib.get_close_matches(dashed, known, n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                raise UsageError(f"{command}: unknown flag {flag}{hint} (see {target.prog} --help)")
+        out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = _parser().parse_args(argv)
+        parser = _parser()
+        args = parser.parse_args(_known_flags(parser, sys.argv[1:] if argv is None else list(argv)))
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

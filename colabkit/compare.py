@@ -85,7 +85,19 @@ def comparison_table(runs_dir: str | os.PathLike, runs: pd.DataFrame | None = No
                      "only_b_right": c_only, "paired_images": images, "paired_seeds": matched,
                      "sentence": _sentence(a, b, diff, lo, hi, how, p, b_only, c_only, images,
                                            matched, kind)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+COMPARISON_COLUMNS = ("a", "b", "accuracy", "diff", "ci_low", "ci_high", "interval", "mcnemar_p",
+                      "only_a_right", "only_b_right", "paired_images", "paired_seeds", "sentence")
+
+
+def comparison_sentences(comparison: pd.DataFrame) -> str:
+    """The comparisons as lines to quote, or what is missing for one."""
+    if comparison.empty:
+        return ("No comparison yet: comparisons need runs of two experiments (or of two "
+                "configurations of one), and these runs are of one or none.")
+    return "\n".join(comparison["sentence"])
 
 
 def _sentence(a, b, diff, lo, hi, how, p, x, y, images, seeds, accuracy="plain") -> str:

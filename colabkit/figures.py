@@ -54,7 +54,11 @@ def plot_curves(runs: pd.DataFrame, metric: str = "test_acc", ax=None, title: st
         ax.plot([], [], color="0.6", linestyle="--", linewidth=0.8, label="lr step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if runs.empty:
+        ax.text(0.5, 0.5, "no run has finished an epoch yet", ha="center", va="center",
+                transform=ax.transAxes, color="0.4")
+    else:
+        ax.legend(fontsize=8)
     return fig
 
 

@@ -14,7 +14,7 @@ import torch
 from matplotlib.figure import Figure
 
 from .checkpoint import read_checkpoint
-from .compare import comparison_table, per_class_table
+from .compare import comparison_sentences, comparison_table, per_class_table
 from .data import DataError, load_dataset
 from .experiments import Experiment
 from .figures import FIGURES, plot_confusion, plot_curves
@@ -89,17 +89,23 @@ def inspect_runs(runs_dir: str | os.PathLike, out: str | os.PathLike, *,
 
 def write_report(runs_dir: str | os.PathLike, out: str | os.PathLike, *, confusion: bool = False,
                  inspect: bool = False, data_root: str | os.PathLike = "data",
-                 device: str = "cpu") -> dict[str, list[Path]]:
+                 device: str = "cpu", allow_empty: bool = False) -> dict[str, list[Path]]:
     """Figures 11-13 (PNG and PDF), Table 1 (Markdown and CSV) and the joined logs into
     ``out``; with ``confusion=True`` also per-class accuracy and confusion matrices from
     each run's best checkpoint (runs whose test data is not at hand are skipped); with
-    ``inspect=True`` also ``inspect_runs`` (attention maps, robustness, cost, mistakes)."""
+    ``inspect=True`` also ``inspect_runs`` (attention maps, robustness, cost, mistakes).
+    With no run that finished an epoch this raises ``ReportError``, or with ``allow_empty``
+    (a notebook run before any training) writes a ``table1.md`` that says so."""
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise ReportError(f"--out {out} is a file: give a folder for the figures and tables")
-    runs = load_runs(runs_dir)
+    runs = load_runs(runs_dir, allow_empty=allow_empty)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, list[Path]] = {}
+    if runs.empty:
+        (out / "table1.md").write_text(f"No run in {runs_dir} has finished an epoch yet: train "
+                                       "one, then report again.\n", encoding="utf-8")
+        return {"table": [out / "table1.md"]}
     for metric, (stem, _, _) in FIGURES.items():
         written[metric] = save_figure(plot_curves(runs, metric), out, stem)
     table = results_table(runs)
@@ -109,12 +115,11 @@ def write_report(runs_dir: str | os.PathLike, out: str | os.PathLike, *, confusi
     status_table(runs_dir).to_csv(out / "status.csv", index=False)
     written["table"] = [out / "table1.md", out / "table1.csv", out / "runs.csv", out / "status.csv"]
     comparison = comparison_table(runs_dir, runs)
-    if len(comparison):
-        comparison.to_csv(out / "comparison.csv", index=False)
-        (out / "comparison.md").write_text(
-            "# Comparisons\n\n" + "\n".join(f"- {t}" for t in comparison["sentence"]) + "\n",
-            encoding="utf-8")
-        written["comparison"] = [out / "comparison.csv", out / "comparison.md"]
+    comparison.to_csv(out / "comparison.csv", index=False)
+    (out / "comparison.md").write_text(
+        "# Comparisons\n\n" + "\n".join(f"- {t}" for t in comparison_sentences(comparison).splitlines())
+        + "\n", encoding="utf-8")
+    written["comparison"] = [out / "comparison.csv", out / "comparison.md"]
     per_class = per_class_table(runs_dir)
     if len(per_class):
         per_class.to_csv(out / "per_class.csv", float_format="%.2f")

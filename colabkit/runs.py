@@ -53,6 +53,9 @@ class RunDir:
 
     def ensure_writable(self) -> None:
         """Create the folder and prove a file can be written there, before any training."""
+        if self.path.exists() and not self.path.is_dir():
+            raise PermissionError(f"the run folder {self.path} is a file, not a folder: choose "
+                                  "another run folder (a file is never overwritten)")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = temp_path(self.path / "write-test")

@@ -156,6 +156,34 @@ def check_gpu(allow_cpu: bool = False, verbose: bool = True) -> GPUInfo:
     return info
 
 
+# the vector extensions that decide which CPU kernels oneDNN and ATen run (x86-64, Arm)
+CPU_EXTENSIONS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni",
+                  "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "asimd", "sve", "sve2")
+
+
+def cpu_record(cpuinfo: str = "/proc/cpuinfo") -> dict:
+    """The CPU a run's numbers come from: its model, its vector extensions, the kernels
+    ATen chose (``cpu_capability``) and the variables that cap them. Floating-point results
+    are bit-exact on one machine, not across machines: this says why two differ."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "Model name") and model in ("", platform.machine()):
+                    model = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: None)()
+    return {"cpu": model, "cpu_extensions": [x for x in CPU_EXTENSIONS if x in flags],
+            "cpu_capability": capability,
+            **{k.lower(): os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+               if os.environ.get(k)}}
+
+
 def environment_record(device: torch.device | None = None) -> dict:
     """What a run ran on: saved as environment.json in each run folder."""
     version = colabkit_version()
@@ -169,6 +197,7 @@ def environment_record(device: torch.device | None = None) -> dict:
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "colab": in_colab(),
         "cpu_count": os.cpu_count(),
+        **cpu_record(),
         "device": str(device) if device is not None else None,
     }
     if device is not None and device.type == "cuda":

@@ -80,7 +80,7 @@ def queue_status(runs_dir: str | os.PathLike, runs=QUEUE, epochs: int | None = N
     in queue order, ends within it (``yes``), starts but ends in a later session
     (``partly``) or waits for one (``no``)."""
     epochs = epochs or with_recipe(PRESETS[runs[0][1]], recipe).epochs
-    table = status_table(runs_dir, [run_name(name, recipe) for name, _ in runs], epochs)
+    table = status_table(runs_dir, [run_name(name, recipe, epochs) for name, _ in runs], epochs)
     known = table["epoch_seconds"].dropna()
     if len(known):
         guess = (table["epochs"].fillna(epochs or 0) - table["epochs_done"]) * known.median() / 3600

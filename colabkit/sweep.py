@@ -48,7 +48,8 @@ def run_queue(runs_dir: str | os.PathLike, *, data: Dataset | None = None,
     started = time.perf_counter()
     exp_kw, train_kw = _split(settings)
     recipe = exp_kw.pop("recipe", None) or "report"
-    exps = [(run_name(name, recipe), get_experiment(preset, recipe, **exp_kw)) for name, preset in runs]
+    exps = [(name, get_experiment(preset, recipe, **exp_kw)) for name, preset in runs]
+    exps = [(run_name(name, recipe, e.epochs), e) for name, e in exps]
     runs_dir = Path(runs_dir).expanduser()
     table = queue_status(runs_dir, runs, exps[0][1].epochs, max_minutes, recipe)
     if progress:
@@ -80,13 +81,15 @@ def run_queue(runs_dir: str | os.PathLike, *, data: Dataset | None = None,
     return results
 
 
-def sweep_runs(experiments, seeds, runs_dir, recipe: str = "report") -> list[tuple[str, int, Path]]:
+def sweep_runs(experiments, seeds, runs_dir, recipe: str = "report",
+               epochs: int | None = None) -> list[tuple[str, int, Path]]:
     """(experiment, seed, run folder) of every pair: ``runs_dir/<experiment>-s<seed>``
-    (``<experiment>-fast-s<seed>`` for the fast recipe)."""
+    (``<experiment>-fast-s<seed>`` for the fast recipe, ``<experiment>-30ep-s<seed>`` for a
+    length other than the recipe's: ``run_name``)."""
     unknown = sorted(set(experiments) - set(PRESETS))
     if unknown:
         raise ValueError(f"unknown experiment(s) {unknown}; known: {sorted(PRESETS)}")
-    return [(e, s, Path(runs_dir).expanduser() / f"{run_name(e, recipe)}-s{s}")
+    return [(e, s, Path(runs_dir).expanduser() / f"{run_name(e, recipe, epochs)}-s{s}")
             for e in experiments for s in seeds]
 
 
@@ -101,7 +104,7 @@ def sweep(experiments, seeds, runs_dir: str | os.PathLike, *, parallel: int = 1,
     with ``cli_args``, the command line's train flags): one per GPU where there are
     several, else CPU processes sharing the cores. Returns each run's summary."""
     recipe = settings.pop("recipe", None) or "report"
-    runs = sweep_runs(experiments, seeds, runs_dir, recipe)
+    runs = sweep_runs(experiments, seeds, runs_dir, recipe, settings.get("epochs"))
     if parallel <= 1:
         exp_kw, train_kw = _split({**settings, "recipe": recipe})
         results = []
@@ -132,7 +135,7 @@ def _parallel(runs, parallel: int, cli_args: list[str], data_root) -> list[dict]
                 slot = len(running)
             cmd = [sys.executable, "-m", "colabkit", "train", "--experiment", name, "--seed",
                    str(seed), "--run-dir", str(folder), "--data-root", str(data_root), "--quiet",
-                   *cli_args]
+                   "--json", *cli_args]
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
             running.append((proc, folder, slot))
         time.sleep(0.2)

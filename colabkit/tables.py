@@ -13,16 +13,25 @@ import pandas as pd
 
 from .augment import AugmentSpec
 from .experiments import REPORTED_BEST, Experiment, run_name
-from .runs import find_runs, read_json, read_metrics
+from .runs import METRIC_FIELDS, find_runs, read_json, read_metrics
 
 
 class ReportError(ValueError):
     """Nothing to report; the message says what was expected."""
 
 
-def load_runs(runs_dir: str | os.PathLike) -> pd.DataFrame:
+META_COLUMNS = ("run", "experiment", "model", "dataset", "seed", "augment", "epochs_planned",
+                "width", "train_images", "val_images", "recipe", "tta", "lr_schedule", "base",
+                "setting", "schedule_changed")
+
+
+def load_runs(runs_dir: str | os.PathLike, allow_empty: bool = False) -> pd.DataFrame:
     """Every run's metrics.csv joined with its config.json, one row per logged epoch:
-    run, experiment, model, dataset, seed, augment, epoch, lr, losses, accuracies, ..."""
+    run, experiment, model, dataset, seed, augment, epoch, lr, losses, accuracies, ...
+    Without a run that finished an epoch this raises ``ReportError`` saying what to do,
+    or with ``allow_empty`` (a notebook that runs before any training) returns no rows."""
+    if allow_empty and not find_runs_with_epochs(runs_dir):
+        return pd.DataFrame(columns=[*META_COLUMNS, *METRIC_FIELDS])
     if not Path(runs_dir).expanduser().exists():
         raise ReportError(f"{Path(runs_dir).expanduser()} does not exist: give the folder that "
                           "holds the run folders (e.g. runs), or one run folder")
@@ -70,6 +79,11 @@ def load_runs(runs_dir: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
+def find_runs_with_epochs(runs_dir: str | os.PathLike) -> list:
+    """The run folders under ``runs_dir`` that have logged a finished epoch."""
+    return [r for r in find_runs(runs_dir) if read_metrics(r.metrics)]
+
+
 def _setting_labels(runs: pd.DataFrame) -> dict[str, str]:
     """Each configuration's label after its experiment's name: empty where the experiment
     was run in one configuration only, else the fields that tell its configurations
@@ -109,6 +123,8 @@ def results_table(runs: pd.DataFrame, by: str = "experiment") -> pd.DataFrame:
     accuracy at that epoch, for comparisons with runs without TTA."""
     if by not in ("experiment", "run"):
         raise ValueError("by must be 'experiment' or 'run'")
+    if runs.empty:
+        return pd.DataFrame(columns=RUN_COLUMNS if by == "run" else TABLE_COLUMNS)
     per_run = []
     for run, df in runs.groupby("run", sort=True):
         df = df.sort_values("epoch")
@@ -131,7 +147,7 @@ def results_table(runs: pd.DataFrame, by: str = "experiment") -> pd.DataFrame:
             "hours": float(df["seconds"].sum()) / 3600,
             "base": df["base"].iloc[0], "schedule_changed": bool(df["schedule_changed"].iloc[0]),
         })
-    table = pd.DataFrame(per_run)
+    table = pd.DataFrame(per_run, columns=RUN_COLUMNS)
     if by == "run":
         return table
     rows = []
@@ -142,7 +158,18 @@ def results_table(runs: pd.DataFrame, by: str = "experiment") -> pd.DataFrame:
             rows += [_group_row(exp, g.iloc[[i]], note) for i in range(len(g))]
         else:
             rows.append(_group_row(exp, g, ""))
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+RUN_COLUMNS = ("run", "experiment", "model", "recipe", "accuracy", "dataset", "train_images",
+               "width", "seed", "augmentation", "selected_on", "best_acc", "best_val_acc",
+               "best_acc_plain", "best_epoch", "final_acc", "epochs_done", "epochs_planned",
+               "hours", "base", "schedule_changed")
+TABLE_COLUMNS = ("experiment", "model", "recipe", "dataset", "train_images", "width",
+                 "augmentation", "selected_on", "accuracy", "runs", "seeds", "best_acc",
+                 "best_acc_sd", "best_epoch", "final_acc", "final_acc_sd", "epochs_done",
+                 "epochs_planned", "hours", "report_best_acc", "report_best_epoch",
+                 "schedule_changed", "run", "note")
 
 
 def _group_row(exp: str, g: pd.DataFrame, note: str) -> dict:

@@ -33,7 +33,7 @@ from .epochs import evaluate, train_epoch
 from .experiments import Experiment, get_experiment
 from .loader import DeviceLoader
 from .models import build_model
-from .runs import read_json, save_predictions, write_json, write_metrics
+from .runs import find_runs, read_json, read_metrics, save_predictions, write_json, write_metrics
 from .runtime import choose_precision, environment_record
 from .storage import LeaseLost, RunStorage
 from .version import colabkit_version
@@ -149,6 +149,10 @@ def _check_config(state: dict | None, exp: Experiment, storage: RunStorage,
     one added when a change of length moved the schedule as asked."""
     run = storage.home
     if state is None:
+        if main and (others := _siblings(run.path, exp)):
+            print(f"{run.path} has no checkpoint yet, but beside it {others}. This starts a new "
+                  "run; to continue one of those instead, choose its recipe and length (in a "
+                  "notebook RECIPE and EPOCHS, in a terminal its --run-dir).")
         if main and run.config.exists():
             try:
                 old = Experiment.from_dict(read_json(run.config))
@@ -182,6 +186,24 @@ def _check_config(state: dict | None, exp: Experiment, storage: RunStorage,
             _check_length(saved, exp, trained, run.path, allow_change, main):
         changes.append({"after_epoch": trained, "epochs": [saved.epochs, exp.epochs]})
     return changes
+
+
+def _siblings(path, exp: Experiment) -> str:
+    """The folders beside ``path`` that hold a run of the same experiment with a
+    checkpoint (another recipe or length), said in a few words; '' if none."""
+    found = []
+    for other in find_runs(path.parent) if path.parent.is_dir() else []:
+        if other.path.name == path.name or not other.has_checkpoint():
+            continue
+        try:
+            cfg = Experiment.from_dict(read_json(other.config))
+        except (OSError, ValueError, TypeError):
+            continue
+        if cfg.name == exp.name:
+            done = len(read_metrics(other.metrics))
+            found.append(f"{other.name} holds {cfg.name} by the {cfg.recipe} recipe, "
+                         f"{done}/{cfg.epochs} epochs")
+    return "; ".join(found)
 
 
 def _check_length(saved: Experiment, exp: Experiment, trained: int, path, allow_change: bool,

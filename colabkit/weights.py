@@ -11,6 +11,7 @@ pretrained weights says so, never hands out placeholder weights.
 from __future__ import annotations
 
 import hashlib
+import pickle
 import io
 import os
 import re
@@ -198,8 +199,13 @@ def hub_model(preset: str, pretrained: bool = False, recipe: str = "report",
           "attention_kwargs": {"kernel_size": exp.spatial_kernel}, **kwargs}
     model = build_model(exp.model, **kw)
     if release is not None:
-        state = torch.hub.load_state_dict_from_url(release.url(), check_hash=True,
-                                                   weights_only=True, progress=progress)
+        try:  # weights_only: a file that holds a pickled object is refused, never run
+            state = torch.hub.load_state_dict_from_url(release.url(), check_hash=True,
+                                                       weights_only=True, progress=progress)
+        except pickle.UnpicklingError as e:
+            raise WeightsError(f"{release.url()} is not a plain weights file (it holds objects "
+                               f"that torch.load refuses: {str(e).splitlines()[0][:120]}); "
+                               f"do not use it, and tell {REPO_URL}/issues") from e
         model.load_state_dict(state)
     return model
 

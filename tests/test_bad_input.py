@@ -114,8 +114,9 @@ def _case_lease_held(run):
 # (name, extra train args or a setup, what the one line must say)
 CASES = [
     ("unknown experiment", ["--experiment", "nope"], "invalid choice: 'nope'"),
-    ("zero epochs", ["--epochs", "0"], "--epochs: must be >= 1"),
-    ("zero batch", ["--batch-size", "0"], "--batch-size: must be >= 1"),
+    # 0 is the recipe's value (as EPOCHS = 0 in a notebook); below it, an error
+    ("negative epochs", ["--epochs", "-1"], "--epochs: must be >= 0"),
+    ("negative batch", ["--batch-size", "-2"], "--batch-size: must be >= 0"),
     ("batch larger than data", ["--batch-size", "512", "--epochs", "2", "--allow-config-change"],
      "lower the batch size (--batch-size)"),
     ("negative max minutes", ["--max-minutes", "-1"], "--max-minutes: must be > 0"),
@@ -124,7 +125,7 @@ CASES = [
     ("decreasing milestones", ["--milestones", "200,100", "--epochs", "2"], "--milestones must be increasing"),
     ("negative lr", ["--lr", "-0.1"], "--lr: must be > 0"),
     ("zero width", ["--width", "0"], "--width: must be >= 1"),
-    ("zero train size", ["--train-size", "0"], "--train-size: must be >= 1"),
+    ("negative train size", ["--train-size", "-3"], "--train-size: must be >= 0"),
     ("unknown precision", ["--precision", "fp8"], "invalid choice: 'fp8'"),
     ("cuda without a GPU", ["--device", "cuda", "--epochs", "2"], "no CUDA GPU is visible"),
     ("missing folder", lambda tmp: ["--dataset", "folder", "--data-root", "/nonexistent/imgs"],
@@ -182,7 +183,7 @@ def test_an_existing_file_as_run_folder_is_refused(tmp_path, capsys):
     blocker.write_text("keep me")
     assert main(["train", "--experiment", "basic", "--run-dir", str(blocker), *TINY]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "cannot write to the run folder" in err
+    assert err.count("\n") == 1 and f"the run folder {blocker} is a file, not a folder" in err
     assert blocker.read_text() == "keep me"
 
 

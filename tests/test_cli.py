@@ -27,14 +27,36 @@ def test_train_then_report_from_the_command_line(tmp_path, capsys):
     assert "| basic: resnet18 |" in out and (tmp_path / "fig" / "fig12_test_acc.pdf").is_file()
 
 
-def test_train_prints_a_json_summary_and_resumes(tmp_path, capsys):
+def test_train_ends_with_one_summary_line_or_json_and_resumes(tmp_path, capsys):
     run = tmp_path / "r"
     main(["train", "--experiment", "basic", "--run-dir", str(run), "--epochs", "1", *TINY])
-    first = json.loads(capsys.readouterr().out)
-    assert first["status"] == "finished" and first["epochs_done"] == 1
-    main(["train", "--experiment", "basic", "--run-dir", str(run), "--epochs", "2", *TINY])
+    lines = capsys.readouterr().out.strip().splitlines()
+    acc = read_metrics(run / "metrics.csv")[0]["test_acc"]
+    assert lines == [f"{run}: finished, 1/1 epochs, best test accuracy {acc:.2f}% (plain) at "
+                     f"epoch 1, chosen on test; {lines[0].split('; ')[-1]}"]
+    assert lines[0].endswith(" min of training")
+    main(["train", "--experiment", "basic", "--run-dir", str(run), "--epochs", "2", "--json", *TINY])
     second = json.loads(capsys.readouterr().out)
     assert second["epochs_done"] == 2 and len(read_metrics(run / "metrics.csv")) == 2
+    assert second["best_acc"] == max(r["test_acc"] for r in read_metrics(run / "metrics.csv"))
+
+
+def test_an_unknown_flag_is_named_with_the_closest_and_underscores_are_taken(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["train", "--experiment", "basic", "--run_dir", str(run), "--epohcs", "1", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown flag --epohcs; did you mean --epochs?" in err
+    assert not run.exists()
+    # underscores for dashes are the same flag; --epochs 0 is the recipe's length, as in notebooks
+    assert main(["train", "--experiment", "basic", "--run_dir", str(run), "--epochs=1",
+                 "--train_size", "96", *TINY]) == 0
+    assert len(read_metrics(run / "metrics.csv")) == 1
+    assert main(["train", "--experiment", "basic", "--run-dir", str(run), "--epochs", "0",
+                 "--max-minutes", "1e-9", *TINY]) == 0
+    assert json.loads((run / "config.json").read_text())["epochs"] == 300
+    capsys.readouterr()
+    assert main(["report", str(tmp_path), "--outt", str(tmp_path / "o")]) == 2
+    assert "unknown flag --outt; did you mean --out?" in capsys.readouterr().err
 
 
 def test_errors_are_one_clear_line_and_exit_code_2(tmp_path, capsys):

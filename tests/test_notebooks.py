@@ -21,9 +21,11 @@ from colabkit.runs import DETERMINISTIC_FIELDS, read_metrics
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 TRAINING = [p for p in NOTEBOOKS if p.name[:2] in ("01", "02", "03", "04")]
-QUEUE_RUNS = [p.stem for p in TRAINING]
 SMOKE = {"EPOCHS": 3, "DATASET": "synthetic", "ALLOW_CPU": True, "TRAIN_SIZE": 192,
          "TEST_SIZE": 64, "WIDTH": 4, "BATCH_SIZE": 32}
+# a smoke run's length is not the recipe's 300: its folder says so (a trial never becomes
+# the full run)
+QUEUE_RUNS = [f"{p.stem}-3ep" for p in TRAINING]
 
 
 def test_there_are_four_numbered_training_notebooks_and_a_report():
@@ -156,11 +158,38 @@ def _text(nb):
 def test_training_notebook_runs_headless_and_trains(executed, home, path):
     text = _text(executed[path.name])
     assert "finished: 3/3 epochs; best test accuracy" in text
-    run = home / "runs" / path.stem
+    run = home / "runs" / f"{path.stem}-3ep"
     assert [r["epoch"] for r in read_metrics(run / "metrics.csv")] == [1, 2, 3]
     # the live curves were drawn (one image, updated in place)
     train_cell = next(c for c in executed[path.name].cells if "colabkit.train(" in c.source)
     assert sum("image/png" in o.get("data", {}) for o in train_cell.outputs) == 1
+
+
+@pytest.mark.parametrize("present", [0, 1], ids=["no run", "one run"])
+def test_report_notebook_runs_with_no_run_or_one_and_writes_before_it_shows(present, tmp_path, tiny):
+    """Run all on a Drive with no run yet, or with only model 1 done: every cell runs,
+    the files are written, and the comparison cell says it needs two experiments."""
+    if present:
+        from colabkit.train import train
+        train(tiny("basic", epochs=2), tmp_path / "runs" / "01_resnet18_basic-2ep", progress=False)
+    old = os.environ.get("COLABKIT_HOME")
+    os.environ["COLABKIT_HOME"] = str(tmp_path)
+    try:
+        nb = _with_parameters(REPO / "notebooks" / "05_report.ipynb", {})
+        _client(nb, tmp_path).execute()
+    finally:
+        if old is None:
+            os.environ.pop("COLABKIT_HOME", None)
+        else:
+            os.environ["COLABKIT_HOME"] = old
+    text = _text(nb)
+    assert "No comparison yet: comparisons need runs of two experiments" in text
+    table1 = (tmp_path / "report" / "table1.md").read_text()
+    if present:
+        assert "| basic: resnet18 |" in table1
+        assert (tmp_path / "report" / "fig12_test_acc.png").stat().st_size > 0
+    else:
+        assert table1.startswith("No run in") and "has finished an epoch yet" in table1
 
 
 def test_report_notebook_draws_from_the_four_runs(executed, home):
@@ -173,7 +202,7 @@ def test_report_notebook_draws_from_the_four_runs(executed, home):
 
 
 def test_notebook_02_resumes_after_the_kernel_dies_mid_training(executed, home, tmp_path):
-    run = tmp_path / "runs" / "02_resnet18_da"
+    run = tmp_path / "runs" / "02_resnet18_da-3ep"
     params = {**SMOKE, "EPOCHS": 3}
     os.environ["COLABKIT_HOME"] = str(tmp_path)
     try:
@@ -202,7 +231,7 @@ def test_notebook_02_resumes_after_the_kernel_dies_mid_training(executed, home, 
         os.environ["COLABKIT_HOME"] = str(home)
     assert "Resuming" in _text(nb) and "finished: 3/3 epochs" in _text(nb)
     got = read_metrics(run / "metrics.csv")
-    want = read_metrics(home / "runs" / "02_resnet18_da" / "metrics.csv")
+    want = read_metrics(home / "runs" / "02_resnet18_da-3ep" / "metrics.csv")
     assert [{k: r[k] for k in DETERMINISTIC_FIELDS} for r in got] == \
         [{k: r[k] for k in DETERMINISTIC_FIELDS} for r in want]
 

@@ -96,3 +96,19 @@ def test_asking_for_cuda_without_one_is_a_clear_error(monkeypatch):
     with pytest.raises(RuntimeError, match="no CUDA GPU is visible"):
         runtime.choose_device("cuda")
     assert runtime.choose_device(None).type == "cpu"
+
+
+def test_the_environment_names_the_cpu_and_its_vector_extensions(tmp_path, monkeypatch):
+    from colabkit.runtime import cpu_record, environment_record
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\n"
+                    "flags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512_bf16 ht\n\n"
+                    "processor\t: 1\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu\n")
+    monkeypatch.setattr("platform.processor", lambda: "")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    rec = cpu_record(str(info))
+    assert rec["cpu"] == "AMD EPYC 9R14"
+    assert rec["cpu_extensions"] == ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16"]
+    assert rec["aten_cpu_capability"] == "avx2" and "onednn_max_cpu_isa" not in rec
+    env = environment_record()
+    assert {"cpu", "cpu_extensions", "cpu_capability"} <= set(env)

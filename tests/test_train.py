@@ -424,3 +424,16 @@ def test_compiled_model_trains_and_resumes_with_plain_state_dict_keys(tiny, tmp_
     _, eager = reference(exp)  # the first epoch, from the same weights, agrees with eager mode
     first = read_metrics(tmp_path / "straight" / "metrics.csv")[0]
     assert first["train_loss"] == pytest.approx(eager["history"][0]["train_loss"], rel=1e-3)
+
+
+def test_a_new_run_folder_says_which_runs_of_its_experiment_stand_beside_it(tiny, tmp_path, capsys):
+    train(tiny("basic", recipe="fast", epochs=2, milestones=None), tmp_path / "m1-fast", progress=False)
+    train(tiny("da", epochs=1), tmp_path / "m2", progress=False)  # another experiment: not named
+    capsys.readouterr()
+    train(tiny("basic", epochs=1), tmp_path / "m1", progress=False)
+    out = capsys.readouterr().out
+    assert ("m1 has no checkpoint yet, but beside it m1-fast holds basic by the fast recipe, "
+            "2/2 epochs. This starts a new run") in out
+    assert "m2" not in out.split("This starts")[0] and "RECIPE and EPOCHS" in out
+    train(tiny("basic", epochs=2), tmp_path / "m1", progress=False)  # it has one now: quiet
+    assert "beside it" not in capsys.readouterr().out

@@ -156,15 +156,16 @@ gpu = colabkit.check_gpu(allow_cpu=ALLOW_CPU)'''),
         md("## Data"),
         code('''data = colabkit.load_dataset(DATASET, root=home / "data")
 print(len(data.y_train), "training and", len(data.y_test), "test images:", data.counts())'''),
-        md("## Train\n\nThe run folder is `runs/RUN_NAME` on Drive (`runs/RUN_NAME-fast` for the "
-           "fast recipe, so the two never mix). If it holds a checkpoint, training resumes from "
+        md("## Train\n\nThe run folder is `runs/RUN_NAME` on Drive: `runs/RUN_NAME-fast` for the "
+           "fast recipe, and `-30ep` after it for an `EPOCHS` other than the recipe's, so a trial "
+           "and the full run never mix. If it holds a checkpoint, training resumes from "
            "it; if the run is finished, its results come back at once. After the first epoch a "
            "line estimates the hours the rest needs and whether they fit `MAX_MINUTES`."),
         code('''experiment = colabkit.get_experiment(
     EXPERIMENT, RECIPE, dataset=DATASET, epochs=EPOCHS or None, width=WIDTH,
     batch_size=BATCH_SIZE or None, train_size=TRAIN_SIZE or None, test_size=TEST_SIZE or None)
 experiment'''),
-        code('''results = colabkit.train(experiment, home / "runs" / colabkit.run_name(RUN_NAME, RECIPE), data=data,
+        code('''results = colabkit.train(experiment, home / "runs" / colabkit.run_name(RUN_NAME, RECIPE, EPOCHS), data=data,
                          max_minutes=MAX_MINUTES or None, mirror_minutes=MIRROR_MINUTES,
                          takeover=TAKEOVER, on_epoch=colabkit.LiveCurves())'''),
         md("## Result"),
@@ -229,7 +230,8 @@ def report_notebook(file):
            "Reads the run folders on Drive (`metrics.csv` and `config.json` of each run) and "
            "redraws Figure 11 (training accuracy), Figure 12 (test accuracy) and Figure 13 "
            "(training loss), one line per run, and Table 1. Runs in progress are drawn as "
-           "far as they got. No GPU needed: choose a CPU runtime."),
+           "far as they got; with no run yet, every cell still runs and says so. No GPU "
+           "needed: choose a CPU runtime."),
         code(SETUP),
         code('''RUNS = "runs"  #@param {type:"string"}
 OUT = "report"  #@param {type:"string"}
@@ -237,16 +239,26 @@ OUT = "report"  #@param {type:"string"}
 # mistakes) evaluate each run's checkpoint on its test set: they need the data on Drive
 CONFUSION = False  #@param {type:"boolean"}
 INSPECT = False  #@param {type:"boolean"}''', tags=["parameters"]),
+        md("## Save first\n\nPNG and PDF figures, Table 1, the comparisons and per-class "
+           "accuracy go to `OUT` on Drive before anything is shown, so a cell that fails "
+           "later loses nothing; with `INSPECT`, each run's attention maps, robustness, cost "
+           "and mistakes go to `OUT/inspect/<run>/`."),
         code('''import colabkit
 
 home = colabkit.mount_drive()
-runs = colabkit.load_runs(home / RUNS)'''),
+written = colabkit.write_report(home / RUNS, home / OUT, confusion=CONFUSION, inspect=INSPECT,
+                                data_root=home / "data", allow_empty=True)
+runs = colabkit.load_runs(home / RUNS, allow_empty=True)
+sorted(p.name for paths in written.values() for p in paths)'''),
         md("## Where each run stands\n\nFinished, running (in another tab or session), "
            "stalled (a trainer holds the folder but has gone silent for several epoch "
            "times), stopped, or not started; the last update and the estimated hours left."),
         code('''colabkit.status_table(home / RUNS)'''),
-        md("## Table 1: best test accuracy per model\n\nWith several runs (seeds) of one "
-           "experiment, mean ± standard deviation. The report's values are in the last columns."),
+        md("## Table 1: best test accuracy per model\n\nOne row per configuration: runs of "
+           "one experiment that differ in anything but the seed (a 30-epoch trial and the "
+           "300-epoch run, say) are separate rows, and with several seeds of one "
+           "configuration, mean ± standard deviation. The report's values are in the last "
+           "columns, beside runs in the report's setting only."),
         code('''table = colabkit.results_table(runs)
 table'''),
         md("## Figures 11–13\n\nDashed lines mark the learning-rate steps (epochs 100 and 200)."),
@@ -261,27 +273,18 @@ colabkit.show(colabkit.plot_curves(runs, "train_loss"))'''),
            "on a validation split, so their test accuracy is not picked on the test set. "
            "`python -m colabkit sweep` trains several seeds and the ablations (`cbam`, "
            "`da_light`, `basic_crop`, `da_cbam_spp`)."),
-        code('''from colabkit.compare import comparison_table, per_class_table
-
-comparison = comparison_table(home / RUNS, runs)
-for sentence in comparison["sentence"]:
-    print(sentence)'''),
+        code('''comparison = colabkit.comparison_table(home / RUNS, runs)
+print(colabkit.comparison_sentences(comparison))'''),
         md("## Per class\n\nTest accuracy per class at each run's best epoch. *fish* and "
            "*flowers* (CIFAR-100's superclasses) have half the test images of the others (500 "
            "each): their accuracies are less certain."),
-        code('''per_class_table(home / RUNS)'''),
-        md("## Save\n\nPNG and PDF figures, Table 1, the comparisons and per-class accuracy go "
-           "to `OUT` on Drive; with `INSPECT`, each run's attention maps, robustness, cost and "
-           "mistakes go to `OUT/inspect/<run>/`, and all runs' robustness side by side below."),
-        code('''written = colabkit.write_report(home / RUNS, home / OUT, confusion=CONFUSION,
-                               inspect=INSPECT, data_root=home / "data")
-sorted(p.name for paths in written.values() for p in paths)'''),
+        code('''colabkit.per_class_table(home / RUNS)'''),
         md("## Did the rotations buy robustness?\n\nAccuracy of each run's best checkpoint "
            "under test-time flips and rotations (identity first), with `INSPECT` set: model 2's "
            "rotations should pay off on rotated images, at some cost on upright ones."),
         code('''from IPython.display import Image
 
-Image(filename=str(home / OUT / "robustness_all.png")) if INSPECT else "set INSPECT = True"'''),
+Image(filename=str(home / OUT / "robustness_all.png")) if INSPECT and len(runs) else "set INSPECT = True"'''),
     ]
 
 
