@@ -80,7 +80,7 @@ def test_ddp_run_finishes_with_one_row_per_epoch(ddp_run):
     run, out = ddp_run
     rows = read_metrics(run / "metrics.csv")
     assert [r["epoch"] for r in rows] == [1, 2, 3]
-    assert out.count('"status": "finished"') == 1  # rank 0 alone reports
+    assert out.count(': finished, 3/3 epochs, best test accuracy') == 1  # rank 0 alone reports
     state = torch.load(run / "last.pt", weights_only=True)
     assert state["world_size"] == 2 and not any(k.startswith("module.") for k in state["model"])
 
@@ -125,6 +125,6 @@ def test_single_process_continues_a_ddp_run_with_a_note(ddp_run, tmp_path, capsy
     shutil.copytree(ddp_run[0], run)
     cfg = Experiment.from_dict(torch.load(run / "last.pt", weights_only=True)["config"])
     from dataclasses import replace
-    res = train(replace(cfg, epochs=4), run)
+    res = train(replace(cfg, epochs=4, milestones=cfg.schedule), run)  # the same steps, kept
     assert res["epochs_done"] == 4
     assert "saved with 2 process(es) and continues with 1" in capsys.readouterr().out

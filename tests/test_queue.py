@@ -64,7 +64,7 @@ def test_status_of_finished_running_stalled_stopped_and_absent_runs(tmp_path):
 
 
 def test_queue_estimates_time_left_of_a_run_not_started_from_the_others(tmp_path):
-    _craft(tmp_path / QUEUE[0][0], 3, epochs=10)
+    _craft(tmp_path / f"{QUEUE[0][0]}-10ep", 3, epochs=10)  # a 10-epoch queue's folder
     table = queue_status(tmp_path, epochs=10)
     assert list(table["state"]) == ["stopped", "not started", "not started", "not started"]
     assert table["hours_left"].iloc[1] == pytest.approx(10 * 60 / 3600)
@@ -75,11 +75,12 @@ def test_queue_skips_the_finished_and_continues_within_one_budget(tmp_path, caps
                     test_size=32, device="cpu")
     first = run_queue(tmp_path, runs=QUEUE[:2], **settings)
     assert [r["status"] for r in first] == ["finished", "finished"]
-    stamp = (tmp_path / QUEUE[0][0] / "last.pt").stat().st_mtime_ns
+    first_run = tmp_path / f"{QUEUE[0][0]}-2ep"  # not the recipe's length: named so
+    stamp = (first_run / "last.pt").stat().st_mtime_ns
     # a longer queue, no time left: the finished are skipped, the rest wait for later
     later = run_queue(tmp_path, runs=QUEUE[:3], max_minutes=1e-9, **settings)
     assert [r["status"] for r in later] == ["finished", "finished", "not reached"]
-    assert (tmp_path / QUEUE[0][0] / "last.pt").stat().st_mtime_ns == stamp
+    assert (first_run / "last.pt").stat().st_mtime_ns == stamp
     out = capsys.readouterr().out
     assert "not started" in out and "finished" in out
 
@@ -116,7 +117,7 @@ def test_sweep_of_two_experiments_and_two_seeds_resumes_after_a_kill_and_skips_t
     from pathlib import Path
 
     from colabkit.runs import read_metrics
-    runs = tmp_path / "sweep"
+    runs = tmp_path / "sweep"  # 3 epochs, not the recipe's 300: <experiment>-3ep-s<seed>
     cmd = [sys.executable, "-m", "colabkit", "sweep", "--experiments", "basic", "cbam", "--seeds",
            "0", "1", "--runs-dir", str(runs), "--dataset", "synthetic", "--epochs", "3",
            "--width", "4", "--batch-size", "32", "--train-size", "96", "--test-size", "48",
@@ -125,7 +126,7 @@ def test_sweep_of_two_experiments_and_two_seeds_resumes_after_a_kill_and_skips_t
     env = {**os.environ, "PYTHONPATH": str(tests.parent), "CRASH_MARKER": str(tmp_path / "paused")}
     # killed once basic-s0 has finished and basic-s1 has logged one epoch (an event, not a time)
     proc = subprocess.Popen([sys.executable, str(tests / "crash_child.py"), "pause", "1",
-                             str(runs / "basic-s1"), *cmd[3:]], env=env, stdout=subprocess.PIPE,
+                             str(runs / "basic-3ep-s1"), *cmd[3:]], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 600  # ends a hung test only; no result depends on it
     while not (tmp_path / "paused").exists():
@@ -133,15 +134,15 @@ def test_sweep_of_two_experiments_and_two_seeds_resumes_after_a_kill_and_skips_t
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert len(read_metrics(runs / "basic-s0" / "metrics.csv")) == 3
-    done = (runs / "basic-s0" / "last.pt").stat().st_mtime_ns
-    assert len(read_metrics(runs / "basic-s1" / "metrics.csv")) == 1
+    assert len(read_metrics(runs / "basic-3ep-s0" / "metrics.csv")) == 3
+    done = (runs / "basic-3ep-s0" / "last.pt").stat().st_mtime_ns
+    assert len(read_metrics(runs / "basic-3ep-s1" / "metrics.csv")) == 1
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
-    for name in ("basic-s0", "basic-s1", "cbam-s0", "cbam-s1"):
+    for name in ("basic-3ep-s0", "basic-3ep-s1", "cbam-3ep-s0", "cbam-3ep-s1"):
         assert [r["epoch"] for r in read_metrics(runs / name / "metrics.csv")] == [1, 2, 3], name
         assert json.loads((runs / name / "config.json").read_text())["seed"] == int(name[-1])
-    assert (runs / "basic-s0" / "last.pt").stat().st_mtime_ns == done
+    assert (runs / "basic-3ep-s0" / "last.pt").stat().st_mtime_ns == done
     assert again.stdout.count(": finished, best test accuracy") == 4
 
 

@@ -437,3 +437,14 @@ def test_a_new_run_folder_says_which_runs_of_its_experiment_stand_beside_it(tiny
     assert "m2" not in out.split("This starts")[0] and "RECIPE and EPOCHS" in out
     train(tiny("basic", epochs=2), tmp_path / "m1", progress=False)  # it has one now: quiet
     assert "beside it" not in capsys.readouterr().out
+
+
+def test_ctrl_c_before_the_first_epoch_says_nothing_was_saved(tiny, tmp_path, monkeypatch, capsys):
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(sys.modules["colabkit.train"], "run_epoch", stop)
+    res = train(tiny("basic", epochs=2), tmp_path, progress=False)
+    out = capsys.readouterr().out
+    assert res["status"] == "interrupted" and res["epochs_done"] == 0
+    assert "before the first epoch finished: nothing was saved yet" in out
+    assert "checkpoint saved" not in out and not (tmp_path / "last.pt").exists()
