@@ -187,7 +187,14 @@ def test_welch_interval_and_bootstrap_agree_with_independent_computations():
     # means 91 and 93, variances 1: se = sqrt(2/3), df = 4, t = 2.776
     lo, hi = welch_interval([90, 91, 92], [92, 93, 94])
     h = 2.776 * (2 / 3) ** 0.5
-    assert (lo, hi) == (pytest.approx(2 - h), pytest.approx(2 + h))
+    assert (lo, hi) == (pytest.approx(2 - h, abs=1e-3), pytest.approx(2 + h, abs=1e-3))
+    # beyond 30 degrees of freedom t is not yet 1.96: 24 seeds a side with equal spread give
+    # Welch's df = 2 * (24 - 1) = 46, where t(0.975, 46) = 2.0129 (printed tables)
+    base = np.linspace(90.0, 92.0, 24)
+    lo, hi = welch_interval(list(base), list(base + 2.0))
+    se = (2 * base.var(ddof=1) / 24) ** 0.5
+    assert (hi - lo) / 2 == pytest.approx(2.0129 * se, rel=2e-4)
+    assert (hi - lo) / 2 > 1.96 * se * 1.02
     rng = np.random.default_rng(1)
     a = rng.random(4000) < 0.80
     b = np.where(rng.random(4000) < 0.9, a, rng.random(4000) < 0.85)

@@ -11,13 +11,13 @@ TORCH=${TORCH:-"torch==2.14.1 torchvision==0.29.1"}
 python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q $TORCH
 "$VENV/bin/python" -m pip install -q "numpy==1.23.5" "pandas==1.5.3" "matplotlib==3.6.3" \
-    "tqdm==4.64.1" "ipywidgets==7.6.5" "pillow==9.5.0" pytest pytest-timeout
+    "tqdm==4.64.1" "ipywidgets==7.6.5" "pillow==9.5.0" "scipy==1.11.4" pytest pytest-timeout
 "$VENV/bin/python" -m pip install -q --no-deps -e .
 "$VENV/bin/python" - <<'PY'
 import importlib, pkgutil, colabkit
 for m in pkgutil.iter_modules(colabkit.__path__):
     importlib.import_module(f"colabkit.{m.name}")
-import numpy, pandas, matplotlib, tqdm, ipywidgets, PIL, torch
+import numpy, pandas, matplotlib, tqdm, ipywidgets, PIL, scipy, torch
 print("imported every colabkit module with numpy", numpy.__version__, "pandas", pandas.__version__,
       "matplotlib", matplotlib.__version__, "tqdm", tqdm.__version__, "ipywidgets",
       ipywidgets.__version__, "pillow", PIL.__version__, "torch", torch.__version__)
