@@ -33,25 +33,11 @@ from .epochs import evaluate, train_epoch
 from .experiments import Experiment, get_experiment
 from .loader import DeviceLoader
 from .models import build_model
-from .runs import find_runs, read_json, read_metrics, save_predictions, write_json, write_metrics
+from .resume import CHECKPOINT_FORMAT, ConfigMismatch, check_config, version_note
+from .runs import save_predictions, write_json, write_metrics
 from .runtime import choose_precision, environment_record
 from .storage import LeaseLost, RunStorage
 from .version import colabkit_version
-
-CHECKPOINT_FORMAT = 1
-
-
-class ConfigMismatch(ValueError):
-    """The run folder holds a run of another configuration."""
-
-
-# ------------------------------------------------------------ distributed ----
-
-
-# ------------------------------------------------------------------ epochs ----
-
-
-# ------------------------------------------------------------- interrupts ----
 
 @contextmanager
 def _sigterm_as_interrupt():
@@ -134,111 +120,6 @@ def time_estimate(epochs_left: int, epoch_seconds: float, minutes_used: float,
         return text + f": they fit the budget of {max_minutes:g} min."
     return (text + f": the budget of {max_minutes:g} min covers about {fit} of them; run "
             "again in the next session to continue.")
-
-
-# Fields whose change makes a checkpoint's weights unusable: refused even when asked.
-# A run of another recipe never continues this one: its folder name differs too.
-SHAPE_FIELDS = ("model", "width", "spatial_kernel", "dataset", "recipe")
-
-
-def _check_config(state: dict | None, exp: Experiment, storage: RunStorage,
-                  allow_change: bool, main: bool) -> list[dict]:
-    """Refuse a configuration the run folder's checkpoint was not trained with. Before
-    the first finished epoch there is nothing to protect: a new configuration is taken.
-    Returns the run's schedule changes (``schedule_changes`` of the checkpoint), with this
-    one added when a change of length moved the schedule as asked."""
-    run = storage.home
-    if state is None:
-        if main and (others := _siblings(run.path, exp)):
-            print(f"{run.path} has no checkpoint yet, but beside it {others}. This starts a new "
-                  "run; to continue one of those instead, choose its recipe and length (in a "
-                  "notebook RECIPE and EPOCHS, in a terminal its --run-dir).")
-        if main and run.config.exists():
-            try:
-                old = Experiment.from_dict(read_json(run.config))
-            except (OSError, ValueError):
-                old = None
-            if old is not None and old.diff(exp):
-                print(f"{run.path} has no finished epoch yet: starting it with the new "
-                      f"configuration ({', '.join(old.diff(exp))}).")
-        return []
-    if state.get("format") != CHECKPOINT_FORMAT or "config" not in state:
-        raise ConfigMismatch(f"{run.path} holds a checkpoint of another format "
-                             f"({state.get('format')!r}, this colabkit writes "
-                             f"{CHECKPOINT_FORMAT}): train in a new run folder.")
-    saved = Experiment.from_dict(state["config"])
-    trained = len(state.get("history", []))
-    changes = list(state.get("schedule_changes", []))
-    diff = {k: v for k, v in saved.diff(exp).items() if k != "epochs"}
-    if diff:
-        lines = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items())
-        fixed = [k for k in diff if k in SHAPE_FIELDS]
-        if fixed:
-            raise ConfigMismatch(f"{run.path} holds a run with another {', '.join(fixed)} "
-                                 f"({lines}), whose checkpoint cannot continue as this one: "
-                                 "train in a new run folder.")
-        if not allow_change:
-            raise ConfigMismatch(
-                f"{run.path} holds a run with another configuration ({lines}). Use a new run "
-                "folder, or pass allow_config_change=True (--allow-config-change) to continue "
-                "this run with the new values.")
-    if saved.epochs != exp.epochs and trained < exp.epochs and \
-            _check_length(saved, exp, trained, run.path, allow_change, main):
-        changes.append({"after_epoch": trained, "epochs": [saved.epochs, exp.epochs]})
-    return changes
-
-
-def _siblings(path, exp: Experiment) -> str:
-    """The folders beside ``path`` that hold a run of the same experiment with a
-    checkpoint (another recipe or length), said in a few words; '' if none."""
-    found = []
-    for other in find_runs(path.parent) if path.parent.is_dir() else []:
-        if other.path.name == path.name or not other.has_checkpoint():
-            continue
-        try:
-            cfg = Experiment.from_dict(read_json(other.config))
-        except (OSError, ValueError, TypeError):
-            continue
-        if cfg.name == exp.name:
-            done = len(read_metrics(other.metrics))
-            found.append(f"{other.name} holds {cfg.name} by the {cfg.recipe} recipe, "
-                         f"{done}/{cfg.epochs} epochs")
-    return "; ".join(found)
-
-
-def _check_length(saved: Experiment, exp: Experiment, trained: int, path, allow_change: bool,
-                  main: bool) -> bool:
-    """A run planned for one length may continue for another only where the epochs already
-    trained had the learning rates the new plan gives them (explicit milestones, or steps
-    still ahead). Otherwise its schedule would move under them: refused, unless asked, and
-    then the run's log shows it (Table 1 marks it ``schedule changed``)."""
-    moved = saved.schedule_moved(exp, trained)
-    if moved is None:
-        return False
-    what = (f"{path} was planned for {saved.epochs} epochs and has trained {trained}; "
-            f"{exp.epochs} epochs would move its learning-rate schedule under them (epoch "
-            f"{moved} trained at lr {saved.lr_at(moved):g}, the {exp.epochs}-epoch plan gives "
-            f"{exp.lr_at(moved):g})")
-    if not allow_change:
-        raise ConfigMismatch(
-            f"{what}. Train {exp.epochs} epochs in a new run folder (a notebook's run name "
-            f"changes with EPOCHS by itself), keep epochs={saved.epochs} to finish this run, "
-            "or pass allow_config_change=True (--allow-config-change) to continue it on the "
-            "moved schedule, marked 'schedule changed' in Table 1.")
-    if main:
-        print(f"Note: {what}; continuing as asked. Table 1 marks this run 'schedule changed'.")
-    return True
-
-
-def _version_note(state: dict, now: dict) -> str | None:
-    """A warning when a run continues under another colabkit than it was trained with."""
-    then = state.get("colabkit") or {"version": "0.1.0 or earlier", "commit": None}
-    if (then.get("version"), then.get("commit")) == (now["version"], now["commit"]):
-        return None
-    name = lambda v: f"{v.get('version')}" + (f" ({v['commit'][:10]})" if v.get("commit") else "")
-    return (f"this run was trained with colabkit {name(then)} and continues with colabkit "
-            f"{name(now)}: results may differ from an uninterrupted run. Pin the version "
-            "(REF in the notebook's setup cell) to keep a run on one version.")
 
 
 def _load_state(model, optimizer, scaler, state: dict, classes, run_dir) -> None:
@@ -441,7 +322,7 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
     saver, status, note, lost = None, "finished", "", False
     try:
         state = state if dist.main else storage.load()
-        schedule_changes = _check_config(state, exp, storage, allow_config_change, dist.main)
+        schedule_changes = check_config(state, exp, storage.home, allow_config_change, dist.main)
         history: list[dict] = list(state["history"]) if state is not None else []
         start, show = len(history), progress and dist.main
         if start >= exp.epochs:  # finished: reconcile metrics.csv with the checkpoint
@@ -460,7 +341,7 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
         version = colabkit_version()
         if state is not None:
             _load_state(model, optimizer, scaler, state, data.classes, storage.home.path)
-            if dist.main and (changed := _version_note(state, version)):
+            if dist.main and (changed := version_note(state, version)):
                 warnings.warn(changed, stacklevel=2)
             if state.get("world_size", 1) != dist.world and dist.main:
                 print(f"Note: this run was saved with {state.get('world_size', 1)} process(es) "

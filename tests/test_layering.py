@@ -10,7 +10,7 @@ PACKAGE = REPO / "colabkit"
 ORDER = ["version", "files", "augment", "models", "stats", "plotting", "quota",
          "runtime", "experiments", "runs", "checkpoint",
          "storage",
-         "archives", "data", "loader", "distributed", "epochs", "train", "inspection", "weights",
+         "archives", "data", "loader", "distributed", "epochs", "resume", "train", "inspection", "weights",
          "status", "tables", "figures", "compare", "report", "sweep",
          "__main__"]
 # imported where used, with the reason: the module exists only inside Colab
