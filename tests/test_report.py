@@ -331,3 +331,17 @@ def test_a_run_whose_schedule_changed_mid_run_is_never_the_reports_setting(tmp_p
     md = table_markdown(table.reset_index())
     assert md.count("95.000 (286)") == 1  # beside the plain run only
     assert "not comparable (its learning-rate schedule changed mid-run)" in md
+
+
+def test_one_experiment_gives_no_comparison_and_says_why(tmp_path):
+    from colabkit.compare import COMPARISON_COLUMNS, comparison_sentences, comparison_table
+    _fake_run(tmp_path / "runs" / "basic-s0", get_experiment("basic", epochs=2, seed=0), [10.0, 20.0])
+    _fake_run(tmp_path / "runs" / "basic-s1", get_experiment("basic", epochs=2, seed=1), [10.0, 30.0])
+    comparison = comparison_table(tmp_path / "runs")
+    assert len(comparison) == 0 and tuple(comparison.columns) == COMPARISON_COLUMNS
+    assert list(comparison["sentence"]) == []
+    assert comparison_sentences(comparison).startswith("No comparison yet: comparisons need runs of two")
+    written = write_report(tmp_path / "runs", tmp_path / "out")
+    assert "No comparison yet" in (tmp_path / "out" / "comparison.md").read_text()
+    assert (tmp_path / "out" / "table1.md").read_text().count("| basic: resnet18 |") == 1
+    assert written["table"][0] == tmp_path / "out" / "table1.md"
