@@ -425,7 +425,9 @@ def test_a_run_resumed_in_another_precision_says_so(tmp_path, tiny, capsys):
                                              ("fp16", torch.float16)])
 def test_training_and_evaluation_compute_the_logits_in_the_precision_asked(tmp_path, tiny, monkeypatch,
                                                                           precision, dtype):
-    import colabkit.train as train_mod
+    import importlib
+
+    train_mod = importlib.import_module("colabkit.train")  # the module: colabkit.train is the function
 
     seen = set()
     real = train_mod.build_model
