@@ -26,6 +26,10 @@ def failing_compile(where, calls):
             calls.append(where)
             if where == "forward":
                 raise RuntimeError("BackendCompilerFailed: fake inductor error\nstack ...")
+            if where == "eval":  # a recompile for eval mode that fails, mid-run
+                if not module.training:
+                    raise RuntimeError("InductorError: fake recompile failure")
+                return module(*args, **kw)
             return FailsInBackward.apply(module(*args, **kw))
         return run
     return compile
@@ -80,6 +84,17 @@ def test_a_compiled_backward_that_fails_is_taken_again_eagerly(eager_run, tmp_pa
     assert all(torch.equal(ours[k], ref[k]) for k in weights)
     train_fields = lambda run: [(r["train_loss"], r["train_acc"]) for r in read_metrics(run / "metrics.csv")]
     assert train_fields(tmp_path) == train_fields(eager_run)
+
+
+def test_a_recompile_failing_in_evaluation_goes_on_eagerly(eager_run, tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(torch, "compile", failing_compile("eval", calls))
+    res = train(_exp(), tmp_path, compile=True, progress=False)
+    assert res["status"] == "finished" and res["epochs_done"] == 2
+    lines = [s for s in capsys.readouterr().out.splitlines() if "torch.compile" in s]
+    assert lines == ["torch.compile failed (RuntimeError: InductorError: fake recompile failure); "
+                     "training goes on eagerly."]
+    assert _det(tmp_path) == _det(eager_run)
 
 
 def test_compile_on_a_gpu_below_sm_80_says_so_in_one_line(monkeypatch):
