@@ -1,6 +1,6 @@
 """colabkit benchmarks, side by side with the report's way, on one machine in one run.
 
-    python bench/run.py [--device cpu|cuda] [--out FILE]
+    python bench/run.py [--device cpu|cuda] [--out FILE] [--quick]
 
 Prints a Markdown table headed by the machine, torch version and device:
 1. augmentation images/s: colabkit's batched on-device pipeline vs the report's
@@ -13,6 +13,8 @@ Prints a Markdown table headed by the machine, torch version and device:
    blocks training, against an epoch of CIFAR-12; the Drive footprint of a 300-epoch run;
 4. resume latency: from calling train() on a run folder with a checkpoint to its first
    training step; and loading a cached data set of CIFAR-12's size.
+The table file is rewritten after each section, so a run killed part way keeps the
+sections before. ``--quick`` (the GPU check's rehearsal): model 1 alone, small sizes.
 Nothing here is a test: numbers vary by machine and are recorded in BENCHMARKS.md.
 """
 from __future__ import annotations
@@ -125,7 +127,7 @@ def bench_augment(device, n_images):
 
 def bench_train_model(name, device, batch_size, steps):
     """Images/s of both loops for one model (run in its own process for peak memory)."""
-    from colabkit.epochs import train_epoch
+    from colabkit.epochs import make_optimizer, train_epoch
 
     exp = PRESETS[name]
     n = batch_size * (steps + 1)
@@ -154,7 +156,8 @@ def bench_train_model(name, device, batch_size, steps):
     torch.manual_seed(0)
     fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     model = build_model(exp.model, 12).to(device, memory_format=fmt)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    opt = make_optimizer(model, lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=False,
+                         precision=prec)
     scaler = torch.amp.GradScaler(device.type, enabled=prec == "fp16")
     loader = colabkit_loader(synthetic(train_size=batch_size, test_size=10), exp.augment, device,
                              batch_size)
@@ -183,7 +186,7 @@ def _model4_state(device):
     return model, opt
 
 
-def bench_checkpoint(device, epoch_seconds):
+def bench_checkpoint(device, epoch_seconds, saves=3):
     """Seconds a save blocks training: written in the loop (CPU default) or copied to
     host memory and written on a background thread (CUDA default); and the same with a
     mirror to a Drive-policy folder in the same job (the local-disk copy cost: a real
@@ -201,7 +204,7 @@ def bench_checkpoint(device, epoch_seconds):
             for background in (False, True):
                 w = CheckpointWriter(background=background)
                 times = []
-                for epoch in range(1, 4):
+                for epoch in range(1, saves + 1):
                     sync(device)
                     t = time.perf_counter()
                     state = to_host({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -221,7 +224,7 @@ def bench_checkpoint(device, epoch_seconds):
     return res
 
 
-def drive_footprint():
+def drive_footprint(presets=tuple(PRESETS)):
     """Drive bytes of a 300-epoch run per model: what stays (last, prev, best and the
     small files), what is written (per mirror: a checkpoint, best.pt when it improved,
     the small files), and what reaches Drive's Trash (only replaced small files: every
@@ -238,7 +241,7 @@ def drive_footprint():
         metrics = (Path(d) / "metrics.csv").stat().st_size
         small = metrics + 2_000 + 1_000  # config.json, environment.json (about 1-2 kB each)
         lease = 400
-        for name in PRESETS:
+        for name in presets:
             model = build_model(PRESETS[name].model, 12)
             opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
             model(torch.randn(2, 3, 32, 32)).sum().backward()
@@ -256,7 +259,7 @@ def drive_footprint():
     return rows
 
 
-def bench_resume(device):
+def bench_resume(device, images=55_000):
     """Seconds to load a cached data set of CIFAR-12's size, and from calling train() on a
     run folder holding a ResNet18 checkpoint to its first training step (checkpoint read
     and verified, the data loaded from that cache, model and optimizer restored)."""
@@ -267,9 +270,10 @@ def bench_resume(device):
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         rng = np.random.default_rng(0)
-        big = Dataset("cifar12", rng.integers(0, 256, (55_000, 32, 32, 3), dtype=np.uint8),
-                      rng.integers(0, 12, 55_000), rng.integers(0, 256, (11_000, 32, 32, 3), dtype=np.uint8),
-                      rng.integers(0, 12, 11_000), tuple(f"c{i}" for i in range(12)),
+        test = images // 5
+        big = Dataset("cifar12", rng.integers(0, 256, (images, 32, 32, 3), dtype=np.uint8),
+                      rng.integers(0, 12, images), rng.integers(0, 256, (test, 32, 32, 3), dtype=np.uint8),
+                      rng.integers(0, 12, test), tuple(f"c{i}" for i in range(12)),
                       (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
         save_cache(big, d / "colabkit-cifar12.npz")
         del big
@@ -313,31 +317,44 @@ def main(argv=None):
     p.add_argument("--out", help="also write the table to this file (GPU mode: by default "
                                  "bench/results-cuda.md)")
     p.add_argument("--models", default=",".join(PRESETS), help="comma-separated presets")
+    p.add_argument("--quick", action="store_true", help="model 1 alone, small sizes (a rehearsal)")
     p.add_argument("--one-model", help=argparse.SUPPRESS)  # internal: child process
     args = p.parse_args(argv)
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     batch, steps = (128, 20) if gpu else (32, 2)
+    if args.quick:
+        batch, steps, args.models = 8, 1, "basic"
     if args.one_model:
         print(json.dumps(bench_train_model(args.one_model, device, batch, steps)))
         return 0
 
+    out = args.out or (REPO / "bench" / f"results-{args.device}.md" if gpu else None)
+    written: list[str] = []
+
+    def emit(section: list[str]) -> None:
+        """Print a section and rewrite the table file with every section so far."""
+        written.extend(section)
+        print("\n".join(section), flush=True)
+        if out:
+            Path(out).write_text("\n".join(written) + "\n", encoding="utf-8")
+
     lines = ["# colabkit benchmarks", "", machine_line(device), "",
-             f"Command: `python bench/run.py --device {args.device}`", ""]
-    aug_report, aug_ours = bench_augment(device, 25_600 if gpu else 6_400)
+             f"Command: `python bench/run.py --device {args.device}{' --quick' if args.quick else ''}`", ""]
+    aug_report, aug_ours = bench_augment(device, 512 if args.quick else 25_600 if gpu else 6_400)
     lines += ["| augmentation (model 2's: flips + rotation), batch 128 | images/s |", "|---|---:|",
               f"| report: torchvision PIL + DataLoader(num_workers=2) | {aug_report:,.0f} |",
               f"| colabkit: batched on {args.device} | {aug_ours:,.0f} |",
               f"| **speed-up** | **{aug_ours / aug_report:.1f}×** |", ""]
-    print("\n".join(lines), flush=True)
+    emit(lines)
 
     rows = [f"| model | report loop img/s | colabkit img/s | speed-up | precision | host peak MB |"
             f"{' GPU peak MB |' if gpu else ''}",
             "|---|---:|---:|---:|---|---:|" + ("---:|" if gpu else "")]
     epoch_s = None
     for name in args.models.split(","):
-        proc = subprocess.run([sys.executable, __file__, "--device", args.device, "--one-model", name],
-                              capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, __file__, "--device", args.device, "--one-model", name]
+                              + (["--quick"] if args.quick else []), capture_output=True, text=True)
         if proc.returncode:
             print(proc.stderr[-3000:], file=sys.stderr)
             raise SystemExit(f"{name}: benchmark failed")
@@ -347,11 +364,11 @@ def main(argv=None):
                     f"{r['colabkit_ips'] / r['report_ips']:.2f}× | {r['precision']} | {r['host_peak_mb']:,.0f} |"
                     + (f" {r['gpu_peak_mb']:,.0f} |" if gpu else ""))
         print(rows[-1], flush=True)
-    table = [f"Training, batch {batch}, {steps} timed steps after a warm-up step, "
-             "each model in its own process:", ""] + rows + [""]
-    ck = bench_checkpoint(device, epoch_s)
-    cache_s, resume_s = bench_resume(device)
-    table += ["| checkpoint and resume | seconds | note |", "|---|---:|---|",
+    emit([f"Training, batch {batch}, {steps} timed steps after a warm-up step, "
+          "each model in its own process:", ""] + rows + [""])
+    ck = bench_checkpoint(device, epoch_s, saves=1 if args.quick else 3)
+    cache_s, resume_s = bench_resume(device, 2_000 if args.quick else 55_000)
+    table = ["| checkpoint and resume | seconds | note |", "|---|---:|---|",
               f"| save blocks training (written inline) | {ck['inline']:.3f} | "
               f"{100 * ck['inline'] / ck['epoch_s']:.2f}% of a CIFAR-12 epoch of ResNet18 ({ck['epoch_s']:.0f} s here); "
               f"file {ck['size_mb']:.0f} MB (model 4) |",
@@ -361,18 +378,18 @@ def main(argv=None):
               "the mirror's copy on this disk; a Drive mount is slower |",
               f"| save + mirror, background writer (GPU default) | {ck['mirror background']:.3f} | "
               "the copy runs on the writer's thread |",
-              f"| load a cached data set of CIFAR-12's size (66,000 images) | {cache_s:.2f} | checksum verified |",
+              f"| load a cached data set of {'CIFAR-12' if not args.quick else 'a small set'}'s size "
+              f"({(55_000 if not args.quick else 2_000) * 6 // 5:,} images) | {cache_s:.2f} | checksum verified |",
               f"| resume: train() to the first training step | {resume_s:.2f} | checkpoint verified, model built |", ""]
-    table += ["Drive footprint of a 300-epoch run (sizes of real checkpoints; upper bounds: "
+    emit(table)
+    table = ["Drive footprint of a 300-epoch run (sizes of real checkpoints; upper bounds: "
               "best.pt counted at every mirror):", "",
               "| model | mirrors | on Drive at the end | written to Drive | to Drive's Trash |",
               "|---|---:|---:|---:|---:|"]
     table += [f"| {n} | {m} | {keep / 1e6:,.0f} MB | {w / 1e9:,.1f} GB | {t / 1e6:,.1f} MB |"
-              for n, m, keep, w, t in drive_footprint()] + [""]
-    print("\n".join(table), flush=True)
-    out = args.out or (REPO / "bench" / f"results-{args.device}.md" if gpu else None)
+              for n, m, keep, w, t in drive_footprint(("basic",) if args.quick else tuple(PRESETS))] + [""]
+    emit(table)
     if out:
-        Path(out).write_text("\n".join(lines + table) + "\n", encoding="utf-8")
         print(f"table written to {out}")
     return 0
 

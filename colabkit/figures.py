@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from IPython import get_ipython
-from IPython.display import Image, display
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -90,6 +88,11 @@ class LiveCurves:
 
     def __call__(self, row: dict, history: list[dict]) -> None:
         if row["epoch"] % self.every:
+            return
+        try:  # optional: only a notebook has IPython; the package runs without it
+            from IPython import get_ipython
+            from IPython.display import Image, display
+        except ImportError:
             return
         shell = get_ipython()
         if shell is None or "Terminal" in type(shell).__name__:

@@ -12,7 +12,8 @@ checkpoint that does), rebuilds the run's test split, and writes:
   horizontal and vertical flips, rotations by 30, 60, 90, 270, 300 and 330 degrees (the
   training code's ``augment.rotate``);
 - ``cost.csv``: parameters, forward GFLOPs per image (``torch.utils.flop_counter``), peak
-  memory of a training step at batch 128, training and inference images/s;
+  memory of a training step at batch 128, training and inference images/s, measured as
+  training runs on that device (its precision; channels_last on CUDA);
 - ``mistakes.png``: the most confident wrong predictions.
 """
 from __future__ import annotations
@@ -33,10 +34,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from .augment import rotate
 from .checkpoint import CheckpointError, find_latest, read_checkpoint
 from .data import load_dataset
+from .epochs import autocast, forward_backward, make_optimizer
 from .experiments import Experiment
 from .models import CBAM, build_model, count_parameters
 from .plotting import save_figure
 from .runs import RunDir
+from .runtime import choose_precision
 
 TRANSFORMS = ("identity", "hflip", "vflip", "rot30", "rot60", "rot90", "rot270", "rot300", "rot330")
 
@@ -243,16 +246,24 @@ def flops_per_image(model, device, size: int = 32) -> float:
     return float(counter.get_total_flops())
 
 
-def cost(cfg: Experiment, num_classes: int, device, batch: int = 128, steps: int = 3) -> dict:
+def cost(cfg: Experiment, num_classes: int, device, batch: int = 128, steps: int = 3,
+         precision: str = "auto") -> dict:
     """Parameters, GFLOPs per image, peak memory of a training step at ``batch`` and
-    measured training and inference images/s on ``device``."""
+    measured training and inference images/s on ``device``, in the configuration training
+    uses there: its precision (``"auto"``: as ``train`` chooses; autocast, and a GradScaler
+    in fp16), channels_last on CUDA, its optimizer, the same step code."""
     dev = torch.device(device)
+    prec = choose_precision(dev, precision)
+    fmt = torch.channels_last if dev.type == "cuda" else torch.contiguous_format  # as train
     model = build_model(cfg.model, num_classes, width=cfg.width,
-                        attention_kwargs={"kernel_size": cfg.spatial_kernel}).to(dev)
+                        attention_kwargs={"kernel_size": cfg.spatial_kernel}).to(dev, memory_format=fmt)
     out = {"model": cfg.model, "width": cfg.width, "parameters": count_parameters(model),
-           "gflops_per_image": flops_per_image(model, dev) / 1e9, "device": str(dev)}
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(batch, 3, 32, 32, device=dev)
+           "gflops_per_image": flops_per_image(model, dev) / 1e9, "device": str(dev),
+           "precision": prec, "channels_last": fmt == torch.channels_last}
+    opt = make_optimizer(model, lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=False,
+                         precision=prec)
+    scaler = torch.amp.GradScaler(dev.type, enabled=prec == "fp16")
+    x = torch.randn(batch, 3, 32, 32, device=dev).contiguous(memory_format=fmt)
     y = torch.randint(0, num_classes, (batch,), device=dev)
 
     def sync():
@@ -266,9 +277,9 @@ def cost(cfg: Experiment, num_classes: int, device, batch: int = 128, steps: int
         if i == 1:
             sync()
             t = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
+        forward_backward(model, x, y, opt, scaler, prec)
+        scaler.step(opt)
+        scaler.update()
     sync()
     out["train_images_per_s"] = batch * steps / (time.perf_counter() - t)
     if dev.type == "cuda":
@@ -277,7 +288,7 @@ def cost(cfg: Experiment, num_classes: int, device, batch: int = 128, steps: int
         out["train_step_peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         out["note"] = "CPU: peak resident memory of the whole process"
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast(dev, prec):
         model(x)
         sync()
         t = time.perf_counter()

@@ -35,7 +35,10 @@ class ChannelAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         avg = self.mlp(F.adaptive_avg_pool2d(x, 1))
-        mx = self.mlp(F.adaptive_max_pool2d(x, 1))
+        # the max over H and W as ``amax``: the same values as adaptive_max_pool2d(x, 1),
+        # whose CUDA backward is nondeterministic (atomic adds); amax's is not. No
+        # parameters change, so checkpoints of either load in both.
+        mx = self.mlp(x.amax(dim=(2, 3), keepdim=True))
         return torch.sigmoid(avg + mx)
 
 

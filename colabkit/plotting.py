@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from IPython.display import Image, display
 from matplotlib.figure import Figure
 
 
@@ -23,5 +22,10 @@ def png_bytes(fig: Figure) -> bytes:
 
 
 def show(fig: Figure) -> None:
-    """Display a figure in a notebook (as a PNG), or do nothing elsewhere."""
+    """Display a figure in a notebook (as a PNG), or do nothing where IPython is absent
+    (a server, a torchrun node)."""
+    try:  # optional: only a notebook has IPython; the package runs without it
+        from IPython.display import Image, display
+    except ImportError:
+        return
     display(Image(data=png_bytes(fig)))

@@ -116,6 +116,19 @@ def choose_precision(device: torch.device, precision: str = "auto") -> str:
     return "bf16" if major >= 8 else "fp16"
 
 
+def compile_note(device: torch.device) -> str | None:
+    """One line when ``torch.compile`` is asked for on a GPU that Triton no longer
+    supports (below sm_80 since Triton 3.3, triton-lang/triton#5066; Colab's T4 is sm_75)."""
+    if device.type != "cuda":
+        return None
+    major, minor = torch.cuda.get_device_capability(device)
+    if major >= 8:
+        return None
+    return (f"torch.compile on sm_{major}{minor}: Triton supports NVIDIA GPUs from sm_80 on, "
+            "not this one officially; compiling is tried, and training goes on eagerly if it "
+            "fails.")
+
+
 @dataclass
 class GPUInfo:
     device: str
@@ -208,4 +221,5 @@ def environment_record(device: torch.device | None = None) -> dict:
 
 
 __all__ = ["DeviceError", "in_colab", "mount_drive", "flush_drive", "choose_device", "choose_precision",
+           "compile_note",
            "check_gpu", "GPUInfo", "environment_record"]

@@ -3,9 +3,14 @@
 One call, ``train(experiment, run_dir)``, starts a run or continues it. After every
 finished epoch the state is checkpointed (atomically, with a checksum) and
 ``metrics.csv`` is rewritten from the checkpoint's history, so killing the process at
-any instant and calling ``train`` again ends exactly as an uninterrupted run would:
-each epoch's randomness comes from (seed, epoch) and the learning rate is a pure
-function of the epoch, so no random-number state needs saving. Where the files live
+any instant and calling ``train`` again continues from the last finished epoch with the
+weights, momentum and grad-scaler state it had: each epoch's randomness comes from (seed,
+epoch) and the learning rate is a pure function of the epoch, so no random-number state
+needs saving. On the CPU the resumed run ends exactly as an uninterrupted one (tested,
+bit for bit). On a GPU that holds only where its kernels are deterministic: under
+``torch.use_deterministic_algorithms(True)``, which also turns cuDNN's autotuning off,
+on the same GPU and software (tests/test_cuda.py checks it; not yet run on a GPU); by
+default the autotuned kernels make it close, not equal. Where the files live
 (a local working copy mirrored to Google Drive, the lease) is ``storage.py``'s concern.
 """
 from __future__ import annotations
@@ -29,13 +34,13 @@ from .augment import Augmenter
 from .checkpoint import CheckpointWriter, save_checkpoint, to_host
 from .data import Dataset, load_dataset
 from .distributed import Dist
-from .epochs import evaluate, train_epoch
+from .epochs import CompiledOrEager, evaluate, make_optimizer, match_precision, train_epoch
 from .experiments import Experiment, get_experiment
 from .loader import DeviceLoader
 from .models import build_model
 from .resume import CHECKPOINT_FORMAT, ConfigMismatch, check_config, version_note
 from .runs import save_predictions, write_json, write_metrics
-from .runtime import choose_precision, environment_record
+from .runtime import choose_precision, compile_note, environment_record
 from .storage import LeaseLost, RunStorage
 from .version import colabkit_version
 
@@ -122,13 +127,14 @@ def time_estimate(epochs_left: int, epoch_seconds: float, minutes_used: float,
             "again in the next session to continue.")
 
 
-def _load_state(model, optimizer, scaler, state: dict, classes, run_dir) -> None:
+def _load_state(model, optimizer, scaler, state: dict, classes, run_dir, precision: str) -> None:
     if list(state.get("classes", classes)) != list(classes):
         raise ConfigMismatch(f"{run_dir} was trained on the classes {state['classes']}, not "
                              f"{list(classes)}: train in a new run folder.")
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        match_precision(optimizer, precision)
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
     except (RuntimeError, ValueError, KeyError) as e:
@@ -146,16 +152,18 @@ def _setup(exp: Experiment, data: Dataset, dist: Dist, prec: str, compile: bool)
     # convolution backward can stall on narrow layers (seen with torch 2.14), so not there
     model = model.to(dev, memory_format=torch.channels_last if dev.type == "cuda"
                      else torch.contiguous_format)
-    optimizer = torch.optim.SGD(model.parameters(), lr=exp.lr, momentum=exp.momentum,
-                                weight_decay=exp.weight_decay, nesterov=exp.nesterov)
+    optimizer = make_optimizer(model, lr=exp.lr, momentum=exp.momentum, precision=prec,
+                               weight_decay=exp.weight_decay, nesterov=exp.nesterov)
     scaler = torch.amp.GradScaler(dev.type, enabled=prec == "fp16")
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    if dev.type == "cuda":  # autotuned kernels, unless asked for deterministic ones
+        torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
     net: nn.Module = model
     if dist.world > 1:
         net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     if compile:
-        net = torch.compile(net)
+        if dist.main and (note := compile_note(dev)):
+            print(note)
+        net = CompiledOrEager(net)
     per_rank = exp.batch_size // dist.world  # DeviceLoader refuses a batch that does not divide
     train_loader = DeviceLoader(data.x_train, data.y_train, exp.batch_size, device=dev,
                                 mean=data.mean, std=data.std, train=True, seed=exp.seed,
@@ -317,7 +325,11 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
     dist = Dist(torch.device(device) if device is not None else None)
     prec = choose_precision(dist.device, precision)
     storage = RunStorage(run_dir, mirror_minutes=mirror_minutes, takeover=takeover)
-    state = storage.open() if dist.main else None
+    try:
+        state = storage.open() if dist.main else None
+    except Exception as e:  # a lease held elsewhere: the other ranks wait at the barrier
+        dist.fail(e)
+        raise
     dist.barrier()
     saver, status, note, lost = None, "finished", "", False
     try:
@@ -340,9 +352,15 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
         model, optimizer, scaler, net, *loaders = _setup(exp, data, dist, prec, compile)
         version = colabkit_version()
         if state is not None:
-            _load_state(model, optimizer, scaler, state, data.classes, storage.home.path)
+            _load_state(model, optimizer, scaler, state, data.classes, storage.home.path, prec)
             if dist.main and (changed := version_note(state, version)):
                 warnings.warn(changed, stacklevel=2)
+            if state.get("precision", prec) != prec and dist.main:
+                print(f"Note: this run was trained in {state['precision']} and continues in "
+                      f"{prec} (another GPU or --precision): the epochs to come round "
+                      "differently from an uninterrupted run's. To keep "
+                      f"{state['precision']}, pass precision='{state['precision']}' "
+                      f"(--precision {state['precision']}).")
             if state.get("world_size", 1) != dist.world and dist.main:
                 print(f"Note: this run was saved with {state.get('world_size', 1)} process(es) "
                       f"and continues with {dist.world}. The global batch ({exp.batch_size}), "
@@ -390,8 +408,12 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
         if saver is None:  # before training started: nothing to save
             raise
         status = "interrupted"
-    except LeaseLost:
+    except LeaseLost as e:
         lost = True
+        dist.fail(e)
+        raise
+    except Exception as e:
+        dist.fail(e)  # every other rank stops now, not at the backend's timeout
         raise
     finally:
         if dist.main:

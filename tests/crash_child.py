@@ -12,9 +12,12 @@ time, so the tests do not depend on how fast the machine is.
 - ``pause``: once a ``metrics.csv`` whose path contains MATCH holds N rows, create the file
   named by ``$CRASH_MARKER`` and wait there for the test to kill the process (or, with
   ``CRASH_PAUSE=stop``, stop until the test sends SIGCONT, once);
+- ``raise``: on the rank numbered MATCH alone (``$RANK`` under torchrun), raise a
+  RuntimeError at the start of its N-th optimizer step, after writing the time to
+  ``$CRASH_MARKER``;
 - ``none``: no stop.
 
-usage: python crash_child.py {replace|truncate|copyfileobj|step|pause|none} N MATCH colabkit-args...
+usage: python crash_child.py {replace|truncate|copyfileobj|step|pause|raise|none} N MATCH colabkit-args...
 As a module: ``arm(kind, n, match)`` sets the same trap in this process (a notebook kernel).
 """
 import os
@@ -83,6 +86,19 @@ def arm(kind: str, n: int, match: str, marker: str | None = None) -> None:
         def step(self, *args, **kwargs):
             if hit(["step"]):
                 die()
+            return real_step(self, *args, **kwargs)
+        torch.optim.SGD.step = step
+    elif kind == "raise":
+        import time
+
+        import torch
+
+        real_step = torch.optim.SGD.step
+
+        def step(self, *args, **kwargs):
+            if os.environ.get("RANK", "0") == match and hit([f"rank {match}"]):
+                Path(marker).write_text(repr(time.time()))
+                raise RuntimeError(f"planted failure on rank {match}")
             return real_step(self, *args, **kwargs)
         torch.optim.SGD.step = step
     elif kind == "pause":

@@ -25,11 +25,13 @@ ARGS = ["--experiment", "da", "--dataset", "synthetic", "--width", "4", "--batch
         "--train-size", "192", "--test-size", "96", "--device", "cpu", "--quiet"]
 
 
-def torchrun(run_dir, epochs, pause_at=None, marker=None):
+def torchrun(run_dir, epochs, pause_at=None, marker=None, trap=None):
     """``torchrun ... -m colabkit train``; with ``pause_at=N`` each worker runs through
-    tests/crash_child.py and rank 0 waits, to be killed, once N epochs are in metrics.csv."""
-    what = ["-m", "colabkit"] if pause_at is None else \
-        [str(REPO / "tests" / "crash_child.py"), "pause", str(pause_at), str(run_dir)]
+    tests/crash_child.py and rank 0 waits, to be killed, once N epochs are in metrics.csv;
+    with ``trap=(kind, n, match)``, that trap of crash_child.py."""
+    trap = trap or (("pause", pause_at, run_dir) if pause_at is not None else None)
+    what = ["-m", "colabkit"] if trap is None else \
+        [str(REPO / "tests" / "crash_child.py"), *map(str, trap)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            *what, "train", "--run-dir", str(run_dir), "--epochs", str(epochs), *ARGS]
     return subprocess.Popen(cmd, env={**ENV, "CRASH_MARKER": str(marker)}, stdout=subprocess.PIPE,
@@ -128,3 +130,24 @@ def test_single_process_continues_a_ddp_run_with_a_note(ddp_run, tmp_path, capsy
     res = train(replace(cfg, epochs=4, milestones=cfg.schedule), run)  # the same steps, kept
     assert res["epochs_done"] == 4
     assert "saved with 2 process(es) and continues with 1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_an_error_on_one_rank_ends_every_rank_and_rank_0_names_it(tmp_path, rank):
+    """One rank raises in its 8th step (epoch 2, 6 steps an epoch) while the other waits in
+    the step's all-reduce: every process ends (not at the backend's timeout), and rank 0's
+    output names the error whichever rank raised it."""
+    marker = tmp_path / "raised"
+    proc = torchrun(tmp_path / "run", 3, marker=marker, trap=("raise", 8, rank))
+    out, _ = proc.communicate(timeout=600)  # ends a hung test only; no result depends on it
+    ended = time.time()
+    assert proc.returncode != 0 and marker.exists(), out[-3000:]
+    assert _descendants(proc.pid) == []
+    cause = f"RuntimeError: planted failure on rank {rank}"
+    if rank == 1:  # rank 0 says it, in one line: which rank, what error, what to do
+        assert f"error: rank 1: {cause}. Every process of this run stops; run the same " \
+               "command again to resume from the last checkpoint." in out, out[-3000:]
+    else:  # rank 0's own traceback
+        assert cause in out, out[-3000:]
+    assert [r["epoch"] for r in read_metrics(tmp_path / "run" / "metrics.csv")] == [1]
+    print(f"rank {rank} raised; every rank had ended {ended - float(marker.read_text()):.1f} s later")

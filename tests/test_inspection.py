@@ -166,3 +166,41 @@ def test_report_inspect_draws_all_runs_side_by_side(cbam_run, tmp_path):
     logged = next(r["test_acc"] for r in read_metrics(cbam_run / "metrics.csv") if r["epoch"] == state["epoch"])
     assert every["accuracy"].iloc[0] == pytest.approx(logged)  # identity: the logged accuracy
     drawn_png(tmp_path / "robustness_all.png", None)
+
+
+@pytest.mark.parametrize("precision,dtype", [("auto", torch.float32), ("bf16", torch.bfloat16),
+                                             ("fp16", torch.float16)])
+def test_cost_measures_the_step_training_takes(monkeypatch, precision, dtype):
+    """Autocast in the training precision (auto: as train chooses; fp32 on the CPU), the
+    training step's code and its optimizer (fused in fp16): what the first convolution
+    computes in."""
+    import colabkit.epochs as epochs_mod
+    import colabkit.inspection as inspection_mod
+    from colabkit.experiments import get_experiment
+
+    seen, fused = [], []
+    real_build, real_make = inspection_mod.build_model, inspection_mod.make_optimizer
+
+    def build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        model.conv1.register_forward_hook(lambda m, i, o: seen.append((m.training, o.dtype)))
+        return model
+
+    def make(*args, **kwargs):
+        opt = real_make(*args, **kwargs)
+        fused.append(bool(opt.param_groups[0]["fused"]))
+        return opt
+    monkeypatch.setattr(inspection_mod, "build_model", build)
+    monkeypatch.setattr(inspection_mod, "make_optimizer", make)
+    steps = []
+    real_step = epochs_mod.forward_backward
+    monkeypatch.setattr(inspection_mod, "forward_backward",
+                        lambda *a, **k: steps.append(a[5]) or real_step(*a, **k))
+    row = inspection_mod.cost(get_experiment("basic", width=4), 12, "cpu", batch=4, steps=2,
+                              precision=precision)
+    assert row["precision"] == ("fp32" if precision == "auto" else precision)
+    assert row["channels_last"] is False  # the CPU trains contiguous (channels_last on CUDA)
+    train_dtypes = {d for training, d in seen if training}
+    assert train_dtypes == {dtype} and steps == [row["precision"]] * 3
+    assert fused == [row["precision"] == "fp16"]
+    assert {d for training, d in seen if not training} >= {dtype}  # inference too

@@ -13,8 +13,10 @@ ORDER = ["version", "files", "augment", "models", "stats", "plotting", "quota",
          "archives", "data", "loader", "distributed", "epochs", "resume", "train", "inspection", "weights",
          "status", "tables", "figures", "compare", "report", "sweep",
          "__main__"]
-# imported where used, with the reason: the module exists only inside Colab
-LAZY = {"google.colab"}
+# imported where used, with the reason: google.colab exists only inside Colab; IPython
+# (the notebook display) only where a notebook runs: a server, a torchrun node or the
+# lent GPU machine has neither, and the package must import and train there
+LAZY = {"google.colab", "IPython", "IPython.display"}
 
 
 def _imports(path):

@@ -195,3 +195,42 @@ def test_unknown_names_fail_listing_the_known_ones():
     with pytest.raises(ValueError, match=r"unknown attention 'se'; known: \['cbam', 'none'\]"):
         create_attention("se", 64)
     assert create_attention("none", 64) is None
+
+
+def test_channel_attention_takes_its_max_with_amax_same_values_and_gradients_as_max_pool():
+    """adaptive_max_pool2d's CUDA backward is nondeterministic; amax over H, W is the same
+    function with a deterministic one. The forward and backward of a CBAM model run no
+    adaptive_max_pool2d, and give the max-pool formula's logits and gradients exactly."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.add(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    model = build_model("resnet18_cbam", 12, width=8)
+    x = torch.randn(4, 3, 32, 32)
+    with Ops() as ops:
+        model(x).sum().backward()
+    assert not {n for n in ops.names if "max_pool" in n}, ops.names
+    assert "amax" in ops.names
+    new = {n: p.grad.clone() for n, p in model.named_parameters()}
+    logits = model(x)
+    old_forward = ChannelAttention.forward
+    try:  # the formula before: adaptive_max_pool2d(x, 1)
+        ChannelAttention.forward = lambda self, t: torch.sigmoid(
+            self.mlp(F.adaptive_avg_pool2d(t, 1)) + self.mlp(F.adaptive_max_pool2d(t, 1)))
+        model.zero_grad()
+        old_logits = model(x)
+        old_logits.sum().backward()
+    finally:
+        ChannelAttention.forward = old_forward
+    assert torch.equal(logits, old_logits)
+    assert all(torch.equal(new[n], p.grad) for n, p in model.named_parameters())
+    # no parameter or buffer came or went: checkpoints of either version load in the other
+    assert not [k for k in model.state_dict() if "channel" in k and "mlp" not in k]

@@ -448,3 +448,53 @@ def test_ctrl_c_before_the_first_epoch_says_nothing_was_saved(tiny, tmp_path, mo
     assert res["status"] == "interrupted" and res["epochs_done"] == 0
     assert "before the first epoch finished: nothing was saved yet" in out
     assert "checkpoint saved" not in out and not (tmp_path / "last.pt").exists()
+
+
+def test_a_run_resumed_in_another_precision_says_so(tmp_path, tiny, capsys):
+    """fp16 on a T4 becomes bf16 on an L4 or A100 when a run moves: printed, as a change of
+    world size is."""
+    train(tiny(epochs=1), tmp_path, precision="bf16", progress=False)
+    capsys.readouterr()
+    train(tiny(epochs=2), tmp_path, precision="fp32", progress=False)
+    out = capsys.readouterr().out
+    assert "Note: this run was trained in bf16 and continues in fp32" in out
+    assert "pass precision='bf16' (--precision bf16)" in out
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["precision"] == "fp32"
+    train(tiny(epochs=3), tmp_path, precision="fp32", progress=False)
+    assert "trained in" not in capsys.readouterr().out  # the same precision: no note
+
+
+@pytest.mark.parametrize("precision,dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16),
+                                             ("fp16", torch.float16)])
+def test_training_and_evaluation_compute_the_logits_in_the_precision_asked(tmp_path, tiny, monkeypatch,
+                                                                          precision, dtype):
+    import importlib
+
+    train_mod = importlib.import_module("colabkit.train")  # the module: colabkit.train is the function
+
+    seen = set()
+    real = train_mod.build_model
+
+    def build(*args, **kwargs):
+        model = real(*args, **kwargs)
+        model.register_forward_hook(lambda m, i, out: seen.add((m.training, out.dtype)))
+        return model
+    monkeypatch.setattr(train_mod, "build_model", build)
+    train(tiny(epochs=1), tmp_path, precision=precision, progress=False)
+    assert seen == {(True, dtype), (False, dtype)}  # autocast in the training steps and the evaluation
+
+
+def test_the_grad_scalers_state_is_restored_on_resume(tmp_path, tiny):
+    """fp16's loss scale and its growth count carry on from the checkpoint: a scaler started
+    afresh would be back at 2**16 with its count from 0."""
+    from colabkit.checkpoint import read_checkpoint, save_checkpoint
+
+    train(tiny(epochs=1), tmp_path, precision="fp16", progress=False)
+    state = read_checkpoint(tmp_path / "last.pt")
+    steps = state["history"][0]["epoch"] * (128 // 32)  # 4 steps an epoch
+    assert state["scaler"]["scale"] == 2.0 ** 16 and state["scaler"]["_growth_tracker"] == steps
+    state["scaler"].update(scale=1024.0, _growth_tracker=100)  # as a long run's would be
+    save_checkpoint(state, tmp_path / "last.pt")
+    train(tiny(epochs=2), tmp_path, precision="fp16", progress=False)
+    after = read_checkpoint(tmp_path / "last.pt")["scaler"]
+    assert (after["scale"], after["_growth_tracker"]) == (1024.0, 100 + steps)
