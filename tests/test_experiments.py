@@ -9,7 +9,7 @@ ANGLES = [0.0, 30.0, 330.0, 60.0, 300.0, 90.0, 270.0]
 
 
 def test_presets_match_design_table():
-    expected = {  # DESIGN.md's table: model, hflip, vflip, rotation weights
+    expected = {  # the report's table: model, hflip, vflip, rotation weights
         "basic": ("resnet18", 0.5, 0.0, []),
         "da": ("resnet18", 0.5, 0.1, [0.70, 0.08, 0.08, 0.05, 0.05, 0.02, 0.02]),
         # the report's code: 270 degrees is never drawn (its weights as printed sum to 1.01)
