@@ -2,7 +2,7 @@
 
 A file is replaced whole or not at all, so a kill at any instant leaves the old version
 or the new one, never half of one. Two facts of Google Drive shape how
-(shared/DESIGN.md, "Google Drive is not a local disk"):
+("Google Drive is not a local disk"):
 
 - a file removed or replaced there goes to Drive's Trash and counts against the quota
   for 30 days, unless it was emptied (truncated to 0 bytes) first: so no file over
