@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import socket
 import sys
 import time
 import types
@@ -163,6 +164,13 @@ class FakeColab:
         if state["flush"] != "ok":  # p.returncode != 0
             raise ValueError("flush_and_unmount failed")
 
+    def disconnect(self) -> None:
+        """The VM is gone. Drive keeps what reached it (this fake has no upload lag: what
+        was written reached Google); the next VM starts with Drive not mounted."""
+        if self.state()["mounted"]:
+            self._move(Path(self.mountpoint), self.cloud)
+        self.set(mounted=False, stale=False)
+
     # ---- installing it
     def module(self) -> types.ModuleType:
         drive = types.ModuleType("google.colab.drive")
@@ -179,14 +187,21 @@ class FakeColab:
         return {"google": google, "google.colab": colab, "google.colab.drive": drive}
 
 
-def install(vm: str | os.PathLike) -> FakeColab:
+def install(vm: str | os.PathLike, host: str | None = None, boot_id: str | None = None) -> FakeColab:
     """Make this process (a notebook kernel) a Colab VM for good: ``google.colab`` is the
-    fake, ``os.path.ismount`` knows its mount point, colabkit mounts there."""
+    fake, ``os.path.ismount`` knows its mount point, colabkit mounts there. ``host`` and
+    ``boot_id``: what makes the VM another machine to colabkit's lease (its hostname and
+    the kernel's boot id), so that a new VM after a disconnect is one."""
     fake = FakeColab(vm)
     sys.modules.update(fake.modules())
     os.path.ismount = fake.ismount
+    import colabkit.lease
     import colabkit.runtime
 
     colabkit.runtime.DRIVE_MOUNTPOINT = fake.mountpoint
+    if host:
+        socket.gethostname = lambda: host
+    if boot_id:
+        colabkit.lease._boot_id = lambda: boot_id
     return fake
 
