@@ -250,6 +250,9 @@ def test_nothing_is_written_under_an_unmounted_mountpoint_and_the_mirror_catches
     said = [str(w.message) for w in said]
     assert seen["left"] == []  # no folder, no lease, no metrics on the VM's disk
     assert sum("could not copy the run to Drive" in m for m in said) == 1
+    # the lease was not even tried: the mount said Drive was down
+    assert [m for m in said if "could not renew the lease" in m] == \
+        [f"could not renew the lease {run / 'lease.json'} (the Drive mount is down); training goes on"]
     assert res["epochs_done"] == 4
     out = capsys.readouterr().out
     assert "Drive is back: the run is copied up to epoch 4" in out
