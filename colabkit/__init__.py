@@ -6,7 +6,8 @@ from .version import __version__
 from .data import Dataset, load_dataset
 from .experiments import Experiment, get_experiment, run_name, PRESETS, RECIPES
 from .models import build_model, MODELS
-from .runtime import check_gpu, mount_drive, flush_drive, in_colab
+from .runtime import DeviceError, DriveError, check_gpu, mount_drive, flush_drive, in_colab
+from .lease import LeaseHeld
 from .train import train
 from .tables import load_runs, results_table
 from .figures import plot_curves, LiveCurves
@@ -20,8 +21,8 @@ from .inspection import inspect
 __all__ = [
     "__version__", "Dataset", "load_dataset", "Experiment", "get_experiment", "run_name",
     "PRESETS", "RECIPES",
-    "build_model", "MODELS", "check_gpu", "mount_drive", "flush_drive", "in_colab",
-    "train", "load_runs", "results_table", "plot_curves", "show", "status_table",
+    "build_model", "MODELS", "DeviceError", "DriveError", "check_gpu", "mount_drive", "flush_drive", "in_colab",
+    "LeaseHeld", "train", "load_runs", "results_table", "plot_curves", "show", "status_table",
     "queue_status",
     "write_report", "LiveCurves", "run_queue", "sweep", "inspect",
     "comparison_table", "comparison_sentences", "per_class_table",

@@ -21,9 +21,9 @@ from .inspection import InspectionError, inspect
 from .models import build_model, count_parameters
 from .report import write_report
 from .runs import RunFolderError
-from .runtime import DeviceError, check_gpu
+from .runtime import Advice, DeviceError, DriveError, check_gpu
 from .status import status_table
-from .storage import LeaseHeld, LeaseLost
+from .lease import LeaseHeld, LeaseLost
 from .sweep import sweep
 from .tables import ReportError
 from .train import ConfigMismatch, train
@@ -278,7 +278,7 @@ def cmd_demo(args) -> int:
 # Python names in library messages -> the flags a command-line user types
 _FLAGS = {"dataset='folder'": "--dataset folder", "dataset='synthetic'": "--dataset synthetic",
           "allow_config_change=True (--allow-config-change)": "--allow-config-change",
-          "--takeover (takeover=True)": "--takeover", "download=False": "no download",
+          "download=False": "no download",
           "device='cpu'": "--device cpu"}
 _FIELDS = ("batch_size", "epochs", "width", "train_size", "test_size", "val_size", "lr", "milestones",
            "data_root", "max_minutes", "mirror_minutes", "checkpoint_minutes")
@@ -334,8 +334,10 @@ def main(argv: list[str] | None = None) -> int:
         return {"info": cmd_info, "train": cmd_train, "sweep": cmd_sweep, "report": cmd_report,
                 "inspect": cmd_inspect, "demo": cmd_demo, "export": cmd_export}[args.command](args)
     except (ConfigMismatch, DataError, CheckpointError, ReportError, RunFolderError, DeviceError,
-            LeaseHeld, LeaseLost, InspectionError, WeightsError, PermissionError, ValueError) as e:  # the message says what to do
-        print(f"error: {cli_words(str(e))}", file=sys.stderr)
+            LeaseHeld, LeaseLost, DriveError, InspectionError, WeightsError, PermissionError,
+            ValueError) as e:  # the message says what to do
+        text = e.cli() if isinstance(e, Advice) else str(e)  # the flag, not the form field
+        print(f"error: {cli_words(text)}", file=sys.stderr)
         return 2
 
 

@@ -1,7 +1,7 @@
 """Drive's quota, measured where it lives: ``drive.csv`` in a run folder on Drive.
 
 A replaced or deleted file on Drive goes to its Trash and counts against the quota for 30
-days (Google's Drive help on the Trash). colabkit empties a large file before it is replaced, so a run
+days. colabkit empties a large file before it is replaced, so a run
 should cost Drive only its own files. That rests on public reports, not on a measurement,
 so each session of a Drive run records what the mount itself says (``statvfs``: used and
 total bytes) beside the size of the run's own files, at its start, at every mirror and

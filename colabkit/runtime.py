@@ -5,7 +5,6 @@ need it, never at module top.
 """
 from __future__ import annotations
 
-import errno
 import os
 import platform
 import sys
@@ -29,17 +28,77 @@ def in_colab() -> bool:
     return True
 
 
-def _is_disconnected(e: BaseException) -> bool:
-    return (isinstance(e, OSError) and e.errno == errno.ENOTCONN) or \
-        "Transport endpoint is not connected" in str(e)
+# Timeouts handed to google.colab.drive (its defaults: 120 s for mount, 24 h for the flush).
+# Every mount first asks the browser for Drive access and waits up to its timeout: with the
+# tab closed nobody answers, so a remount colabkit makes by itself waits less than the
+# first mount, at which the user is looking at the dialog.
+MOUNT_TIMEOUT_MS = 120_000
+REMOUNT_TIMEOUT_MS = 60_000
+FLUSH_TIMEOUT_MS = 5 * 60_000  # a run's few files upload in well under this
 
 
-def mount_drive(folder: str = "colabkit", mountpoint: str | None = None) -> Path:
+class Advice(RuntimeError):
+    """An error whose advice names a setting, spelled where the user is: ``str(e)`` names
+    the notebook's form field and the keyword (``TAKEOVER``, ``takeover=True``),
+    ``e.cli()`` the command line's flag (``--takeover``). ``template`` holds ``{name}`` for
+    each setting, given as (notebook words, command-line words)."""
+
+    def __init__(self, template: str, **settings: tuple[str, str]):
+        self.template, self.settings = template, settings
+        super().__init__(template.format(**{k: v[0] for k, v in settings.items()})
+                         if settings else template)
+
+    def cli(self) -> str:
+        if not self.settings:
+            return self.template
+        return self.template.format(**{k: v[1] for k, v in self.settings.items()})
+
+
+class DriveError(RuntimeError):
+    """Drive could not be mounted or flushed; the message says what to do. ``flushed``:
+    the flush finished; ``mounted``: Drive is mounted now."""
+
+    def __init__(self, message: str, flushed: bool = False, mounted: bool = False):
+        super().__init__(message)
+        self.flushed, self.mounted = flushed, mounted
+
+
+def drive_mounted(mountpoint: str | os.PathLike | None = None) -> bool:
+    """True while Drive is a live mount at ``mountpoint`` (default the Colab one). A
+    dropped mount (ENOTCONN) and a plain folder on the VM's disk both answer False."""
+    return os.path.ismount(str(mountpoint or DRIVE_MOUNTPOINT))
+
+
+def mount_live(path: str | os.PathLike) -> bool:
+    """False when ``path`` lies under the Colab Drive mount point while Drive is not
+    mounted there: a write would land on the VM's disk, be lost with the VM, and make the
+    next ``drive.mount`` refuse (the mount point must hold no files). Else True."""
+    mountpoint = Path(DRIVE_MOUNTPOINT).resolve()
+    p = Path(path).expanduser().resolve()
+    if p != mountpoint and mountpoint not in p.parents:
+        return True
+    return drive_mounted(mountpoint)
+
+
+def _mount_advice(mountpoint: str, e: BaseException) -> str:
+    if "contain files" in str(e):
+        return (f"Drive could not be mounted: {mountpoint} holds files written while Drive was "
+                "not mounted (they live on this VM's disk only). Move them elsewhere, or choose "
+                "Runtime → Disconnect and delete runtime, then Run all again.")
+    return (f"Drive could not be mounted at {mountpoint} ({e}): run this cell again and approve "
+            "Drive access in the dialog (the browser tab must be open); see "
+            "research.google.com/colaboratory/faq.html#drive-timeout.")
+
+
+def mount_drive(folder: str = "colabkit", mountpoint: str | None = None,
+                timeout_ms: int = MOUNT_TIMEOUT_MS) -> Path:
     """Mount Google Drive and return the project folder ``MyDrive/<folder>`` (created).
 
-    A stale mount ("Transport endpoint is not connected", Errno 107, common after a
-    disconnect) is remounted with ``force_remount=True``. Outside Colab, returns a local
-    folder instead: ``$COLABKIT_HOME`` or ``./colabkit-home``.
+    ``drive.mount`` asks the browser for Drive access and waits up to ``timeout_ms``. A
+    mount that did not come up live (a stale one, Errno 107, common after a disconnect) is
+    mounted again with ``force_remount=True``. Nothing is created under the mount point
+    unless Drive is mounted there; failures raise ``DriveError`` (one line, what to do).
+    Outside Colab, returns a local folder instead: ``$COLABKIT_HOME`` or ``./colabkit-home``.
     """
     if not in_colab():
         home = Path(os.environ.get("COLABKIT_HOME", "colabkit-home")).expanduser().resolve()
@@ -50,27 +109,37 @@ def mount_drive(folder: str = "colabkit", mountpoint: str | None = None) -> Path
 
     mountpoint = mountpoint or DRIVE_MOUNTPOINT
     try:
-        drive.mount(mountpoint)
-        home = Path(mountpoint) / "MyDrive" / folder
-        home.mkdir(parents=True, exist_ok=True)  # touches the mount: raises if it is stale
-    except OSError as e:
-        if not _is_disconnected(e):
-            raise
-        print("Drive mount was stale (Transport endpoint is not connected): remounting.")
-        drive.mount(mountpoint, force_remount=True)
-        home = Path(mountpoint) / "MyDrive" / folder
-        home.mkdir(parents=True, exist_ok=True)
+        drive.mount(mountpoint, timeout_ms=timeout_ms)
+        if not drive_mounted(mountpoint):
+            print("Drive's mount was not live (Transport endpoint is not connected): remounting.")
+            drive.mount(mountpoint, force_remount=True, timeout_ms=timeout_ms)
+    except ValueError as e:
+        raise DriveError(_mount_advice(mountpoint, e)) from None
+    if not drive_mounted(mountpoint):
+        raise DriveError(_mount_advice(mountpoint, "it is not mounted after drive.mount"))
+    home = Path(mountpoint) / "MyDrive" / folder
+    home.mkdir(parents=True, exist_ok=True)
     print(f"Drive mounted: runs and data go to {home}")
     return home
+
+
+def flush_seconds(path: str | os.PathLike) -> float:
+    """The most ``flush_drive(path)`` can take: the flush's timeout and the remount's, in
+    Colab for a path under the mount point; else 0."""
+    if not in_colab() or Path(DRIVE_MOUNTPOINT).resolve() not in Path(path).resolve().parents:
+        return 0.0
+    return (FLUSH_TIMEOUT_MS + REMOUNT_TIMEOUT_MS) / 1000
 
 
 def flush_drive(path: str | os.PathLike | None = None, *, remount: bool = True) -> None:
     """Make Drive upload what was written, now.
 
     ``fsync`` reaches only Drive's local cache; in Colab the one call that forces the
-    upload is ``drive.flush_and_unmount()``, so this calls it and (``remount=True``)
-    mounts Drive again for the cells that follow. ``path``: act only if it lies under the
-    Drive mount point. Elsewhere, ``os.sync()``.
+    upload is ``drive.flush_and_unmount()``, so this calls it (waiting at most
+    ``FLUSH_TIMEOUT_MS``) and (``remount=True``) mounts Drive again for the cells that
+    follow (``REMOUNT_TIMEOUT_MS``: the tab may be closed). ``path``: act only if it lies
+    under the Drive mount point. Elsewhere, ``os.sync()``. Raises ``DriveError`` when Drive
+    is not mounted, the flush fails or the remount fails.
     """
     if hasattr(os, "sync"):
         os.sync()
@@ -81,12 +150,25 @@ def flush_drive(path: str | os.PathLike | None = None, *, remount: bool = True) 
         return
     from google.colab import drive
 
-    drive.flush_and_unmount()
-    if remount:
-        drive.mount(str(mountpoint))
+    if not drive_mounted(mountpoint):
+        raise DriveError(f"Drive is not mounted at {mountpoint}: nothing could be flushed")
+    problems = []
+    try:
+        drive.flush_and_unmount(timeout_ms=FLUSH_TIMEOUT_MS)
+    except (ValueError, OSError) as e:
+        problems.append(f"drive.flush_and_unmount failed ({e})")
+    flushed = not problems
+    if remount and not drive_mounted(mountpoint):
+        try:
+            drive.mount(str(mountpoint), timeout_ms=REMOUNT_TIMEOUT_MS)
+        except (ValueError, OSError) as e:
+            problems.append(f"the remount failed ({e})")
+    if problems:
+        raise DriveError("; ".join(problems), flushed=flushed,
+                         mounted=drive_mounted(mountpoint))
 
 
-class DeviceError(RuntimeError):
+class DeviceError(Advice):
     """The device asked for is not there; the message says what to do."""
 
 
@@ -143,8 +225,9 @@ class GPUInfo:
 
 def check_gpu(allow_cpu: bool = False, verbose: bool = True) -> GPUInfo:
     """Report the GPU (name, memory, compute capability), the precision training will
-    use, and the torch and CUDA versions. In Colab without a GPU this raises with the
-    steps to get one, unless ``allow_cpu=True``."""
+    use, and the torch and CUDA versions. In Colab without a GPU this raises
+    ``DeviceError`` with the steps to get one (before Drive is mounted, so the user
+    approves Drive access once), unless ``allow_cpu=True``."""
     colab = in_colab()
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
@@ -155,9 +238,10 @@ def check_gpu(allow_cpu: bool = False, verbose: bool = True) -> GPUInfo:
     else:
         if colab and not allow_cpu:
             raise DeviceError(
-                "This Colab runtime has no GPU. Choose Runtime → Change runtime type → "
-                "T4 GPU → Save, then Run all again (your run resumes where it stopped). "
-                "To train on the CPU anyway (very slow), pass allow_cpu=True.")
+                "This Colab runtime has no GPU: Runtime → Change runtime type → T4 GPU → "
+                "Save, then Run all. If Colab says it cannot connect to a GPU backend due to "
+                "usage limits, try again later, or {allow_cpu} for a slow trial on the CPU.",
+                allow_cpu=("tick ALLOW_CPU (allow_cpu=True)", "pass --device cpu"))
         info = GPUInfo("cpu", platform.processor() or platform.machine(), 0.0, "-", "fp32",
                        torch.__version__, torch.version.cuda, colab)
     if verbose:
@@ -220,6 +304,7 @@ def environment_record(device: torch.device | None = None) -> dict:
     return rec
 
 
-__all__ = ["DeviceError", "in_colab", "mount_drive", "flush_drive", "choose_device", "choose_precision",
+__all__ = ["Advice", "DeviceError", "DriveError", "drive_mounted", "mount_live", "in_colab",
+           "mount_drive", "flush_drive", "flush_seconds", "choose_device", "choose_precision",
            "compile_note",
            "check_gpu", "GPUInfo", "environment_record"]

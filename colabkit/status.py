@@ -81,6 +81,9 @@ def queue_status(runs_dir: str | os.PathLike, runs=QUEUE, epochs: int | None = N
     (``partly``) or waits for one (``no``)."""
     epochs = epochs or with_recipe(PRESETS[runs[0][1]], recipe).epochs
     table = status_table(runs_dir, [run_name(name, recipe, epochs) for name, _ in runs], epochs)
+    # a run not started has no config.json yet: its experiment is the queue's preset
+    table["experiment"] = [e if isinstance(e, str) else preset
+                           for e, (_, preset) in zip(table["experiment"], runs)]
     known = table["epoch_seconds"].dropna()
     if len(known):
         guess = (table["epochs"].fillna(epochs or 0) - table["epochs_done"]) * known.median() / 3600

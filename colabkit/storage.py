@@ -1,14 +1,17 @@
 """Where a run's files live: a local working copy mirrored to Google Drive, a lease that
 names the one trainer of a run folder, and no leftovers.
 
-Google Drive mounted in Colab is not a local disk (shared/DESIGN.md): ``fsync`` reaches
+Google Drive mounted in Colab is not a local disk: ``fsync`` reaches
 only a local cache and the upload follows minutes later; a replaced file goes to the
 Trash and counts against the quota; the mount drops (ENOTCONN, EIO) or fills (ENOSPC,
 EDQUOT); two runtimes can open the same folder. So a run folder on Drive is trained from
 a working copy on the VM's disk (``$COLABKIT_LOCAL/<run name>``), checkpointed there as
 usual, and mirrored to Drive every ``mirror_minutes`` and at every stop. Drive faults
-warn and never stop training; the mirror catches up when Drive is back. A run folder
-elsewhere is its own working copy and behaves as a local disk.
+warn and never stop training; the mirror catches up when Drive is back. Nothing is
+written under the Colab mount point while Drive is not mounted there (it would land on
+the VM's disk and make the next mount refuse): Drive counts as down then. A stop never
+raises because of Drive. A run folder elsewhere is its own working copy and behaves as a
+local disk.
 
 A folder is "on Drive" when it lies under the Colab mount point or under one of the
 folders in ``$COLABKIT_DRIVE`` (``os.pathsep``-separated: Dropbox, OneDrive, network
@@ -16,35 +19,23 @@ mounts, and the tests' simulation).
 """
 from __future__ import annotations
 
-import fcntl
+import errno
 import hashlib
-import json
 import math
 import os
-import secrets
 import shutil
-import socket
 import tempfile
 import time
 import warnings
-from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
 from . import quota, runtime
 from .checkpoint import CheckpointError, find_latest, finish_install
-from .files import atomic_write, empty_then_remove, explain_os_error, remove_temporaries
-from .runs import RunDir, read_json, write_metrics
+from .files import atomic_write, explain_os_error, remove_temporaries
+from .lease import STALE_MINUTES, Lease, LeaseHeld, LeaseLost, _start_ticks  # noqa: F401 (re-exported)
+from .runs import RunDir, write_metrics
 
 DRIVE_ENV, LOCAL_ENV = "COLABKIT_DRIVE", "COLABKIT_LOCAL"
-
-
-class LeaseHeld(RuntimeError):
-    """Another trainer holds the run folder."""
-
-
-class LeaseLost(RuntimeError):
-    """Another trainer took the run folder over while this one was training."""
 
 
 # ------------------------------------------------------------------ where ----
@@ -87,164 +78,6 @@ def working_copy(run_dir: Path) -> Path:
     return local
 
 
-# ------------------------------------------------------------------ lease ----
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _start_ticks(pid: int) -> str:
-    """When process ``pid`` started (tells a reused pid from the original), or ''."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def _alive(pid: int, ticks: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not ticks or not _start_ticks(pid) or _start_ticks(pid) == ticks
-
-
-class Lease:
-    """``lease.json`` names the one trainer of a run folder (host, boot id, pid, a random
-    id) and its heartbeat, renewed every epoch. A folder taken over stays taken over: a
-    trainer that finds another id in the file at any time after it acquired stops, even
-    when the one that took over has finished and let go, because letting go leaves the
-    record, marked ``released``. Only a trainer that found no lease file at all (so that no
-    earlier trainer can be waiting to learn it was replaced) removes it. On one machine, reading and
-    writing the lease is one step (``flock`` on the run folder); across machines it is best
-    effort: another VM sees a renewal only once Drive has uploaded it."""
-
-    def __init__(self, path: Path, stale_minutes: float = 30.0):
-        self.path = Path(path)
-        self.stale_minutes = stale_minutes
-        self.me = {"id": secrets.token_hex(8), "host": socket.gethostname(),
-                   "boot_id": _boot_id(), "pid": os.getpid(), "start": _start_ticks(os.getpid())}
-        self._warned = False
-        self._found = True  # a lease file was there at acquire: keep a record at release
-
-    def read(self) -> dict | None:
-        """The record in ``lease.json``: the holder, or the last one (``released``)."""
-        try:
-            record = read_json(self.path)
-        except (OSError, ValueError):
-            return None
-        return record if isinstance(record, dict) and "id" in record else None
-
-    def holder(self) -> dict | None:
-        """The trainer holding the folder now, or None (no record, or released)."""
-        record = self.read()
-        return None if record is None or record.get("released") else record
-
-    @contextmanager
-    def _locked(self):
-        """Read-then-write of the lease as one step among the processes of this machine
-        (an exclusive ``flock`` on the run folder, freed when the process dies). Where the
-        file system has no locks the step goes on unlocked."""
-        try:
-            fd = os.open(self.path.parent, os.O_RDONLY)
-        except OSError:
-            yield
-            return
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except OSError:
-                pass
-            yield
-        finally:
-            os.close(fd)  # releases the lock
-
-    def _age_minutes(self, holder: dict) -> float:
-        return (time.time() - float(holder.get("heartbeat_unix", 0))) / 60
-
-    def gone(self, holder: dict) -> bool:
-        """Provably gone: this machine (same boot), and its process is dead or is this
-        one (an earlier call that stopped, in the same notebook kernel)."""
-        if holder.get("host") != self.me["host"] or holder.get("boot_id") != self.me["boot_id"]:
-            return False
-        pid = int(holder.get("pid", -1))
-        return pid == self.me["pid"] or not _alive(pid, holder.get("start", ""))
-
-    @staticmethod
-    def describe(holder: dict) -> str:
-        return f"host {holder.get('host')} pid {holder.get('pid')}"
-
-    def acquire(self, takeover: bool = False) -> None:
-        with self._locked():
-            holder = self.holder()
-            if holder is not None and holder["id"] != self.me["id"]:
-                age = self._age_minutes(holder)
-                if not (takeover or self.gone(holder) or age > self.stale_minutes):
-                    raise LeaseHeld(
-                        f"{self.path.parent} is being trained by {self.describe(holder)} (last "
-                        f"heartbeat {max(age, 0):.1f} min ago). Wait for it to finish, or if "
-                        "that trainer is gone (a closed tab, a dead VM), run again with "
-                        f"--takeover (takeover=True); after {self.stale_minutes:g} min without a "
-                        "heartbeat it is taken over by itself.")
-                if not self.gone(holder):
-                    print(f"Taking over {self.path.parent} from {self.describe(holder)} "
-                          f"(last heartbeat {max(age, 0):.1f} min ago).")
-            self._found = self.read() is not None
-            self._write()
-
-    def check(self) -> None:
-        """Raise ``LeaseLost`` if the file names another trainer, holding or released."""
-        record = self.read()
-        if record is not None and record["id"] != self.me["id"]:
-            raise LeaseLost(
-                f"{self.path.parent} was taken over by {self.describe(record)} at "
-                f"{record.get('heartbeat')}; this trainer stops without writing more. Its "
-                "last checkpoint is in the folder; the other trainer continues from it.")
-
-    def heartbeat(self) -> None:
-        """Stop if the folder was taken over, else renew: one step on this machine."""
-        with self._locked():
-            self.check()
-            self._write()
-
-    def renew(self) -> None:
-        with self._locked():
-            self._write()
-
-    def _write(self, **extra) -> None:
-        now = datetime.now(timezone.utc)
-        record = {**self.me, "heartbeat": now.isoformat(timespec="seconds"),
-                  "heartbeat_unix": now.timestamp(), **extra}
-        try:
-            with atomic_write(self.path, "w", encoding="utf-8") as f:
-                json.dump(record, f, indent=1)
-        except OSError as e:
-            if not self._warned:
-                warnings.warn(f"could not renew the lease {self.path} ({explain_os_error(e)}); "
-                              "training goes on", stacklevel=3)
-                self._warned = True
-
-    def release(self) -> None:
-        """Let go: the record stays (``released``) so that a trainer it replaced still stops,
-        unless there was no lease file when this one acquired."""
-        with self._locked():
-            record = self.read()
-            if record is None or record["id"] != self.me["id"] or record.get("released"):
-                return
-            if self._found:
-                self._write(released=True)
-            else:
-                try:
-                    empty_then_remove(self.path)
-                except OSError:
-                    pass
-
-
 # ---------------------------------------------------------------- storage ----
 
 class RunStorage:
@@ -254,7 +87,7 @@ class RunStorage:
     SMALL = ("config", "environment", "predictions", "metrics", "drive_log")
 
     def __init__(self, run_dir: str | os.PathLike, *, mirror_minutes: float = 10.0,
-                 takeover: bool = False, stale_minutes: float = 30.0):
+                 takeover: bool = False, stale_minutes: float = STALE_MINUTES):
         if mirror_minutes < 0:
             raise ValueError(f"mirror_minutes must be >= 0, got {mirror_minutes:g}")
         self.home = RunDir(run_dir)
@@ -262,17 +95,32 @@ class RunStorage:
         self.work = RunDir(working_copy(self.home.path)) if self.drive else self.home
         self.mirror_minutes = mirror_minutes
         self.takeover = takeover
-        self.lease = Lease(self.home.lease, stale_minutes)
+        self.lease = Lease(self.home.lease, stale_minutes, writable=self.live)
         self.local_epoch = 0       # newest checkpoint in the working copy
         self.mirrored_epoch = 0    # newest checkpoint known to be on Drive
         self.behind = False
         self._best_pending = False
         self._last_mirror = -math.inf
+        self._said_rate = self._said_quota = False
+
+    def live(self) -> bool:
+        """False while the Drive folder's mount is down: then nothing is written there."""
+        return not self.drive or runtime.mount_live(self.home.path)
+
+    def stop_seconds(self, flush: bool = True) -> float:
+        """The most a stop can take beyond the last mirror: the flush of Drive and the
+        remount, each bounded by its timeout (in Colab, for a folder under the mount)."""
+        return runtime.flush_seconds(self.home.path) if flush and self.drive else 0.0
 
     # ---- start
     def open(self) -> dict | None:
         """Claim the folder (lease), remove leftovers and finish interrupted installs;
         return the newest checkpoint that verifies, local or Drive, or None."""
+        if not self.live():
+            raise runtime.DriveError(
+                f"{self.home.path} is on Google Drive, but Drive is not mounted at "
+                f"{runtime.DRIVE_MOUNTPOINT}: run colabkit.mount_drive() (approve Drive access), "
+                "then train again.")
         self.home.ensure_writable()
         self.lease.acquire(self.takeover)
         try:
@@ -284,6 +132,11 @@ class RunStorage:
         except BaseException:
             self.lease.release()
             raise
+        if state is not None:  # the run's epoch time, for the stale limit of its lease
+            seconds = [float(r["seconds"]) for r in state["history"][-3:] if r.get("seconds")]
+            if seconds:
+                self.lease.epoch_seconds = max(seconds)
+                self.lease.renew()
         # a working copy ahead of Drive (Drive was down at the last stop) is copied at the
         # first mirror, due at the first checkpoint, or at close
         self._best_pending = self.drive and self.local_epoch > self.mirrored_epoch and self.work.best.exists()
@@ -333,9 +186,10 @@ class RunStorage:
                 break
 
     # ---- every epoch
-    def heartbeat(self) -> None:
-        """Before an epoch's writes: stop if the lease was taken over, else renew it."""
-        self.lease.heartbeat()
+    def heartbeat(self, epoch_seconds: float | None = None) -> None:
+        """Before an epoch's writes: stop if the lease was taken over, else renew it with
+        the epoch time (how long the lease may stay silent follows it)."""
+        self.lease.heartbeat(epoch_seconds)
 
     def committed(self, epoch: int, best_written: bool) -> None:
         """After a checkpoint (and metrics.csv) committed in the working copy: mirror to
@@ -350,11 +204,17 @@ class RunStorage:
         small files) to Drive. A Drive fault warns and is retried at the next mirror."""
         self._last_mirror = time.monotonic()
         try:
+            if not self.live():
+                raise OSError(errno.ENOTCONN, f"Drive is not mounted at {runtime.DRIVE_MOUNTPOINT}")
+            wrote = 0
             if force or self.mirrored_epoch < epoch:
+                wrote += self.work.last.stat().st_size
                 self._copy(self.work.last, self.home.last, keep_previous=self.home.last_prev)
             if self._best_pending and self.work.best.exists():
+                wrote += self.work.best.stat().st_size
                 self._copy(self.work.best, self.home.best)
             self._measure("mirror", epoch)
+            self._quota_check()
             for name in self.SMALL:
                 src = getattr(self.work, name)
                 if src.exists():
@@ -367,6 +227,7 @@ class RunStorage:
             self.behind = True
             return False
         self.mirrored_epoch, self._best_pending = max(self.mirrored_epoch, epoch), False
+        self._say_rate(wrote)
         if self.behind:
             print(f"Drive is back: the run is copied up to epoch {epoch}.")
         self.behind = False
@@ -375,7 +236,7 @@ class RunStorage:
     def reconcile(self, history: list[dict]) -> None:
         """metrics.csv rewritten from the checkpoint's history, wherever the run lives."""
         write_metrics(self.work.metrics, history)
-        if self.drive:
+        if self.drive and self.live():
             try:
                 self._copy(self.work.metrics, self.home.metrics)
             except OSError as e:
@@ -386,6 +247,8 @@ class RunStorage:
         """A row of ``drive.csv``: Drive's used and total bytes and the run's own (quota.py).
         A working copy new to this VM first takes the rows already on Drive."""
         log, home_log = self.work.drive_log, self.home.drive_log
+        if not self.live():  # statvfs of the bare mount point would measure the VM's disk
+            return
         try:
             if not log.exists() and home_log.is_file():
                 shutil.copyfile(home_log, log)
@@ -394,6 +257,28 @@ class RunStorage:
             warnings.warn(f"could not measure Drive's usage ({explain_os_error(e)}: {e})",
                           stacklevel=3)
 
+    def _quota_check(self) -> None:
+        """At every mirror: warn once a session when Drive grew by more than
+        ``quota.WARN_BYTES`` beyond the run's own files (the stop prints the figures)."""
+        if self._said_quota:
+            return
+        _, warning = quota.stop_report(quota.read_log(self.work.drive_log))
+        if warning:
+            warnings.warn(warning, stacklevel=4)
+            self._said_quota = True
+
+    def _say_rate(self, wrote: int) -> None:
+        """With a mirror every epoch, say once what that writes to Drive per hour."""
+        epoch = self.lease.epoch_seconds
+        if self.mirror_minutes or self._said_rate or not wrote or not epoch:
+            return
+        self._said_rate = True
+        per_hour = wrote * 3600 / epoch
+        print(f"Mirroring to Drive every epoch (MIRROR_MINUTES = 0, --mirror-minutes 0): about "
+              f"{wrote / 1e6:.0f} MB per mirror, {per_hour / 1e9:.1f} GB per hour at "
+              f"{epoch:.0f} s an epoch; every 10 minutes would write "
+              f"{min(per_hour, wrote * 6) / 1e9:.1f} GB per hour.")
+
     @staticmethod
     def _copy(src: Path, dst: Path, keep_previous: Path | None = None) -> None:
         with open(src, "rb") as f, atomic_write(dst, keep_previous=keep_previous) as out:
@@ -401,25 +286,42 @@ class RunStorage:
 
     # ---- stop
     def close(self, flush: bool = True, lost: bool = False) -> str:
-        """At every stop: the last mirror, Drive flushed, the lease released. Returns a
-        line saying where the run's newest state is."""
+        """At every stop: the last mirror, the lease released, Drive flushed. Never raises
+        because of Drive: a failed flush or remount is one warning saying what is on
+        Drive, what is only in the working copy and what to run. Returns a line saying
+        where the run's newest state is."""
         if lost:
             return ""
         note = ""
-        if self.drive:
-            if self.mirrored_epoch < self.local_epoch or self._best_pending:
-                self.mirror(self.local_epoch)
-            note = self._quota_note()
-            if flush:
+        try:
+            if self.drive:
+                if self.mirrored_epoch < self.local_epoch or self._best_pending:
+                    self.mirror(self.local_epoch)
+                note = self._quota_note()
+        finally:
+            self.lease.release()  # before the flush, so that the flush uploads it too
+        if not self.drive:
+            return note
+        if flush:
+            try:
                 runtime.flush_drive(self.home.path)
-            if self.behind or self.mirrored_epoch < self.local_epoch:
-                note = (f"{note}The Drive copy is behind: epoch {self.mirrored_epoch} on Drive, epoch "
-                        f"{self.local_epoch} in the local copy {self.work.path}. Run again when "
-                        "Drive works: the copy catches up.")
-            else:
-                note = f"{note}The Drive copy is up to date (epoch {self.mirrored_epoch})."
-        self.lease.release()
-        return note
+            except runtime.DriveError as e:
+                warnings.warn(self._flush_advice(e), stacklevel=3)
+        if self.behind or self.mirrored_epoch < self.local_epoch:
+            return (f"{note}The Drive copy is behind: epoch {self.mirrored_epoch} on Drive, epoch "
+                    f"{self.local_epoch} in the local copy {self.work.path}. Run again when "
+                    "Drive works: the copy catches up.")
+        return f"{note}The Drive copy is up to date (epoch {self.mirrored_epoch})."
+
+    def _flush_advice(self, e: runtime.DriveError) -> str:
+        where = (f"Drive has epoch {self.mirrored_epoch} in its cache, uploading by itself while "
+                 "this runtime lives" if not e.flushed else f"Drive has epoch {self.mirrored_epoch}")
+        if self.local_epoch > self.mirrored_epoch:
+            where += f"; epoch {self.local_epoch} is only in the local copy {self.work.path}"
+        todo = ("run colabkit.flush_drive() to force the upload" if e.mounted else
+                "run colabkit.mount_drive() (approve Drive access), then run this again: the "
+                "Drive copy catches up")
+        return f"Drive: {e} at the stop. {where}; {todo}."
 
     def _quota_note(self) -> str:
         """Measure at the stop, copy drive.csv up, and say how Drive's usage grew this
@@ -430,7 +332,7 @@ class RunStorage:
         except OSError:
             pass  # the rows stay in the working copy; the next mirror copies them
         line, warning = quota.stop_report(quota.read_log(self.work.drive_log))
-        if warning:
+        if warning and not self._said_quota:  # a mirror may have said it already
             warnings.warn(warning, stacklevel=3)
         return f"{line}\n" if line else ""
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .data import Dataset, load_dataset
 from .experiments import PRESETS, Experiment, get_experiment, run_name
+from .runtime import DriveError, flush_drive, flush_seconds
 from .status import QUEUE, queue_status
 from .train import train
 
@@ -44,9 +46,17 @@ def run_queue(runs_dir: str | os.PathLike, *, data: Dataset | None = None,
     (``device``, ``mirror_minutes``, ``takeover``, ``precision``, ...), applied to every run.
     Prints the status table first; returns each run's result (``status`` ``not reached``
     for runs the budget left for later).
+
+    Drive is flushed once, at the end of the queue (in Colab each flush unmounts Drive and
+    the remount asks the browser for access again: with the tab closed overnight nobody
+    answers). Each run's files reach Drive at its stop and upload in the background while
+    the next one trains; a Drive fault at a stop warns and the queue goes on.
     """
     started = time.perf_counter()
     exp_kw, train_kw = _split(settings)
+    flush = train_kw.pop("flush", True)
+    reserve = flush_seconds(runs_dir) if flush and max_minutes is not None else 0.0
+    reserve = min(reserve, (max_minutes or 0) * 15)  # at most a quarter of the budget
     recipe = exp_kw.pop("recipe", None) or "report"
     exps = [(name, get_experiment(preset, recipe, **exp_kw)) for name, preset in runs]
     exps = [(run_name(name, recipe, e.epochs), e) for name, e in exps]
@@ -63,21 +73,31 @@ def run_queue(runs_dir: str | os.PathLike, *, data: Dataset | None = None,
     try:
         for name, exp in exps:
             if (name, exp) not in todo:
-                results.append(train(exp, runs_dir / name, progress=False, **train_kw))
+                results.append(train(exp, runs_dir / name, progress=False, flush=False, **train_kw))
                 continue
-            left = None if max_minutes is None else max_minutes - (time.perf_counter() - started) / 60
+            left = None if max_minutes is None else \
+                max_minutes - (time.perf_counter() - started + reserve) / 60
             if left is not None and left <= 0:
                 results.append({"run_dir": str(runs_dir / name), "experiment": exp.name,
                                 "status": "not reached"})
                 continue
             bar.write(f"{name}: training ({exp.name}, {exp.epochs} epochs)")
             res = train(exp, runs_dir / name, data=data, max_minutes=left, progress=False,
-                        on_epoch=lambda row, history: bar.update(1), **train_kw)
+                        on_epoch=lambda row, history: bar.update(1), flush=False, **train_kw)
             results.append(res)
             if res["status"] == "interrupted":
                 break
     finally:
         bar.close()
+        if flush:
+            try:
+                flush_drive(runs_dir)
+            except DriveError as e:
+                warnings.warn(f"Drive: {e} at the end of the queue. The runs' files are in "
+                              "Drive's cache and upload by themselves while this runtime lives; "
+                              + ("run colabkit.flush_drive() to force the upload." if e.mounted
+                                 else "run colabkit.mount_drive() (approve Drive access) before "
+                                 "using the run folders again."), stacklevel=2)
     return results
 
 

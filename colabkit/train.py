@@ -112,6 +112,16 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def over_budget(elapsed_s: float, epoch_seconds: list[float], max_minutes: float | None,
+                reserve_s: float = 0.0) -> bool:
+    """Whether one more epoch (the longest of the last three) would end past the budget,
+    with ``reserve_s`` kept for the stop (Drive's flush), at most a quarter of the budget."""
+    if max_minutes is None or not epoch_seconds:
+        return False
+    reserve_s = min(reserve_s, max_minutes * 15)
+    return elapsed_s + max(epoch_seconds[-3:]) + reserve_s > max_minutes * 60
+
+
 def time_estimate(epochs_left: int, epoch_seconds: float, minutes_used: float,
                   max_minutes: float | None) -> str:
     """What the first measured epoch says of the rest of the run, and of the budget."""
@@ -307,7 +317,7 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
     - ``precision``: ``"auto"`` (fp16 on a T4, bf16 on Ampere and newer, fp32 on the
       CPU), or ``"fp32"``, ``"fp16"``, ``"bf16"``.
     - ``max_minutes``: stop after the last epoch that fits the budget, counted from
-      this call.
+      this call, leaving time for the stop's flush of Drive (in Colab).
     - ``checkpoint_minutes``: checkpoint every N minutes instead of every epoch (a
       checkpoint is always written at the end and on an interrupt).
     - ``mirror_minutes``: a run folder on Google Drive is trained in a local working copy
@@ -315,7 +325,8 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
     - ``takeover``: train although another trainer's lease holds the folder (that
       trainer stops at its next epoch).
     - ``on_epoch(row, history)``: called after each epoch (live plots).
-    - ``flush``: at the end, make Drive upload now (in Colab: flush_and_unmount, remount).
+    - ``flush``: at the end, make Drive upload now (in Colab: flush_and_unmount, remount,
+      each with a timeout; a failure is a warning). A queue passes False and flushes once.
 
     Returns a dict: status (``finished``, ``budget`` or ``interrupted``), best_acc and
     best_epoch (Table 1), final_acc, epochs_done, history, ...
@@ -373,12 +384,12 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
                       checkpoint_minutes, history, start, data.y_test, exp.tta)
         # the budget's estimate of an epoch: this call's epochs, or the run's last ones
         epoch_seconds: list[float] = [r["seconds"] for r in history[-3:] if r.get("seconds")]
+        reserve = storage.stop_seconds(flush)  # the stop at the budget flushes Drive
         with _progress(exp.epochs, start, show, exp.name) as bar, _sigterm_as_interrupt():
             if show and start:
                 bar.write(f"Resuming {storage.home.path} at epoch {start + 1}/{exp.epochs}.")
             for epoch in range(start + 1, exp.epochs + 1):
-                over = (max_minutes is not None and epoch_seconds and
-                        time.perf_counter() - started + max(epoch_seconds[-3:]) > max_minutes * 60)
+                over = over_budget(time.perf_counter() - started, epoch_seconds, max_minutes, reserve)
                 if dist.any(bool(over)):
                     status = "budget"
                     break
@@ -388,7 +399,7 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
                 epoch_seconds.append(row["seconds"])
                 if not dist.main:
                     continue
-                storage.heartbeat()
+                storage.heartbeat(row["seconds"])
                 saver.epoch_done(to_host({
                     "format": CHECKPOINT_FORMAT, "epoch": epoch, "config": exp.to_dict(),
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),

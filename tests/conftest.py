@@ -1,15 +1,17 @@
 """Shared fixtures: small data in the real on-disk formats, and a tiny experiment."""
 from __future__ import annotations
 
+import os
 import pickle
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from colabkit import runtime
 from colabkit.experiments import get_experiment
+from fake_colab import FakeColab
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,24 +109,15 @@ def tiny():
 
 @pytest.fixture
 def fake_colab(monkeypatch, tmp_path):
-    """A stand-in ``google.colab`` whose drive.mount records calls and creates MyDrive."""
-    calls = []
-    mount_root = tmp_path / "content" / "drive"
-
-    def mount(mountpoint, force_remount=False):
-        calls.append(("mount", mountpoint, force_remount))
-        (Path(mountpoint) / "MyDrive").mkdir(parents=True, exist_ok=True)
-
-    drive = types.SimpleNamespace(mount=mount, flush_and_unmount=lambda: calls.append(("flush",)),
-                                  calls=calls, mountpoint=str(mount_root))
-    google = types.ModuleType("google")
-    colab = types.ModuleType("google.colab")
-    colab.drive = drive
-    google.colab = colab
-    monkeypatch.setitem(sys.modules, "google", google)
-    monkeypatch.setitem(sys.modules, "google.colab", colab)
-    monkeypatch.setitem(sys.modules, "google.colab.drive", drive)
-    return drive
+    """This process as a Colab VM whose ``google.colab.drive`` keeps the real contract
+    (tests/fake_colab.py): Drive at ``<tmp>/vm/content/drive``, the working area local."""
+    fake = FakeColab(tmp_path / "vm")
+    for name, module in fake.modules().items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(os.path, "ismount", fake.ismount)
+    monkeypatch.setattr(runtime, "DRIVE_MOUNTPOINT", fake.mountpoint)
+    monkeypatch.setenv("COLABKIT_LOCAL", str(tmp_path / "vm" / "content" / "colabkit-local"))
+    return fake
 
 
 @pytest.fixture

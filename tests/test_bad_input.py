@@ -142,7 +142,7 @@ CASES = [
      "another model"),
     ("checkpoint of another format", _case_other_format, "checkpoint of another format"),
     ("damaged checkpoint, no previous", _case_damaged_checkpoint, "no checkpoint in"),
-    ("lease held", _case_lease_held, "being trained by"),
+    ("lease held", _case_lease_held, "Only if this one should train instead, pass --takeover"),
 ]
 
 

@@ -9,7 +9,7 @@ PACKAGE = REPO / "colabkit"
 # floor by floor, as in the README; a module may import only modules before it here
 ORDER = ["version", "files", "augment", "models", "stats", "plotting", "quota",
          "runtime", "experiments", "runs", "checkpoint",
-         "storage",
+         "lease", "storage",
          "archives", "data", "loader", "distributed", "epochs", "resume", "train", "inspection", "weights",
          "status", "tables", "figures", "compare", "report", "sweep",
          "__main__"]

@@ -4,6 +4,8 @@ kernel is killed mid-training."""
 import ast
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -96,16 +98,23 @@ def test_the_setup_cell_stops_run_all_with_one_line_when_pip_cannot_install(path
     assert f"pathspec '{ref}' did not match" in Path("/tmp/colabkit-pip.log").read_text()
 
 
-def _with_parameters(path, params, pause_at=None):
+def _with_parameters(path, params, pause_at=None, colab=None, epochs_logged=1):
     """Like papermill: a cell after the one tagged 'parameters' overrides its values. With
     ``pause_at=(run folder, marker)`` the kernel also arms tests/crash_child.py: once that
-    run has logged one epoch it writes ``marker`` and waits there to be killed."""
+    run has logged ``epochs_logged`` epochs it writes ``marker`` and waits there to be
+    killed. ``colab=(vm folder, host, boot id)``: the kernel is that Colab VM
+    (tests/fake_colab.py), its working area in the VM."""
     nb = nbformat.read(path, as_version=4)
     i = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
     src = "\n".join(f"{k} = {v!r}" for k, v in params.items())
+    src += f"\nimport os, sys; sys.path.insert(0, {str(REPO / 'tests')!r})"
+    if colab is not None:
+        vm, host, boot = (str(x) for x in colab)
+        src += (f"\nimport fake_colab; fake_colab.install({vm!r}, {host!r}, {boot!r})"
+                f"\nos.environ['COLABKIT_LOCAL'] = {str(Path(vm) / 'content' / 'colabkit-local')!r}")
     if pause_at is not None:
-        src += (f"\nimport sys; sys.path.insert(0, {str(REPO / 'tests')!r}); import crash_child"
-                f"\ncrash_child.arm('pause', 1, {str(pause_at[0])!r}, {str(pause_at[1])!r})")
+        src += (f"\nimport crash_child"
+                f"\ncrash_child.arm('pause', {epochs_logged}, {str(pause_at[0])!r}, {str(pause_at[1])!r})")
     nb.cells.insert(i + 1, nbformat.v4.new_code_cell(src, metadata={"tags": ["injected-parameters"]}))
     return nb
 
@@ -287,3 +296,143 @@ def test_queue_notebook_trains_four_runs_and_resumes_after_the_kernel_dies(tmp_p
     for name in QUEUE_RUNS:
         assert [r["epoch"] for r in read_metrics(runs / name / "metrics.csv")] == [1, 2, 3], name
     assert (runs / QUEUE_RUNS[0] / "last.pt").stat().st_mtime_ns == first  # skipped, untouched
+
+
+# ------------------------------------------------- Colab as it really is ----
+
+def _run_until_paused(nb, cwd, marker):
+    """Run ``nb`` in a thread until its kernel writes ``marker``; returns (client, thread,
+    errors) with the kernel waiting there."""
+    client, died = _client(nb, cwd), []
+
+    def run_all():
+        try:
+            client.execute()
+        except DeadKernelError as e:  # the "disconnect"; any other error fails the test
+            died.append(e)
+
+    t = threading.Thread(target=run_all)
+    t.start()
+    _wait_for(marker, t)
+    return client, t, died
+
+
+def _kill(client, thread, died):
+    client.km.provisioner.process.kill()  # like Colab dropping the runtime
+    thread.join(600)
+    assert died and isinstance(died[0], DeadKernelError), "the kernel should have died mid-run"
+
+
+def _refused(nb, cwd) -> str:
+    """Run all, which must stop at a cell with one line: that line."""
+    with pytest.raises(CellExecutionError):
+        _client(nb, cwd).execute()
+
+    def said(cell):
+        return "".join(o.get("text", "") for o in cell.outputs) + "".join(
+            "\n".join(o.get("traceback", [])) for o in cell.outputs)
+    stopped = [c for c in nb.cells if c.cell_type == "code" and "UsageError" in said(c)]
+    assert len(stopped) == 1, [said(c) for c in nb.cells if c.cell_type == "code"]
+    lines = said(stopped[0]).strip().splitlines()
+    assert len(lines) == 1, lines  # IPython's UsageError: no traceback
+    return lines[0]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a CPU-only runtime")
+@pytest.mark.parametrize("path", [REPO / "notebooks" / "00_run_all.ipynb", *TRAINING], ids=lambda p: p.name)
+def test_on_a_cpu_runtime_the_notebook_says_so_in_one_line_before_asking_for_drive(path, tmp_path):
+    from fake_colab import FakeColab
+
+    fake = FakeColab(tmp_path / "vm")
+    nb = _with_parameters(path, {**SMOKE, "ALLOW_CPU": False}, colab=(tmp_path / "vm", "vm", "b"))
+    line = _refused(nb, tmp_path)
+    assert line.startswith("UsageError: This Colab runtime has no GPU: Runtime → Change runtime "
+                           "type → T4 GPU"), line
+    assert "usage limits, try again later, or tick ALLOW_CPU" in line
+    assert fake.calls() == []  # Drive was never asked for
+
+
+def test_notebook_01_on_colab_resumes_after_a_disconnect_refuses_a_live_second_kernel_and_a_queue_survives_drive(tmp_path):
+    """The main flow on Colab, with google.colab.drive as the real one behaves
+    (tests/fake_colab.py): train; disconnect (the kernel dies, the working copy and the VM
+    are gone: a new host and boot id); Run all refused at once, saying when the dead VM
+    counts as gone; Run all after that limit resumes with no TAKEOVER, though its flush
+    fails; a second live kernel on a folder is refused; the queue trains the rest with a
+    browser that never answers, waiting no longer than colabkit's timeouts."""
+    from fake_colab import FakeColab
+    from colabkit import runtime
+    from colabkit.lease import STALE_EPOCHS, UPLOAD_LAG_S, Lease
+
+    vm = tmp_path / "vm"
+    fake = FakeColab(vm)
+    path = REPO / "notebooks" / "01_resnet18_basic.ipynb"
+    params = {**SMOKE, "MIRROR_MINUTES": 0}
+    run = Path(fake.mountpoint) / "MyDrive" / "colabkit" / "runs" / "01_resnet18_basic"
+    local = vm / "content" / "colabkit-local"
+    # 1. train on VM a until epoch 2 is logged (epoch 1 is on Drive), then 2. "disconnect"
+    marker = tmp_path / "paused"
+    nb = _with_parameters(path, params, (path.stem, marker), colab=(vm, "vm-a", "boot-a"),
+                          epochs_logged=2)
+    _kill(*_run_until_paused(nb, tmp_path, marker))
+    shutil.rmtree(local)
+    fake.disconnect()
+    record = json.loads((fake.cloud / "MyDrive" / "colabkit" / "runs" / path.stem / "lease.json").read_text())
+    assert record["host"] == "vm-a" and record["epoch_seconds"] > 0
+    limit = Lease(tmp_path / "x").limit_seconds(record)
+    assert limit == STALE_EPOCHS * record["epoch_seconds"] + UPLOAD_LAG_S
+    # 3. Run all on VM b at once: refused, saying it is another runtime and when it counts as gone
+    nb = _with_parameters(path, params, colab=(vm, "vm-b", "boot-b"))
+    line = _refused(nb, tmp_path)
+    assert line.startswith("UsageError: ") and "by another runtime (host vm-a" in line
+    assert "Run all again in" in line and "tick TAKEOVER" in line and "--takeover" not in line
+    # ... and once the dead VM has been silent for the limit (time passes: the heartbeat ages)
+    record = json.loads((run / "lease.json").read_text())
+    record["heartbeat_unix"] -= limit + 1
+    (run / "lease.json").write_text(json.dumps(record))
+    fake.set(flush="fail")  # model 1's stop: the flush fails
+    nb = _with_parameters(path, params, colab=(vm, "vm-b", "boot-b"))
+    _client(nb, tmp_path).execute()
+    text = _text(nb)
+    assert "has been silent for" in text and "Resuming" in text and "finished: 3/3 epochs" in text
+    assert "Taking over" not in text
+    assert "Drive: drive.flush_and_unmount failed" in text  # one warning, and Run all went on
+    assert [r["epoch"] for r in read_metrics(run / "metrics.csv")] == [1, 2, 3]
+    assert json.loads((run / "environment.json").read_text())["resumed_from_epoch"] == 1
+    fake.set(flush="ok")
+    # 4. a second live kernel on the same folder: refused, in other words than a dead VM's
+    live = "live_run"
+    marker = tmp_path / "paused-live"
+    nb = _with_parameters(path, {**params, "RUN_NAME": live}, (live, marker), colab=(vm, "vm-b", "boot-b"))
+    first = _run_until_paused(nb, tmp_path, marker)
+    try:
+        nb = _with_parameters(path, {**params, "RUN_NAME": live}, colab=(vm, "vm-b", "boot-b"))
+        line = _refused(nb, tmp_path)
+    finally:
+        _kill(*first)
+    assert "being trained right now by another notebook or process on this runtime" in line
+    assert "tick TAKEOVER" in line and "--takeover" not in line and "another runtime" not in line
+    # 5. + 6. the queue, the tab closed: nobody answers Drive's access request
+    fake.set(browser="never")
+    calls = len(fake.calls())
+    queue = REPO / "notebooks" / "00_run_all.ipynb"
+    nb = _with_parameters(queue, SMOKE, colab=(vm, "vm-b", "boot-b"))
+    _client(nb, tmp_path).execute()
+    text = _text(nb)
+    # the remount failed: Drive is not mounted, and nothing was written to the VM's disk there
+    assert not fake.state()["mounted"] and os.listdir(fake.mountpoint) == []
+    on_drive = fake.cloud / "MyDrive" / "colabkit" / "runs"
+    for name in QUEUE_RUNS[1:]:  # model 1 is done; models 2-4 trained
+        assert f"{name}: finished" in text, text[-3000:]
+        assert len(read_metrics(on_drive / name / "metrics.csv")) == 3
+    made = fake.calls()[calls:]
+    assert [c["call"] for c in made] == ["mount", "request_auth", "flush_and_unmount", "mount",
+                                         "request_auth"]  # one flush, at the queue's end
+    assert [c["waited_ms"] for c in made if c["call"] == "request_auth"] == \
+        [runtime.MOUNT_TIMEOUT_MS, runtime.REMOUNT_TIMEOUT_MS]  # bounded by colabkit's timeouts
+    assert made[2]["timeout_ms"] == runtime.FLUSH_TIMEOUT_MS
+    assert "Drive: the remount failed (mount failed) at the end of the queue" in text
+    # 7. the status table once, naming every queued run
+    assert len(re.findall(r"\brun +experiment +state\b", text)) == 1, text[:3000]
+    for name, exp in zip(QUEUE_RUNS, ["basic", "da", "da_cbam", "da_cbam_aspp"]):
+        rows = re.findall(rf"^ *{name} +(\S+) ", text, re.M)
+        assert rows == [exp], (name, rows)

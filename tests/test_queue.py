@@ -67,6 +67,7 @@ def test_queue_estimates_time_left_of_a_run_not_started_from_the_others(tmp_path
     _craft(tmp_path / f"{QUEUE[0][0]}-10ep", 3, epochs=10)  # a 10-epoch queue's folder
     table = queue_status(tmp_path, epochs=10)
     assert list(table["state"]) == ["stopped", "not started", "not started", "not started"]
+    assert list(table["experiment"]) == [preset for _, preset in QUEUE]  # not None before a start
     assert table["hours_left"].iloc[1] == pytest.approx(10 * 60 / 3600)
 
 
@@ -153,3 +154,20 @@ def test_parallel_sweep_runs_children_and_collects_their_summaries(tmp_path):
                           "32", "--train-size", "64", "--test-size", "32", "--device", "cpu"])
     assert [r["status"] for r in res] == ["finished", "finished"]
     assert [json.loads((tmp_path / f"basic-s{s}" / "config.json").read_text())["seed"] for s in (0, 1)] == [0, 1]
+
+
+def test_a_queue_on_drive_flushes_once_at_its_end_and_a_failed_flush_does_not_stop_it(fake_colab):
+    from colabkit import runtime
+    home = runtime.mount_drive()
+    fake_colab.set(flush="fail")
+    settings = dict(dataset="synthetic", epochs=1, batch_size=32, width=4, train_size=64,
+                    test_size=32, device="cpu", mirror_minutes=0)
+    with pytest.warns(UserWarning) as said:
+        res = run_queue(home / "runs", runs=QUEUE[:2], progress=False, **settings)
+    assert [r["status"] for r in res] == ["finished", "finished"]
+    assert [c["call"] for c in fake_colab.calls()] == ["mount", "flush_and_unmount", "mount"]
+    said = [str(w.message) for w in said]
+    assert len(said) == 1 and said[0].startswith("Drive: drive.flush_and_unmount failed")
+    assert "at the end of the queue" in said[0] and "colabkit.flush_drive()" in said[0]
+    for name, _ in QUEUE[:2]:
+        assert Lease(home / "runs" / name / "lease.json").holder() is None

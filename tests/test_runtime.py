@@ -1,4 +1,3 @@
-import errno
 from pathlib import Path
 
 import pytest
@@ -18,48 +17,103 @@ def test_outside_colab_home_is_a_local_folder(no_colab, tmp_path, monkeypatch, c
     assert runtime.mount_drive() == (tmp_path / "colabkit-home").resolve()
 
 
-def test_in_colab_drive_is_mounted_and_project_folder_returned(fake_colab):
-    assert runtime.in_colab() is True
-    home = runtime.mount_drive("myproj", mountpoint=fake_colab.mountpoint)
+def _calls(fake, kind):
+    return [c for c in fake.calls() if c["call"] == kind]
+
+
+def test_in_colab_drive_is_mounted_and_project_folder_returned(fake_colab, capsys):
+    assert runtime.in_colab() is True and not runtime.drive_mounted()
+    home = runtime.mount_drive("myproj")
     assert home == Path(fake_colab.mountpoint) / "MyDrive" / "myproj" and home.is_dir()
-    assert fake_colab.calls == [("mount", fake_colab.mountpoint, False)]
+    assert runtime.drive_mounted()
+    assert [(c["mountpoint"], c["force_remount"], c["timeout_ms"]) for c in fake_colab.calls()] == \
+        [(fake_colab.mountpoint, False, runtime.MOUNT_TIMEOUT_MS)]
+    # every call asks the browser again; mounted, the real module prints a note and returns
+    assert runtime.mount_drive("myproj") == home
+    assert "Drive already mounted at" in capsys.readouterr().out
+    assert len(_calls(fake_colab, "mount")) == 2
 
 
-def test_stale_mount_errno_107_is_remounted_with_force(fake_colab, monkeypatch, capsys):
-    calls = fake_colab.calls
-    real_mount = fake_colab.mount
-    state = {"stale": True}
-
-    def mount(mountpoint, force_remount=False):
-        real_mount(mountpoint, force_remount)
-        if state["stale"] and not force_remount:
-            raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
-        state["stale"] = False
-    fake_colab.mount = mount
-    home = runtime.mount_drive(mountpoint=fake_colab.mountpoint)
-    assert [c[2] for c in calls] == [False, True] and home.is_dir()
-    assert "remounting" in capsys.readouterr().out
-    # other errors are not swallowed
-    fake_colab.mount = lambda mp, force_remount=False: (_ for _ in ()).throw(OSError(errno.EACCES, "denied"))
-    with pytest.raises(OSError, match="denied"):
-        runtime.mount_drive(mountpoint=fake_colab.mountpoint)
+def test_a_dropped_mount_is_mounted_again_and_keeps_the_files(fake_colab):
+    home = runtime.mount_drive()
+    (home / "kept.txt").write_text("x")
+    fake_colab.set(stale=True)  # Errno 107: the FUSE endpoint is gone
+    assert not runtime.drive_mounted() and not runtime.mount_live(home)
+    assert runtime.mount_drive() == home and runtime.drive_mounted()
+    assert (home / "kept.txt").read_text() == "x"
 
 
-def test_flush_uploads_the_colab_way_and_remounts(fake_colab, tmp_path, monkeypatch):
-    monkeypatch.setattr(runtime, "DRIVE_MOUNTPOINT", fake_colab.mountpoint)
+@pytest.mark.parametrize("plant,says", [
+    ("file", "holds files written while Drive was not mounted"),
+    ("symlink", "Mountpoint must not be a symlink"),
+    ("drivefs", "mount failed"),
+])
+def test_a_mount_that_fails_is_one_line_and_creates_nothing_under_the_mountpoint(
+        fake_colab, tmp_path, plant, says):
+    mp = Path(fake_colab.mountpoint)
+    if plant == "file":
+        mp.mkdir(parents=True)
+        (mp / "left-on-the-vm").write_text("x")
+    elif plant == "symlink":
+        (tmp_path / "elsewhere").mkdir()
+        mp.symlink_to(tmp_path / "elsewhere")
+    else:
+        fake_colab.set(drivefs="fail")
+    before = sorted(p.name for p in mp.iterdir()) if mp.exists() else None
+    with pytest.raises(runtime.DriveError, match=says) as e:
+        runtime.mount_drive()
+    assert "\n" not in str(e.value)
+    assert (sorted(p.name for p in mp.iterdir()) if mp.exists() else None) == before
+    assert not runtime.drive_mounted()
+
+
+def test_a_space_in_the_mountpoint_is_refused_as_colab_does(fake_colab):
+    with pytest.raises(runtime.DriveError, match="Mountpoint must not contain a space"):
+        runtime.mount_drive(mountpoint=fake_colab.mountpoint + " 2")
+
+
+def test_flush_uploads_the_colab_way_with_timeouts_and_remounts(fake_colab, tmp_path, capsys):
+    home = runtime.mount_drive()
     runtime.flush_drive(tmp_path / "elsewhere")  # not under the mount point: only os.sync
-    assert fake_colab.calls == []
-    runtime.flush_drive(Path(fake_colab.mountpoint) / "MyDrive" / "runs")
-    mp = str(Path(fake_colab.mountpoint).resolve())
-    assert fake_colab.calls == [("flush",), ("mount", mp, False)]
+    assert _calls(fake_colab, "flush_and_unmount") == []
+    runtime.flush_drive(home / "runs")
+    assert [c["call"] for c in fake_colab.calls()][1:] == ["flush_and_unmount", "mount"]
+    assert _calls(fake_colab, "flush_and_unmount")[0]["timeout_ms"] == runtime.FLUSH_TIMEOUT_MS
+    assert _calls(fake_colab, "mount")[1]["timeout_ms"] == runtime.REMOUNT_TIMEOUT_MS
+    assert runtime.drive_mounted() and home.is_dir()
     runtime.flush_drive(remount=False)
-    assert fake_colab.calls[2:] == [("flush",)]
+    assert not runtime.drive_mounted() and not runtime.mount_live(home)
+    assert runtime.mount_live(tmp_path / "elsewhere")
+    with pytest.raises(runtime.DriveError, match="not mounted"):  # nothing to flush: said, not hidden
+        runtime.flush_drive(home)
+    assert len(_calls(fake_colab, "flush_and_unmount")) == 2
 
 
-def test_cpu_runtime_in_colab_explains_how_to_get_a_gpu(fake_colab, monkeypatch):
+def test_a_failed_flush_or_remount_is_a_drive_error_that_says_what_is_mounted(fake_colab):
+    home = runtime.mount_drive()
+    fake_colab.set(flush="fail")
+    with pytest.raises(runtime.DriveError, match=r"flush_and_unmount failed") as e:
+        runtime.flush_drive(home)
+    assert (e.value.flushed, e.value.mounted) == (False, True)  # remounted
+    # the tab closed: nobody answers the remount's access request; it waits its timeout only
+    fake_colab.set(flush="ok", browser="never")
+    with pytest.raises(runtime.DriveError, match=r"the remount failed \(mount failed\)") as e:
+        runtime.flush_drive(home)
+    assert (e.value.flushed, e.value.mounted) == (True, False)
+    waits = [c["waited_ms"] for c in fake_colab.calls() if c["call"] == "request_auth"]
+    assert waits == [runtime.REMOUNT_TIMEOUT_MS]
+
+
+def test_cpu_runtime_in_colab_says_how_to_get_a_gpu_in_one_line(fake_colab, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(RuntimeError, match=r"Runtime → Change runtime type → T4 GPU.*allow_cpu=True"):
+    with pytest.raises(runtime.DeviceError) as e:
         runtime.check_gpu()
+    said = str(e.value)
+    assert "\n" not in said and "Runtime → Change runtime type → T4 GPU" in said
+    assert "usage limits" in said and "try again later" in said
+    assert "tick ALLOW_CPU (allow_cpu=True) for a slow trial" in said
+    assert "--device cpu" in e.value.cli() and "ALLOW_CPU" not in e.value.cli()
+    assert fake_colab.calls() == []  # checking the GPU does not touch Drive
     info = runtime.check_gpu(allow_cpu=True)
     assert (info.device, info.precision, info.colab) == ("cpu", "fp32", True)
 

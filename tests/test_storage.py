@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ import torch
 from colabkit import files, runtime
 from colabkit.checkpoint import find_latest, read_checkpoint
 from colabkit.runs import DETERMINISTIC_FIELDS, read_json, read_metrics
-from colabkit.storage import Lease, LeaseHeld, _start_ticks, is_drive
+from colabkit.storage import Lease, LeaseHeld, RunStorage, _start_ticks, is_drive
 from colabkit.train import train
 
 HERE = Path(__file__).parent
@@ -197,15 +198,123 @@ def test_mirror_cadence_copies_at_the_end_even_when_no_interval_passed(tiny, dri
     assert read_checkpoint(run / "last.prev.pt")["epoch"] == 1  # start mirror, then the end's
 
 
-def test_end_of_run_flushes_drive_the_way_colab_uploads_it(tiny, fake_colab, tmp_path, monkeypatch):
-    mountpoint = tmp_path / "content" / "drive"
-    monkeypatch.setattr(runtime, "DRIVE_MOUNTPOINT", str(mountpoint))
-    monkeypatch.setenv("COLABKIT_LOCAL", str(tmp_path / "local"))
+def test_end_of_run_releases_the_lease_then_flushes_drive_the_way_colab_uploads_it(tiny, fake_colab):
     home = runtime.mount_drive()
     assert is_drive(home)
     train(tiny("basic", epochs=1), home / "runs" / "x", progress=False)
-    assert fake_colab.calls[-2:] == [("flush",), ("mount", str(mountpoint.resolve()), False)]
+    assert [c["call"] for c in fake_colab.calls()] == ["mount", "flush_and_unmount", "mount"]
+    assert [c["timeout_ms"] for c in fake_colab.calls()] == \
+        [runtime.MOUNT_TIMEOUT_MS, runtime.FLUSH_TIMEOUT_MS, runtime.REMOUNT_TIMEOUT_MS]
     assert read_checkpoint(home / "runs" / "x" / "last.pt")["epoch"] == 1
+    assert Lease(home / "runs" / "x" / "lease.json").holder() is None  # let go
+
+
+@pytest.mark.parametrize("fault", ["flush", "remount"])
+def test_a_failed_flush_or_remount_at_the_stop_is_one_warning_and_the_lease_is_released(
+        tiny, fake_colab, capsys, fault):
+    home = runtime.mount_drive()
+    run = home / "runs" / "y"
+    fake_colab.set(**({"flush": "fail"} if fault == "flush" else {"browser": "never"}))
+    with pytest.warns(UserWarning) as said:
+        res = train(tiny("basic", epochs=2), run, progress=False, mirror_minutes=0)
+    assert res["status"] == "finished" and res["epochs_done"] == 2
+    lines = [str(w.message) for w in said]
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    want = ("flush_and_unmount failed" if fault == "flush" else "the remount failed (mount failed)")
+    assert lines[0].startswith(f"Drive: ") and want in lines[0] and "Drive has epoch 2" in lines[0]
+    assert "run colabkit.mount_drive()" in lines[0] or "run colabkit.flush_drive()" in lines[0]
+    assert "The Drive copy is up to date (epoch 2)" in capsys.readouterr().out
+    fake_colab.set(browser="answers", flush="ok")
+    home = runtime.mount_drive()
+    assert Lease(run / "lease.json").holder() is None  # let go before the flush: it reached Drive
+    assert read_checkpoint(run / "last.pt")["epoch"] == 2
+
+
+def test_nothing_is_written_under_an_unmounted_mountpoint_and_the_mirror_catches_up(
+        tiny, fake_colab, capsys):
+    home = runtime.mount_drive()
+    run = home / "runs" / "z"
+    mp = Path(fake_colab.mountpoint)
+    seen = {}
+
+    def drive_drops(row, history):
+        if row["epoch"] == 1:  # the mount drops after epoch 1's mirror ...
+            fake_colab.flush_and_unmount()
+        elif row["epoch"] == 3:  # ... and epochs 2 and 3 found it down
+            seen["left"] = sorted(p.name for p in mp.iterdir())
+            fake_colab.mount(str(mp))  # refuses if anything was written there meanwhile
+
+    with pytest.warns(UserWarning) as said:
+        res = train(tiny("basic", epochs=4), run, progress=False, mirror_minutes=0,
+                    on_epoch=drive_drops, flush=False)
+    said = [str(w.message) for w in said]
+    assert seen["left"] == []  # no folder, no lease, no metrics on the VM's disk
+    assert sum("could not copy the run to Drive" in m for m in said) == 1
+    # the lease was not even tried: the mount said Drive was down
+    assert [m for m in said if "could not renew the lease" in m] == \
+        [f"could not renew the lease {run / 'lease.json'} (the Drive mount is down); training goes on"]
+    assert res["epochs_done"] == 4
+    out = capsys.readouterr().out
+    assert "Drive is back: the run is copied up to epoch 4" in out
+    assert read_checkpoint(run / "last.pt")["epoch"] == 4 and read_checkpoint(run / "last.prev.pt")["epoch"] == 1
+    assert [r["epoch"] for r in read_metrics(run / "metrics.csv")] == [1, 2, 3, 4]
+
+
+def test_a_drive_run_folder_without_its_mount_is_refused_before_anything_is_written(tiny, fake_colab):
+    run = Path(fake_colab.mountpoint) / "MyDrive" / "colabkit" / "runs" / "w"
+    with pytest.raises(runtime.DriveError, match=r"Drive is not mounted .*run colabkit.mount_drive\(\)"):
+        train(tiny("basic", epochs=1), run, progress=False)
+    assert not Path(fake_colab.mountpoint).exists()
+
+
+def test_the_budget_leaves_time_for_the_flush(tiny, fake_colab, monkeypatch):
+    train_module = sys.modules["colabkit.train"]  # colabkit.train is also the function
+    assert not train_module.over_budget(3300, [60.0], 60)  # 55 min + one epoch fit an hour ...
+    assert train_module.over_budget(3300, [60.0], 60, reserve_s=360)  # ... not with the flush
+    assert not train_module.over_budget(0, [60.0], 4, reserve_s=3600)  # at most a quarter
+    home = runtime.mount_drive()
+    assert RunStorage(home / "runs" / "b").stop_seconds() == \
+        (runtime.FLUSH_TIMEOUT_MS + runtime.REMOUNT_TIMEOUT_MS) / 1000
+    assert RunStorage(home / "runs" / "b").stop_seconds(flush=False) == 0
+    seen = []
+    real = train_module.over_budget
+    monkeypatch.setattr(train_module, "over_budget", lambda *a: seen.append(a[3]) or real(*a))
+    train(tiny("basic", epochs=2), home / "runs" / "b", progress=False, max_minutes=1e3)
+    assert seen and set(seen) == {(runtime.FLUSH_TIMEOUT_MS + runtime.REMOUNT_TIMEOUT_MS) / 1000}
+
+
+def test_mirroring_every_epoch_says_what_it_writes_to_drive_per_hour(tiny, drive, capsys):
+    d, local = drive
+    train(tiny("basic", epochs=2, width=12), d / "runs" / "m", progress=False, mirror_minutes=0)
+    lines = [l for l in capsys.readouterr().out.splitlines() if "per hour" in l]
+    assert len(lines) == 1 and lines[0].startswith("Mirroring to Drive every epoch (MIRROR_MINUTES = 0")
+    mb = float(re.search(r"about (\d+) MB per mirror", lines[0]).group(1))
+    first = read_checkpoint(d / "runs" / "m" / "last.prev.pt")  # what the first mirror copied
+    assert first["epoch"] == 1
+    size = (d / "runs" / "m" / "last.prev.pt").stat().st_size + (d / "runs" / "m" / "best.pt").stat().st_size
+    assert mb == round(size / 1e6)  # epoch 1's checkpoint and best.pt
+    assert float(re.search(r"([\d.]+) GB per hour", lines[0]).group(1)) > 0
+    train(tiny("basic", epochs=2), d / "runs" / "n", progress=False, mirror_minutes=10)
+    assert "per hour" not in capsys.readouterr().out
+
+
+def test_quota_is_checked_at_every_mirror_not_only_at_the_stop(tiny, drive, monkeypatch):
+    d, _ = drive
+    from colabkit import quota
+    grown = {"used": 0}
+    real = quota.usage
+    monkeypatch.setattr(quota, "usage", lambda p: (real(p)[0] + grown["used"], real(p)[1]))
+    counts = []
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+
+        def fill(row, history):  # something fills Drive by 2 GB after epoch 1's mirror
+            grown["used"] = 2 * 10 ** 9
+            counts.append(sum("more than this run's own files" in str(w.message) for w in said))
+        train(tiny("basic", epochs=3), d / "runs" / "q", progress=False, mirror_minutes=0,
+              on_epoch=fill)
+    assert counts == [0, 1, 1]  # said at epoch 2's mirror, long before the stop
+    assert sum("more than this run's own files" in str(w.message) for w in said) == 1  # once
 
 
 def test_space_shortage_is_a_warning_with_the_numbers(tiny, drive, monkeypatch):
@@ -220,11 +329,11 @@ def test_space_shortage_is_a_warning_with_the_numbers(tiny, drive, monkeypatch):
 
 # ------------------------------------------------------------------ lease ----
 
-def _foreign_lease(path, pid, host=None, age_minutes=0.0):
+def _foreign_lease(path, pid, host=None, age_minutes=0.0, boot_id=None, **extra):
     lease = Lease(path)
     record = dict(lease.me, id="someone-else", pid=pid, host=host or lease.me["host"],
-                  start=_start_ticks(pid), heartbeat="then",
-                  heartbeat_unix=time.time() - 60 * age_minutes)
+                  boot_id=boot_id or lease.me["boot_id"], start=_start_ticks(pid),
+                  heartbeat="then", heartbeat_unix=time.time() - 60 * age_minutes, **extra)
     path.parent.mkdir(parents=True, exist_ok=True)
     import json
     path.write_text(json.dumps(record))
@@ -233,11 +342,15 @@ def _foreign_lease(path, pid, host=None, age_minutes=0.0):
 def test_a_second_trainer_is_refused_naming_the_holder(tiny, tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        _foreign_lease(tmp_path / "lease.json", sleeper.pid)
-        with pytest.raises(LeaseHeld, match=rf"being trained by host .* pid {sleeper.pid} .*--takeover"):
+        # alive on this machine: refused however old its heartbeat (a kernel busy elsewhere)
+        _foreign_lease(tmp_path / "lease.json", sleeper.pid, age_minutes=600, epoch_seconds=1.0)
+        with pytest.raises(LeaseHeld, match=rf"being trained right now by another notebook or "
+                                            rf"process on this runtime \(host .* pid {sleeper.pid},") as e:
             train(tiny("basic", epochs=1), tmp_path, progress=False)
+        assert "tick TAKEOVER (takeover=True)" in str(e.value) and "--takeover" not in str(e.value)
+        assert "pass --takeover" in e.value.cli() and "TAKEOVER" not in e.value.cli()
         assert not (tmp_path / "last.pt").exists()
-        # another machine's lease: refused while fresh, taken over once stale
+        # another machine's lease without an epoch time: refused while fresh, taken over once stale
         _foreign_lease(tmp_path / "lease.json", 1, host="other-vm", age_minutes=5)
         with pytest.raises(LeaseHeld, match="host other-vm"):
             train(tiny("basic", epochs=1), tmp_path, progress=False)
@@ -247,6 +360,48 @@ def test_a_second_trainer_is_refused_naming_the_holder(tiny, tmp_path):
         sleeper.kill()
         sleeper.wait()
     assert read_json(tmp_path / "lease.json")["released"] is True  # released at the end
+
+
+def test_a_dead_vm_is_resumed_after_a_few_of_its_epoch_times_and_says_so(tiny, tmp_path, capsys):
+    """A disconnect: the lease names another host and boot, heartbeat some minutes old, and
+    the epoch time it measured. Refused (saying when it counts as gone) until 3 epoch
+    times plus Drive's upload lag have passed; then resumed with no takeover."""
+    from colabkit.lease import STALE_EPOCHS, UPLOAD_LAG_S
+    lease = tmp_path / "lease.json"
+    limit_min = (STALE_EPOCHS * 60 + UPLOAD_LAG_S) / 60
+    assert Lease(lease).limit_seconds({"epoch_seconds": 60}) == 480 == limit_min * 60
+    _foreign_lease(lease, 1, host="old-vm", boot_id="old-boot", age_minutes=limit_min - 0.5,
+                   epoch_seconds=60)
+    with pytest.raises(LeaseHeld) as e:
+        train(tiny("basic", epochs=1), tmp_path, progress=False)
+    said = str(e.value)
+    assert "by another runtime (host old-vm" in said and "Run all again in 30 s" in said
+    assert "counts as gone after 8.0 min" in said and "3 of its epoch times of 60 s" in said
+    assert "tick TAKEOVER (takeover=True) now" in said and "right now" not in said
+    assert "pass --takeover now" in e.value.cli()
+    _foreign_lease(lease, 1, host="old-vm", boot_id="old-boot", age_minutes=limit_min + 0.5,
+                   epoch_seconds=60)
+    assert train(tiny("basic", epochs=1), tmp_path, progress=False)["epochs_done"] == 1
+    assert "has been silent for 8.5 min, longer than this run's limit of 8.0 min" in capsys.readouterr().out
+    # the same host after a reboot is another machine too: the old boot's pid means nothing
+    _foreign_lease(lease, os.getppid(), boot_id="old-boot", age_minutes=limit_min + 0.5,
+                   epoch_seconds=60)
+    assert train(tiny("basic", epochs=2), tmp_path, progress=False)["epochs_done"] == 2
+
+
+def test_the_lease_records_the_runs_epoch_time(tiny, tmp_path):
+    """What the stale limit follows: the longest recent heartbeat interval, at least the
+    epoch's own seconds; a resumed run starts from its checkpoint's epoch times."""
+    seen = []
+    res = train(tiny("basic", epochs=3), tmp_path, progress=False,
+                on_epoch=lambda row, h: seen.append(read_json(tmp_path / "lease.json")["epoch_seconds"]))
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert seen[0] == pytest.approx(rows[0]["seconds"], abs=1e-3)
+    assert all(s >= r["seconds"] - 1e-3 for s, r in zip(seen, rows))
+    seen.clear()
+    train(tiny("basic", epochs=4), tmp_path, progress=False,
+          on_epoch=lambda row, h: seen.append(read_json(tmp_path / "lease.json")["epoch_seconds"]))
+    assert res["epochs_done"] == 3 and len(seen) == 1 and seen[0] >= max(r["seconds"] for r in rows) - 1e-3
 
 
 def test_a_dead_holder_on_this_machine_is_taken_over(tiny, tmp_path):

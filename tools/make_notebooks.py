@@ -83,6 +83,15 @@ classifier — 14,410,972 parameters.
 **Augmentation:** the same as model 3."""),
 }
 
+# the GPU before Drive: on a CPU runtime the user switches runtime before approving Drive access
+GPU_THEN_DRIVE = '''import colabkit
+
+try:  # one line, no traceback (UsageError), for what the user fixes in Colab's menus
+    gpu = colabkit.check_gpu(allow_cpu=ALLOW_CPU)
+    home = colabkit.mount_drive()
+except (colabkit.DeviceError, colabkit.DriveError) as e:
+    raise UsageError(str(e)) from None'''
+
 COMMON_TAIL = """## After a disconnect
 
 Colab stops idle or long sessions. Every finished epoch is checkpointed in a working copy
@@ -92,8 +101,11 @@ two checkpoints that verify (`last.pt`, `last.prev.pt`) and `best.pt`. A disconn
 at most `MIRROR_MINUTES` of training plus what Drive had not yet uploaded (usually minutes;
 colabkit forces the upload at the end and at the time budget). Reconnect, choose *Runtime →
 Run all*, and training continues from the newest checkpoint that verifies — with the very
-batches it would have seen. If the same run is open in another tab, the second one refuses
-to train it (set `TAKEOVER = True` only if the first is gone)."""
+batches it would have seen. The lost runtime counts as gone once it has been silent for three
+of the run's epoch times plus five minutes for Drive's upload (about 8 minutes with 60-second
+epochs); *Run all* sooner says how long to wait, or tick `TAKEOVER`. If the same run is
+training in another tab, a second one refuses to train it (tick `TAKEOVER` only if the first
+should stop)."""
 
 COLAB_LIMITS = """## Colab's limits
 
@@ -129,7 +141,7 @@ def training_notebook(file, experiment, title, report, text):
         md("## Parameters\n\nChange these in the form on the right. `MAX_MINUTES` stops after the "
            "last epoch that fits (0: no limit), counted from the start of the training cell; run "
            "again later to continue. `MIRROR_MINUTES`: how often the run is copied to Drive "
-           "(0: every epoch). `RECIPE`: `report` trains as the report did (300 epochs, steps at "
+           "(0: every epoch; the first mirror then prints what that writes to Drive per hour). `RECIPE`: `report` trains as the report did (300 epochs, steps at "
            "100 and 200); `fast` trains the same network in 30 epochs (see the README, \"The fast "
            "recipe\"). `EPOCHS` 0 takes the recipe's; with fewer epochs than 300 (a trial), the "
            "report's learning-rate steps fall at a third and two thirds of the run."),
@@ -147,12 +159,11 @@ TRAIN_SIZE = 0  #@param {{type:"integer"}}
 TEST_SIZE = 0  #@param {{type:"integer"}}
 WIDTH = 64
 BATCH_SIZE = 0  # 0: the recipe's (128 report, 256 fast)''', tags=["parameters"]),
-        md("## Drive and GPU\n\nRuns and the data cache live in `MyDrive/colabkit` (outside "
-           "Colab: `./colabkit-home`). A T4 trains in fp16 with a gradient scaler."),
-        code('''import colabkit
-
-home = colabkit.mount_drive()
-gpu = colabkit.check_gpu(allow_cpu=ALLOW_CPU)'''),
+        md("## GPU and Drive\n\nThe GPU is checked first: on a CPU runtime the cell says so in one line "
+           "(*Runtime → Change runtime type → T4 GPU*) before Drive asks for access. Runs and the "
+           "data cache live in `MyDrive/colabkit` (outside Colab: `./colabkit-home`). A T4 trains "
+           "in fp16 with a gradient scaler."),
+        code(GPU_THEN_DRIVE),
         md("## Data"),
         code('''data = colabkit.load_dataset(DATASET, root=home / "data")
 print(len(data.y_train), "training and", len(data.y_test), "test images:", data.counts())'''),
@@ -165,9 +176,12 @@ print(len(data.y_train), "training and", len(data.y_test), "test images:", data.
     EXPERIMENT, RECIPE, dataset=DATASET, epochs=EPOCHS or None, width=WIDTH,
     batch_size=BATCH_SIZE or None, train_size=TRAIN_SIZE or None, test_size=TEST_SIZE or None)
 experiment'''),
-        code('''results = colabkit.train(experiment, home / "runs" / colabkit.run_name(RUN_NAME, RECIPE, EPOCHS), data=data,
-                         max_minutes=MAX_MINUTES or None, mirror_minutes=MIRROR_MINUTES,
-                         takeover=TAKEOVER, on_epoch=colabkit.LiveCurves())'''),
+        code('''try:
+    results = colabkit.train(experiment, home / "runs" / colabkit.run_name(RUN_NAME, RECIPE, EPOCHS), data=data,
+                             max_minutes=MAX_MINUTES or None, mirror_minutes=MIRROR_MINUTES,
+                             takeover=TAKEOVER, on_epoch=colabkit.LiveCurves())
+except colabkit.LeaseHeld as e:  # another trainer has the run folder: one line, what to do
+    raise UsageError(str(e)) from None'''),
         md("## Result"),
         code(f'''best = "none yet" if results["best_acc"] is None else \\
     f"{{results['best_acc']:.3f}}% at epoch {{results['best_epoch']}}"
@@ -200,25 +214,26 @@ TRAIN_SIZE = 0  #@param {type:"integer"}
 TEST_SIZE = 0  #@param {type:"integer"}
 WIDTH = 64
 BATCH_SIZE = 0  # 0: the recipe's (128 report, 256 fast)''', tags=["parameters"]),
-        code('''import colabkit
-
-home = colabkit.mount_drive()
-gpu = colabkit.check_gpu(allow_cpu=ALLOW_CPU)
+        code(GPU_THEN_DRIVE + '''
 data = colabkit.load_dataset(DATASET, root=home / "data")'''),
-        md("## Where the queue stands\n\nPer run: finished, running (in another tab or "
-           "session), stalled (a trainer holds it but has gone silent), stopped, or not "
-           "started; epochs done, the last update and the hours left, estimated from measured "
-           "epoch times; with `MAX_MINUTES`, `fits` says which runs this session can finish."),
-        code('''colabkit.queue_status(home / "runs", epochs=EPOCHS or None, recipe=RECIPE,
-                      max_minutes=MAX_MINUTES or None)'''),
-        md("## Train\n\nOne progress bar for the whole queue; each run's lines say when it "
-           "starts. Without explicit milestones the report's learning-rate steps fall at a "
-           "third and two thirds of `EPOCHS` (epochs 100 and 200 of 300)."),
-        code('''results = colabkit.run_queue(
-    home / "runs", data=data, max_minutes=MAX_MINUTES or None, mirror_minutes=MIRROR_MINUTES,
-    takeover=TAKEOVER, recipe=RECIPE, dataset=DATASET, epochs=EPOCHS or None, width=WIDTH,
-    batch_size=BATCH_SIZE or None, train_size=TRAIN_SIZE or None, test_size=TEST_SIZE or None)
-colabkit.queue_status(home / "runs", epochs=EPOCHS or None, recipe=RECIPE)'''),
+        md("## Train\n\nFirst the table of where the queue stands, per run: finished, running "
+           "(in another tab or session), stalled (a trainer holds it but has gone silent), "
+           "stopped, or not started; epochs done, the last update and the hours left, estimated "
+           "from measured epoch times; with `MAX_MINUTES`, `fits` says which runs this session "
+           "can finish. Then one progress bar for the whole queue; each run's lines say when it "
+           "starts. Drive is flushed once, at the end of the queue. Without explicit milestones "
+           "the report's learning-rate steps fall at a third and two thirds of `EPOCHS` (epochs "
+           "100 and 200 of 300)."),
+        code('''try:
+    results = colabkit.run_queue(
+        home / "runs", data=data, max_minutes=MAX_MINUTES or None, mirror_minutes=MIRROR_MINUTES,
+        takeover=TAKEOVER, recipe=RECIPE, dataset=DATASET, epochs=EPOCHS or None, width=WIDTH,
+        batch_size=BATCH_SIZE or None, train_size=TRAIN_SIZE or None, test_size=TEST_SIZE or None)
+except colabkit.LeaseHeld as e:  # another trainer has a run folder: one line, what to do
+    raise UsageError(str(e)) from None'''),
+        code('''for r in results:
+    best = "-" if r.get("best_acc") is None else f"{r['best_acc']:.2f}% at epoch {r['best_epoch']}"
+    print(f"{r['run_dir']}: {r['status']}, best test accuracy {best}")'''),
         md(COMMON_TAIL.replace("## After a disconnect", "## After a disconnect or the budget")
            + "\n\n" + COLAB_LIMITS),
     ]
@@ -245,7 +260,10 @@ INSPECT = False  #@param {type:"boolean"}''', tags=["parameters"]),
            "and mistakes go to `OUT/inspect/<run>/`."),
         code('''import colabkit
 
-home = colabkit.mount_drive()
+try:  # one line, no traceback (UsageError)
+    home = colabkit.mount_drive()
+except colabkit.DriveError as e:
+    raise UsageError(str(e)) from None
 written = colabkit.write_report(home / RUNS, home / OUT, confusion=CONFUSION, inspect=INSPECT,
                                 data_root=home / "data", allow_empty=True)
 runs = colabkit.load_runs(home / RUNS, allow_empty=True)
