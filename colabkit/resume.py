@@ -66,7 +66,7 @@ def check_config(state: dict | None, exp: Experiment, run: RunDir,
 
 def _siblings(path, exp: Experiment) -> str:
     """The folders beside ``path`` that hold a run of the same experiment with a
-    checkpoint (another recipe or length), said in a few words; '' if none."""
+    checkpoint (another recipe or length), said in a few words (three at most); '' if none."""
     found = []
     for other in find_runs(path.parent) if path.parent.is_dir() else []:
         if other.path.name == path.name or not other.has_checkpoint():
@@ -79,7 +79,8 @@ def _siblings(path, exp: Experiment) -> str:
             done = len(read_metrics(other.metrics))
             found.append(f"{other.name} holds {cfg.name} by the {cfg.recipe} recipe, "
                          f"{done}/{cfg.epochs} epochs")
-    return "; ".join(found)
+    more = f"; and {len(found) - 3} more" if len(found) > 3 else ""
+    return "; ".join(found[:3]) + more
 
 
 def _check_length(saved: Experiment, exp: Experiment, trained: int, path, allow_change: bool,

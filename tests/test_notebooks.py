@@ -217,21 +217,7 @@ def test_notebook_02_resumes_after_the_kernel_dies_mid_training(executed, home, 
     try:
         marker = tmp_path / "paused"
         nb = _with_parameters(REPO / "notebooks" / "02_resnet18_da.ipynb", params, (run, marker))
-        client = _client(nb, tmp_path)
-        died = []
-
-        def run_all():
-            try:
-                client.execute()
-            except DeadKernelError as e:  # the "disconnect"; any other error fails the test
-                died.append(e)
-
-        t = threading.Thread(target=run_all)
-        t.start()
-        _wait_for(marker, t)  # epoch 1 logged: the kernel waits there
-        client.km.provisioner.process.kill()  # like Colab dropping the runtime
-        t.join(600)
-        assert died and isinstance(died[0], DeadKernelError), "the kernel should have died mid-run"
+        _kill(*_run_until_paused(nb, tmp_path, marker))  # epoch 1 logged: the "disconnect"
         assert len(read_metrics(run / "metrics.csv")) == 1
         # Run all again
         nb = _with_parameters(REPO / "notebooks" / "02_resnet18_da.ipynb", params)
@@ -266,21 +252,7 @@ def test_queue_notebook_trains_four_runs_and_resumes_after_the_kernel_dies(tmp_p
     try:
         marker = tmp_path / "paused"  # the first run finished, the second has logged one epoch
         nb = _with_parameters(path, SMOKE, (runs / QUEUE_RUNS[1], marker))
-        client = _client(nb, tmp_path)
-        died = []
-
-        def run_all():
-            try:
-                client.execute()
-            except DeadKernelError as e:
-                died.append(e)
-
-        t = threading.Thread(target=run_all)
-        t.start()
-        _wait_for(marker, t)
-        client.km.provisioner.process.kill()
-        t.join(600)
-        assert died and isinstance(died[0], DeadKernelError)
+        _kill(*_run_until_paused(nb, tmp_path, marker))
         first = (runs / QUEUE_RUNS[0] / "last.pt").stat().st_mtime_ns
         assert len(read_metrics(runs / QUEUE_RUNS[0] / "metrics.csv")) == 3
         assert len(read_metrics(runs / QUEUE_RUNS[1] / "metrics.csv")) == 1
@@ -367,7 +339,7 @@ def test_notebook_01_on_colab_resumes_after_a_disconnect_refuses_a_live_second_k
     fake = FakeColab(vm)
     path = REPO / "notebooks" / "01_resnet18_basic.ipynb"
     params = {**SMOKE, "MIRROR_MINUTES": 0}
-    run = Path(fake.mountpoint) / "MyDrive" / "colabkit" / "runs" / "01_resnet18_basic"
+    run = Path(fake.mountpoint) / "MyDrive" / "colabkit" / "runs" / "01_resnet18_basic-3ep"  # SMOKE: 3 epochs
     local = vm / "content" / "colabkit-local"
     # 1. train on VM a until epoch 2 is logged (epoch 1 is on Drive), then 2. "disconnect"
     marker = tmp_path / "paused"
@@ -376,7 +348,7 @@ def test_notebook_01_on_colab_resumes_after_a_disconnect_refuses_a_live_second_k
     _kill(*_run_until_paused(nb, tmp_path, marker))
     shutil.rmtree(local)
     fake.disconnect()
-    record = json.loads((fake.cloud / "MyDrive" / "colabkit" / "runs" / path.stem / "lease.json").read_text())
+    record = json.loads((fake.cloud / "MyDrive" / "colabkit" / "runs" / run.name / "lease.json").read_text())
     assert record["host"] == "vm-a" and record["epoch_seconds"] > 0
     limit = Lease(tmp_path / "x").limit_seconds(record)
     assert limit == STALE_EPOCHS * record["epoch_seconds"] + UPLOAD_LAG_S

@@ -121,12 +121,15 @@ def test_a_drive_run_records_each_start_mirror_and_stop_and_costs_no_trash(tiny,
     assert table["drive_growth_gb"].iloc[0] == pytest.approx(quota.run_growth(rows) / GB)
 
 
-def test_a_session_that_fills_drive_warns_at_the_stop(tiny, sim_drive):
+def test_a_session_that_fills_drive_warns_at_the_first_mirror_past_1_gb_and_once(tiny, sim_drive):
     d, extra = sim_drive
     run = d / "runs" / "basic"
     grow = lambda row, history: extra.update(bytes=extra["bytes"] + GB)  # 1 GB per epoch
-    with pytest.warns(UserWarning, match=r"grew by 2\.\d\d GB more than this run's own files.*Trash"):
+    # the mirror after epoch 2 sees the first GB (grown after epoch 1's mirror): it warns
+    # there, and neither the stop (2 GB) nor a later mirror says it again
+    with pytest.warns(UserWarning, match=r"grew by 1\.\d\d GB more than this run's own files.*Trash") as said:
         train(tiny("basic", epochs=2), run, progress=False, mirror_minutes=0, on_epoch=grow)
+    assert len([w for w in said if "grew by" in str(w.message)]) == 1
     assert status_table(d / "runs")["drive_growth_gb"].iloc[0] == pytest.approx(2.0, abs=0.01)
 
 
