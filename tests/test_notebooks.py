@@ -175,22 +175,16 @@ def test_training_notebook_runs_headless_and_trains(executed, home, path):
 
 
 @pytest.mark.parametrize("present", [0, 1], ids=["no run", "one run"])
-def test_report_notebook_runs_with_no_run_or_one_and_writes_before_it_shows(present, tmp_path, tiny):
+def test_report_notebook_runs_with_no_run_or_one_and_writes_before_it_shows(present, tmp_path, tiny,
+                                                                          monkeypatch):
     """Run all on a Drive with no run yet, or with only model 1 done: every cell runs,
     the files are written, and the comparison cell says it needs two experiments."""
     if present:
         from colabkit.train import train
         train(tiny("basic", epochs=2), tmp_path / "runs" / "01_resnet18_basic-2ep", progress=False)
-    old = os.environ.get("COLABKIT_HOME")
-    os.environ["COLABKIT_HOME"] = str(tmp_path)
-    try:
-        nb = _with_parameters(REPO / "notebooks" / "05_report.ipynb", {})
-        _client(nb, tmp_path).execute()
-    finally:
-        if old is None:
-            os.environ.pop("COLABKIT_HOME", None)
-        else:
-            os.environ["COLABKIT_HOME"] = old
+    monkeypatch.setenv("COLABKIT_HOME", str(tmp_path))  # the kernel inherits it
+    nb = _with_parameters(REPO / "notebooks" / "05_report.ipynb", {})
+    _client(nb, tmp_path).execute()
     text = _text(nb)
     assert "No comparison yet: comparisons need runs of two experiments" in text
     table1 = (tmp_path / "report" / "table1.md").read_text()
