@@ -48,7 +48,7 @@ test: $(VENV)/.installed
 test-colab: $(COLAB_VENV)/.installed
 	COLABKIT_EXPECT_STACK=constraints/colab.txt $(COLAB_PY) -m pytest -q -p no:cacheprovider
 
-# is this tree ready to be tagged v<version>? (RELEASING.md; standard library only)
+# is this tree ready to be tagged v<version>? (docs/releasing.md; standard library only)
 release-check:
 	$(PYTHON) tools/release_check.py
 

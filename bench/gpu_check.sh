@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything only a GPU can show, in one command, most valuable first (BENCHMARKS.md, "The
+# Everything only a GPU can show, in one command, most valuable first (docs/benchmarks.md, "The
 # GPU check"). Each stage runs under its own limit and writes its own files when it ends,
 # so a stage killed at its limit (or the whole command killed) keeps the stages before it;
 # the limits add up to under 7 minutes. Runs with the machine's python3 as it is: nothing
@@ -117,7 +117,7 @@ if [ -f "$ARCHIVE" ]; then
     for recipe in fast report; do echo; echo "basic-$recipe metrics.csv:"; echo '```'
       cat "$R/basic-$recipe/metrics.csv" 2>/dev/null; echo '```'; done; } > "$OUT/recipes.md"
 else
-  echo "no archive at $ARCHIVE: stage 3 skipped (copy the CIFAR-10 JPEG archive there: BENCHMARKS.md)" | tee "$OUT/recipes.md" >> "$OUT/summary.txt"
+  echo "no archive at $ARCHIVE: stage 3 skipped (copy the CIFAR-10 JPEG archive there: docs/benchmarks.md)" | tee "$OUT/recipes.md" >> "$OUT/summary.txt"
   status=1
 fi
 

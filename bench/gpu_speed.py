@@ -11,7 +11,7 @@ model's, not the loader's. Its FLOPs are counted by ``torch.utils.flop_counter``
 forward and backward; FLOPs / step time over the GPU's dense tensor-core peak (NVIDIA's
 datasheets, below) is the share of peak. Peak memory is ``max_memory_allocated`` of the
 configuration. Each row is appended to OUT/speed.csv as it is measured and OUT/speed.md
-is rewritten from it. Nothing here is a test: figures go to BENCHMARKS.md with the machine.
+is rewritten from it. Nothing here is a test: figures go to docs/benchmarks.md with the machine.
 
 ``--tiny`` (the rehearsal on a CPU): width 4, batch 2, one warm-up step and one timed, and ``torch.compile`` with
 the ``eager`` backend (Dynamo traces, nothing is generated): the code path, not a speed.

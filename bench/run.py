@@ -15,7 +15,7 @@ Prints a Markdown table headed by the machine, torch version and device:
    training step; and loading a cached data set of CIFAR-12's size.
 The table file is rewritten after each section, so a run killed part way keeps the
 sections before. ``--quick`` (the GPU check's rehearsal): model 1 alone, small sizes.
-Nothing here is a test: numbers vary by machine and are recorded in BENCHMARKS.md.
+Nothing here is a test: numbers vary by machine and are recorded in docs/benchmarks.md.
 """
 from __future__ import annotations
 

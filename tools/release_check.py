@@ -1,4 +1,4 @@
-"""Is this tree ready to be tagged ``v<version>``? (``make release-check``; RELEASING.md)
+"""Is this tree ready to be tagged ``v<version>``? (``make release-check``; docs/releasing.md)
 
 Fails, one line per problem saying what to do, unless:
 - every notebook's ``REF`` is ``v<version>`` (colabkit/version.py is the one place the version is written);
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in found:
         print(f"release-check: {line}", file=sys.stderr)
     if not found:
-        print("release-check: ready to tag (RELEASING.md)")
+        print("release-check: ready to tag (docs/releasing.md)")
     return 1 if found else 0
 
 
