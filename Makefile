@@ -19,7 +19,7 @@ PYTHON_COLAB ?= $(or $(shell p=$$(pyenv prefix 3.13 2>/dev/null) && echo $$p/bin
 COLAB_VENV ?= .venv-colab
 COLAB_PY := $(COLAB_VENV)/bin/python
 
-.PHONY: demo test test-colab release-check figures bench clean
+.PHONY: demo test test-colab release-check cli-docs figures bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ test-colab: $(COLAB_VENV)/.installed
 # is this tree ready to be tagged v<version>? (docs/releasing.md; standard library only)
 release-check:
 	$(PYTHON) tools/release_check.py
+
+# docs/cli.md from the command line's parser (tests/test_docs.py fails when it is stale)
+cli-docs: $(VENV)/.installed
+	$(PY) tools/make_cli_docs.py
 
 figures: $(VENV)/.installed
 	$(PY) -m colabkit report logs --out figures

@@ -1,4 +1,4 @@
-"""The package's floors (README, "Layout"): each module imports only modules listed above
+"""The package's floors (docs/design.md, "The floors"): each module imports only modules listed above
 it, at the top of the file, and stays small enough to read in one sitting."""
 import ast
 import re
@@ -6,7 +6,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "colabkit"
-# floor by floor, as in the README; a module may import only modules before it here
+# floor by floor, as in docs/design.md; a module may import only modules before it here
 ORDER = ["version", "files", "augment", "models", "stats", "plotting", "quota",
          "runtime", "experiments", "runs", "checkpoint",
          "lease", "storage",
@@ -38,7 +38,7 @@ def _imports(path):
 
 def test_every_module_imports_only_modules_above_it_and_only_at_the_top():
     modules = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
-    assert sorted(ORDER) == modules, "add the new module to ORDER and the README's Layout"
+    assert sorted(ORDER) == modules, "add the new module to ORDER and to docs/design.md, \"The floors\""
     up, hidden = [], []
     for name in ORDER:
         ours, inner = _imports(PACKAGE / f"{name}.py")
@@ -52,10 +52,11 @@ def test_no_module_passes_500_lines():
     assert {n: k for n, k in sizes.items() if k > 500} == {}
 
 
-def test_the_readme_lists_the_modules_in_the_same_order():
-    text = (REPO / "README.md").read_text()
-    block = text[text.index("## Layout"):]
-    listed = re.findall(r"^    (\w+) {2,}\S", block[:block.index("notebooks/")], re.M)
+def test_the_design_page_lists_the_modules_in_the_same_order():
+    text = (REPO / "docs" / "design.md").read_text(encoding="utf-8")
+    section = text[text.index("## The floors"):]
+    block = section[section.index("```") + 3:]
+    listed = re.findall(r"^    (\w+) {2,}\S", block[:block.index("```")], re.M)
     assert listed == ORDER
 
 
