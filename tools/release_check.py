@@ -4,18 +4,24 @@ Fails, one line per problem saying what to do, unless:
 - every notebook's ``REF`` is ``v<version>`` (colabkit/version.py is the one place the version is written);
 - CHANGELOG.md has an entry for that version;
 - the notebooks are exactly what tools/make_notebooks.py writes;
-- the README's GitHub and Colab links, and any ``git+...@v...`` install it shows, agree with
-  ``REPO_URL`` and the release tag.
+- the GitHub and Colab links of README.md and docs/*.md, and any ``git+...@v...`` install
+  they show, agree with ``REPO_URL`` and the release tag;
+- every relative link of README.md and docs/*.md (``[text](path)``, ``[text](path#anchor)``,
+  ``[text](#anchor)``, images too) names a file that exists, and every anchor a heading of
+  the target page, by GitHub's rules for heading anchors. Links in code are not links.
 Only the standard library: it runs before any install.
 """
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import os
 import re
 import runpy
 import sys
 from pathlib import Path
+from urllib.parse import unquote
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,6 +33,119 @@ def _notebook_ref(path: Path) -> str | None:
         if cell["cell_type"] == "code" and m:
             return m.group(1)
     return None
+
+
+# ---- links and anchors
+
+FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
+INLINE_CODE = re.compile(r"(`+).+?\1")
+# [text](target "title"), the text holding at most one level of brackets (a badge's image)
+LINK = re.compile(r"\[((?:[^\[\]]|\[[^\[\]]*\])*)\]\(\s*<?([^)\s>]*)>?(?:\s+[\"'][^)]*[\"'])?\s*\)")
+DEFINITION = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s.*)?$")  # [ref]: target
+HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)(?:\s+#+)?\s*$")
+UNDERLINE = re.compile(r"^\s{0,3}(=+|-+)\s*$")
+HTML_ANCHOR = re.compile(r"<a\s[^>]*\b(?:name|id)=[\"']([^\"']+)[\"']", re.I)
+SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")  # http:, https:, mailto:, ...
+
+
+def _prose_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, line) of the lines outside fenced code blocks."""
+    out, fence = [], None
+    for number, line in enumerate(text.splitlines(), 1):
+        if fence is None:
+            m = FENCE.match(line)
+            if m:
+                fence = m.group(1)
+            else:
+                out.append((number, line))
+        elif line.strip().startswith(fence) and not line.strip().strip(fence[0]):
+            fence = None
+    return out
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: its text as rendered (a link by its text, no
+    markup), lowercased, every character but letters, digits, ``_``, ``-`` and spaces
+    removed, each space a hyphen."""
+    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)
+    text = re.sub(r"<[^>]+>", "", text)
+    return re.sub(r"[^\w\- ]", "", text.strip().lower()).replace(" ", "-")
+
+
+def anchors(text: str) -> set[str]:
+    """Every anchor of a page: one per heading, a repeated one with -1, -2, ... as GitHub
+    numbers them, and ``<a name=...>`` / ``id=...``."""
+    found, seen = set(), {}
+    lines = _prose_lines(text)
+    for i, (number, line) in enumerate(lines):
+        m = HEADING.match(line)
+        title = m.group(2) if m else None
+        after = lines[i + 1] if i + 1 < len(lines) else (0, "")
+        if title is None and line.strip() and not line.lstrip().startswith(("|", "-", "*", ">", "<")) \
+                and after[0] == number + 1 and UNDERLINE.match(after[1]):
+            title = line.strip()  # a heading underlined with === or ---
+        if title is not None:
+            base = slug(title)
+            n = seen.get(base, 0)
+            found.add(base if n == 0 else f"{base}-{n}")
+            seen[base] = n + 1
+        found.update(HTML_ANCHOR.findall(line))
+    return found
+
+
+def _targets(line: str) -> list[str]:
+    """The link targets of one line of prose, inline code left out; a link inside a
+    link's text (an image in a badge) too."""
+    line = INLINE_CODE.sub(lambda c: " " * len(c.group(0)), line)
+    out, texts = [], [line]
+    while texts:
+        for m in LINK.finditer(texts.pop()):
+            out.append(m.group(2))
+            texts.append(m.group(1))
+    m = DEFINITION.match(line)
+    return out + ([m.group(1)] if m else [])
+
+
+def link_problems(root: Path) -> list[str]:
+    """One line per relative link of README.md and docs/*.md that names no file, or an
+    anchor that no heading of its target page has."""
+    root = root.resolve()
+    cache: dict[Path, set[str]] = {}
+    found = []
+    for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        if not page.is_file():
+            continue
+        name, folder = page.relative_to(root).as_posix(), page.parent.relative_to(root).as_posix()
+        for number, line in _prose_lines(page.read_text(encoding="utf-8")):
+            for target in _targets(line):
+                if not target or SCHEME.match(target) or target.startswith("//"):
+                    continue  # a URL: not checked here
+                path, _, anchor = target.partition("#")
+                path, anchor = unquote(path), unquote(anchor)
+                dest = (root / path.lstrip("/") if path.startswith("/") else
+                        page.parent / path if path else page).resolve()
+                if not dest.exists():
+                    missing = os.path.normpath(path.lstrip("/") if path.startswith("/") else
+                                               os.path.join(folder, path))
+                    found.append(f"{name}:{number}: broken link {target}: there is no "
+                                 f"{Path(missing).as_posix()}; fix the path (relative to the "
+                                 "page's folder) or add the file")
+                    continue
+                if not anchor:
+                    continue
+                if dest.suffix.lower() != ".md" or not dest.is_file():
+                    found.append(f"{name}:{number}: broken link {target}: #{anchor} on a file that "
+                                 "is not a Markdown page; link to the file alone")
+                    continue
+                if dest not in cache:
+                    cache[dest] = anchors(dest.read_text(encoding="utf-8"))
+                if anchor not in cache[dest]:
+                    close = difflib.get_close_matches(anchor, sorted(cache[dest]), n=1)
+                    hint = f" (the closest is #{close[0]})" if close else ""
+                    found.append(f"{name}:{number}: broken anchor {target}: "
+                                 f"{dest.relative_to(root).as_posix()} has no heading #{anchor}"
+                                 f"{hint}; fix the link or the heading")
+    return found
 
 
 def problems(root: Path = ROOT) -> list[str]:
@@ -63,13 +182,17 @@ def problems(root: Path = ROOT) -> list[str]:
             found.append(f"{nb.relative_to(root)} is not written by tools/make_notebooks.py: "
                          "add it there or remove it")
 
-    readme = (root / "README.md").read_text(encoding="utf-8")
-    links = re.findall(r"(?:colab\.research\.google\.com/github|github\.com)/([\w.-]+/[\w.-]+)", readme)
-    for other in sorted({link.removesuffix(".git") for link in links} - {owner_repo}):
-        found.append(f"README.md links to {other}, but REPO_URL is {url}: make them agree")
-    for ref in sorted(set(re.findall(r"git\+[^\s\"'`@]+@([\w.\-/]+)", readme)) - {tag}):
-        found.append(f"README.md installs @{ref}, not the release {tag}")
-    return found
+    for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        if not page.is_file():
+            continue
+        text, name = page.read_text(encoding="utf-8"), page.relative_to(root).as_posix()
+        links = re.findall(r"(?:colab\.research\.google\.com/github|github\.com)/([\w.-]+/[\w.-]+)", text)
+        for other in sorted({link.removesuffix(".git") for link in links} - {owner_repo}):
+            found.append(f"{name} links to {other}, but REPO_URL is {url}: make them agree")
+        # a ref followed by "<" is a placeholder (@v<version>), not a release
+        for ref in sorted(set(re.findall(r"git\+[^\s\"'`@]+@([\w.\-/]+)(?![\w.\-/<])", text)) - {tag}):
+            found.append(f"{name} installs @{ref}, not the release {tag}")
+    return found + link_problems(root)
 
 
 def main(argv: list[str] | None = None) -> int:
