@@ -81,3 +81,16 @@ def test_usage_lines_wrap_between_parts_and_keep_a_flag_with_its_metavar():
     assert " ".join(wrapped.split()) == usage
     assert "--experiment {a,b,c}" in wrapped and "--run-dir RUN_DIR" in wrapped
     assert all(line.startswith(" " * 32) for line in lines[1:])
+
+
+def test_the_python_api_page_names_every_public_name_and_no_other():
+    import re
+
+    import colabkit
+
+    page = (REPO / "docs" / "python-api.md").read_text(encoding="utf-8")
+    missing = [n for n in colabkit.__all__ if n != "__version__" and f"`{n}" not in page]
+    assert missing == [], f"docs/python-api.md does not describe {missing}"
+    modules = {p.stem for p in (REPO / "colabkit").glob("*.py")}  # named as what may move
+    used = set(re.findall(r"\bcolabkit\.([A-Za-z_]\w*)", page)) - modules - {"__all__"}
+    assert used - set(colabkit.__all__) == set(), "docs/python-api.md uses names colabkit does not export"
