@@ -13,7 +13,7 @@
 #      paced by a 1-epoch run kept outside the pair's runs folder, so out of their Table 1);
 #   4. bench.md: python bench/run.py --device cuda (written section by section).
 # summary.txt: the machine, then each stage's exit status, seconds and limit; log.txt: each
-# stage's output. At most 8 files, as the device tool brings back.
+# stage's output. At most 8 files, for a remote machine that brings back only a few.
 #
 # usage: bash bench/gpu_check.sh [--rehearse] [OUT] [ARCHIVE]
 #   OUT      default gpu-check/
@@ -42,7 +42,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 DEVICE=cuda
 if [ $REHEARSE = 1 ]; then
   DEVICE=cpu
-  # a Python without IPython and ipywidgets, as on the lent GPU machine
+  # a Python without IPython and ipywidgets, as on a bare GPU server
   mkdir -p "$WORK/site"
   echo "import sys; sys.modules.update(dict.fromkeys(['IPython', 'ipywidgets'], None))" > "$WORK/site/sitecustomize.py"
   export PYTHONPATH="$WORK/site:$PYTHONPATH" OMP_NUM_THREADS=1

@@ -14,8 +14,8 @@ ORDER = ["version", "files", "augment", "models", "stats", "plotting", "quota",
          "status", "tables", "figures", "compare", "report", "sweep",
          "__main__"]
 # imported where used, with the reason: google.colab exists only inside Colab; IPython
-# (the notebook display) only where a notebook runs: a server, a torchrun node or the
-# lent GPU machine has neither, and the package must import and train there
+# (the notebook display) only where a notebook runs: a server, a torchrun node or a
+# bare GPU machine has neither, and the package must import and train there
 LAZY = {"google.colab", "IPython", "IPython.display"}
 
 

@@ -1,6 +1,6 @@
 """Load an image tree (or CIFAR) through colabkit and save a grid of augmented samples.
 
-    python tools/look_at_data.py ../shared/data/cifar10-jpeg.tar.gz --out grid.png
+    python tools/look_at_data.py data/cifar10-jpeg.tar.gz --out grid.png
 
 Prints counts per class and the per-channel mean and std; the grid shows, per row, one
 image per class and then the same images through an experiment's augmentation.
