@@ -124,8 +124,7 @@ def test_a_fork_regenerated_from_version_py_passes(tree):
 def test_every_relative_link_and_anchor_of_the_pages_resolves():
     assert release_check.link_problems(REPO) == []
     pages = [REPO / "README.md", *(REPO / "docs").glob("*.md")]
-    links = sum(len(release_check._targets(line)) for page in pages
-                for _, line in release_check._prose_lines(page.read_text(encoding="utf-8")))
+    links = sum(len(release_check._links(page.read_text(encoding="utf-8"))) for page in pages)
     assert links > 20  # the check has links to check
 
 
@@ -163,6 +162,16 @@ def test_a_renamed_heading_breaks_the_anchors_to_it(tree):
     _edit(tree / "docs" / "colab-and-drive.md", "## The Trash", "## Drive's bin")
     found = release_check.problems(tree)
     assert found and all("#the-trash" in p and "has no heading" in p for p in found), found
+
+
+def test_a_link_whose_text_runs_over_two_lines_is_checked_on_its_line(tree):
+    with open(tree / "docs" / "design.md", "a", encoding="utf-8") as f:
+        f.write("\nA link [over two\nlines](nowhere.md) and [a badge ![img](figures/none.png)](design.md).\n")
+    found = release_check.problems(tree)
+    n = len((tree / "docs" / "design.md").read_text(encoding="utf-8").splitlines())
+    assert len(found) == 2, found
+    assert all(p.startswith(f"docs/design.md:{n}: broken link") for p in found), found
+    assert "there is no docs/nowhere.md" in found[0] and "there is no docs/figures/none.png" in found[1]
 
 
 def test_links_in_code_and_urls_are_not_checked(tree):

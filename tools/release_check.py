@@ -93,17 +93,31 @@ def anchors(text: str) -> set[str]:
     return found
 
 
-def _targets(line: str) -> list[str]:
-    """The link targets of one line of prose, inline code left out; a link inside a
-    link's text (an image in a badge) too."""
-    line = INLINE_CODE.sub(lambda c: " " * len(c.group(0)), line)
-    out, texts = [], [line]
-    while texts:
-        for m in LINK.finditer(texts.pop()):
-            out.append(m.group(2))
-            texts.append(m.group(1))
-    m = DEFINITION.match(line)
-    return out + ([m.group(1)] if m else [])
+def _links(text: str) -> list[tuple[int, str]]:
+    """(line number, target) of every link of a page's prose, inline code left out; a link
+    whose text runs over two lines too, and a link inside a link's text (a badge's image)."""
+    found, group = [], []
+    lines = _prose_lines(text) + [(0, "")]
+    for i, (number, line) in enumerate(lines):
+        if line.strip():
+            group.append((number, INLINE_CODE.sub(lambda c: " " * len(c.group(0)), line)))
+            m = DEFINITION.match(group[-1][1])
+            if m:
+                found.append((number, -1, m.group(1)))
+        if group and (not line.strip() or lines[i + 1][0] != number + 1):
+            starts, joined = [], ""
+            for n, part in group:  # one paragraph, one string; offsets back to lines
+                starts.append((len(joined), n))
+                joined += part + " "
+            todo = [(0, joined)]
+            while todo:
+                base, chunk = todo.pop()
+                for m in LINK.finditer(chunk):
+                    at = base + m.start(2)
+                    found.append((max(n for s, n in starts if s <= at), at, m.group(2)))
+                    todo.append((base + m.start(1), m.group(1)))
+            group = []
+    return [(n, target) for n, _, target in sorted(found)]  # in reading order
 
 
 def link_problems(root: Path) -> list[str]:
@@ -116,35 +130,34 @@ def link_problems(root: Path) -> list[str]:
         if not page.is_file():
             continue
         name, folder = page.relative_to(root).as_posix(), page.parent.relative_to(root).as_posix()
-        for number, line in _prose_lines(page.read_text(encoding="utf-8")):
-            for target in _targets(line):
-                if not target or SCHEME.match(target) or target.startswith("//"):
-                    continue  # a URL: not checked here
-                path, _, anchor = target.partition("#")
-                path, anchor = unquote(path), unquote(anchor)
-                dest = (root / path.lstrip("/") if path.startswith("/") else
-                        page.parent / path if path else page).resolve()
-                if not dest.exists():
-                    missing = os.path.normpath(path.lstrip("/") if path.startswith("/") else
-                                               os.path.join(folder, path))
-                    found.append(f"{name}:{number}: broken link {target}: there is no "
-                                 f"{Path(missing).as_posix()}; fix the path (relative to the "
-                                 "page's folder) or add the file")
-                    continue
-                if not anchor:
-                    continue
-                if dest.suffix.lower() != ".md" or not dest.is_file():
-                    found.append(f"{name}:{number}: broken link {target}: #{anchor} on a file that "
-                                 "is not a Markdown page; link to the file alone")
-                    continue
-                if dest not in cache:
-                    cache[dest] = anchors(dest.read_text(encoding="utf-8"))
-                if anchor not in cache[dest]:
-                    close = difflib.get_close_matches(anchor, sorted(cache[dest]), n=1)
-                    hint = f" (the closest is #{close[0]})" if close else ""
-                    found.append(f"{name}:{number}: broken anchor {target}: "
-                                 f"{dest.relative_to(root).as_posix()} has no heading #{anchor}"
-                                 f"{hint}; fix the link or the heading")
+        for number, target in _links(page.read_text(encoding="utf-8")):
+            if not target or SCHEME.match(target) or target.startswith("//"):
+                continue  # a URL: not checked here
+            path, _, anchor = target.partition("#")
+            path, anchor = unquote(path), unquote(anchor)
+            dest = (root / path.lstrip("/") if path.startswith("/") else
+                    page.parent / path if path else page).resolve()
+            if not dest.exists():
+                missing = os.path.normpath(path.lstrip("/") if path.startswith("/") else
+                                           os.path.join(folder, path))
+                found.append(f"{name}:{number}: broken link {target}: there is no "
+                             f"{Path(missing).as_posix()}; fix the path (relative to the "
+                             "page's folder) or add the file")
+                continue
+            if not anchor:
+                continue
+            if dest.suffix.lower() != ".md" or not dest.is_file():
+                found.append(f"{name}:{number}: broken link {target}: #{anchor} on a file that "
+                             "is not a Markdown page; link to the file alone")
+                continue
+            if dest not in cache:
+                cache[dest] = anchors(dest.read_text(encoding="utf-8"))
+            if anchor not in cache[dest]:
+                close = difflib.get_close_matches(anchor, sorted(cache[dest]), n=1)
+                hint = f" (the closest is #{close[0]})" if close else ""
+                found.append(f"{name}:{number}: broken anchor {target}: "
+                             f"{dest.relative_to(root).as_posix()} has no heading #{anchor}"
+                             f"{hint}; fix the link or the heading")
     return found
 
 
