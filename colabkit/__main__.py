@@ -18,7 +18,7 @@ from .checkpoint import CheckpointError
 from .data import SOURCES, DataError
 from .experiments import PRESETS, RECIPES, get_experiment
 from .inspection import InspectionError, inspect
-from .models import build_model, count_parameters
+from .models import count_parameters
 from .report import write_report
 from .runs import RunFolderError
 from .runtime import Advice, DeviceError, DriveError, check_gpu
@@ -188,7 +188,7 @@ def cmd_info(args) -> int:
     check_gpu(allow_cpu=True)
     print("\nexperiments:")
     for name, exp in PRESETS.items():
-        n = count_parameters(build_model(exp.model, 12))
+        n = count_parameters(exp.network(12))
         print(f"  {name:13s} {exp.model:19s} {n:>11,} params  augment: {exp.augment.describe()}")
     return 0
 

@@ -24,6 +24,7 @@ from PIL import Image
 from .archives import (CIFAR_ARCHIVES, COMPLETE, DataError, cifar_folder, find_archive,
                        missing_hint, work_root)
 from .files import atomic_write
+from .registry import lookup
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
@@ -369,8 +370,7 @@ def load_dataset(name: str = "cifar12", root: str | os.PathLike = "data", *,
     file (``colabkit-<name>.npz``) beside the source; later loads read only that file.
     ``train_size``/``test_size`` take a seeded random subset.
     """
-    if name not in SOURCES:
-        raise ValueError(f"unknown dataset {name!r}; known: {list(SOURCES)}")
+    lookup(SOURCES, name, "dataset")
     root = Path(root).expanduser()
     if name == "synthetic":
         ds = synthetic(seed=0)  # fixed content; subsets below are seeded
@@ -389,8 +389,5 @@ def load_dataset(name: str = "cifar12", root: str | os.PathLike = "data", *,
                 warnings.warn(f"could not write the data cache {cache_path} ({e}); "
                               "the next load will build the data set again")
     return ds.subset(train_size, test_size, seed)
-
-
-# ----------------------------------------------------------------- loader ----
 
 

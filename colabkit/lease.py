@@ -100,10 +100,7 @@ class Lease:
 
     def read(self) -> dict | None:
         """The record in ``lease.json``: the holder, or the last one (``released``)."""
-        try:
-            record = read_json(self.path)
-        except (OSError, ValueError):
-            return None
+        record = read_json(self.path, None)
         return record if isinstance(record, dict) and "id" in record else None
 
     def holder(self) -> dict | None:

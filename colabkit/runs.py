@@ -89,9 +89,19 @@ def write_json(path: Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+_RAISE = object()
+
+
+def read_json(path: Path, default: Any = _RAISE) -> Any:
+    """The JSON in ``path``; ``default`` instead when given and the file is absent or
+    unreadable (a run folder half copied, a record never written)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        if default is _RAISE:
+            raise
+        return default
 
 
 def format_row(row: dict) -> dict:

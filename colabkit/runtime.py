@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .registry import lookup
 from .version import colabkit_version
 
 DRIVE_MOUNTPOINT = "/content/drive"
@@ -188,8 +189,7 @@ def choose_precision(device: torch.device, precision: str = "auto") -> str:
     """fp16 (with a GradScaler) on GPUs before Ampere such as the T4 (sm_75), bf16 on
     sm_80 and newer, fp32 on the CPU; ``precision`` overrides (on the CPU too, where
     mixed precision is rarely faster but exercises the same code)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; known: {list(PRECISIONS)}")
+    lookup(PRECISIONS, precision, "precision")
     if precision != "auto":
         return precision  # fp16/bf16 autocast also runs on the CPU (slowly): used by the tests
     if device.type != "cuda":

@@ -285,13 +285,11 @@ class RunStorage:
             shutil.copyfileobj(f, out, 1 << 22)
 
     # ---- stop
-    def close(self, flush: bool = True, lost: bool = False) -> str:
+    def close(self, flush: bool = True) -> str:
         """At every stop: the last mirror, the lease released, Drive flushed. Never raises
         because of Drive: a failed flush or remount is one warning saying what is on
         Drive, what is only in the working copy and what to run. Returns a line saying
         where the run's newest state is."""
-        if lost:
-            return ""
         note = ""
         try:
             if self.drive:

@@ -42,10 +42,7 @@ def load_runs(runs_dir: str | os.PathLike, allow_empty: bool = False) -> pd.Data
         rows = read_metrics(run.metrics)
         if not rows:
             continue  # started, no epoch finished yet
-        try:
-            env = read_json(run.environment)
-        except (OSError, ValueError):
-            env = {}
+        env = read_json(run.environment, {})
         df = pd.DataFrame(rows)
         for col in ("val_loss", "val_acc", "test_acc_tta", "val_acc_tta"):  # older logs, no TTA
             if col not in df:

@@ -7,7 +7,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "colabkit"
 # floor by floor, as in the README; a module may import only modules before it here
-ORDER = ["version", "files", "augment", "models", "stats", "plotting", "quota",
+ORDER = ["version", "registry", "files", "augment", "models", "stats", "plotting", "quota",
          "runtime", "experiments", "runs", "checkpoint",
          "lease", "storage",
          "archives", "data", "loader", "distributed", "epochs", "resume", "train", "inspection", "weights",

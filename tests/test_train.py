@@ -42,7 +42,7 @@ def reference(tiny, tmp_path_factory):
     cache = {}
 
     def get(exp):
-        key = exp.to_json()
+        key = json.dumps(exp.to_dict(), sort_keys=True)
         if key not in cache:
             d = tmp_path_factory.mktemp("reference")
             res = train(exp, d, progress=False)
@@ -362,7 +362,7 @@ def test_a_folder_without_a_finished_epoch_takes_a_new_configuration(tiny, tmp_p
     with pytest.raises(ValueError, match="fewer than one batch of 512: lower the batch size"):
         train(tiny("basic", epochs=1, batch_size=512), tmp_path, progress=False)
     assert not (tmp_path / "config.json").exists()  # nothing recorded before it could start
-    (tmp_path / "config.json").write_text(tiny("basic", epochs=1, batch_size=64).to_json())  # an older attempt
+    (tmp_path / "config.json").write_text(json.dumps(tiny("basic", epochs=1, batch_size=64).to_dict()))  # an older attempt
     res = train(tiny("basic", epochs=1, batch_size=16), tmp_path, progress=False)
     assert res["epochs_done"] == 1
     assert "has no finished epoch yet: starting it with the new configuration (batch_size" in \
