@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .augment import Augmenter, Part
+from .registry import SettingError, setting
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -57,8 +58,9 @@ class DeviceLoader:
         self.augment = augment if (augment is not None and augment.active) else None
         self.drop_last = train if drop_last is None else drop_last
         if train and self.drop_last and len(self.y) < batch_size:
-            raise ValueError(f"the training split has {len(self.y)} images, fewer than one "
-                             f"batch of {batch_size}: lower the batch size (batch_size)")
+            raise SettingError(f"the training split has {len(self.y)} images, fewer than one "
+                               f"batch of {batch_size}: lower the batch size ({{batch}})",
+                               batch=setting("batch_size"))
         self.rank, self.world_size = rank, world_size
         cl = self.device.type == "cuda" if channels_last is None else channels_last
         self.memory_format = torch.channels_last if cl else torch.contiguous_format

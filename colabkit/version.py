@@ -1,7 +1,7 @@
 """colabkit's version and where it is released, in this one place: ``pyproject.toml``
 reads the version from here (``[tool.setuptools.dynamic]``); the notebooks' generator
 takes both (the notebooks install ``git+REPO_URL@v<version>``), and so do every run
-record, the released weights' URLs and ``make release-check`` (RELEASING.md)."""
+record, the released weights' URLs and ``make release-check`` (docs/releasing.md)."""
 from __future__ import annotations
 
 import json

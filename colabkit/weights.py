@@ -52,7 +52,7 @@ class Release:
 
 
 # name (a preset, with "_fast" for the fast recipe) -> its release. Empty until weights
-# trained by a full GPU run are published (RELEASING.md, "Weights"); export() prints the
+# trained by a full GPU run are published (docs/releasing.md, "Weights"); export() prints the
 # line to add here.
 RELEASED: dict[str, Release] = {}
 
@@ -190,7 +190,7 @@ def hub_model(preset: str, pretrained: bool = False, recipe: str = "report",
     release = RELEASED.get(key) if pretrained else None
     if pretrained and release is None:
         raise WeightsError(f"no released weights for {key!r} yet: train them with "
-                           f"{trained_by(preset, recipe)}, then publish them (RELEASING.md); "
+                           f"{trained_by(preset, recipe)}, then publish them (docs/releasing.md); "
                            "pretrained=False gives the untrained network")
     if width is not None:
         exp = replace(exp, width=width)

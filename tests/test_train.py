@@ -487,18 +487,16 @@ def test_a_run_resumed_in_another_precision_says_so(tmp_path, tiny, capsys):
                                              ("fp16", torch.float16)])
 def test_training_and_evaluation_compute_the_logits_in_the_precision_asked(tmp_path, tiny, monkeypatch,
                                                                           precision, dtype):
-    import importlib
-
-    train_mod = importlib.import_module("colabkit.train")  # the module: colabkit.train is the function
+    from colabkit.experiments import Experiment
 
     seen = set()
-    real = train_mod.build_model
+    real = Experiment.network
 
-    def build(*args, **kwargs):
-        model = real(*args, **kwargs)
+    def build(self, num_classes):
+        model = real(self, num_classes)
         model.register_forward_hook(lambda m, i, out: seen.add((m.training, out.dtype)))
         return model
-    monkeypatch.setattr(train_mod, "build_model", build)
+    monkeypatch.setattr(Experiment, "network", build)
     train(tiny(epochs=1), tmp_path, precision=precision, progress=False)
     assert seen == {(True, dtype), (False, dtype)}  # autocast in the training steps and the evaluation
 
