@@ -203,8 +203,8 @@ def cmd_info(args) -> int:
 
 
 def _overrides(args) -> dict:
-    """The Experiment fields given on the command line (the seed among them)."""
-    return {k: v for k in FIELDS if (v := getattr(args, k, None)) is not None}
+    """The Experiment fields given on the command line (train's seed among them)."""
+    return {k: v for k in (*EXPERIMENT_FLAGS, "seed") if (v := getattr(args, k, None)) is not None}
 
 
 def _train_kwargs(args) -> dict:

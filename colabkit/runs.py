@@ -147,6 +147,15 @@ def read_metrics(path: Path) -> list[dict]:
     return rows
 
 
+def selection_key(val_accs, tta: bool = False) -> str:
+    """The metrics.csv column that picks a run's best epoch, given its logged validation
+    accuracies (None or NaN where there is none): validation accuracy when the run has a
+    validation split (the honest way), else test accuracy (the report's way); with flip
+    TTA, its accuracy."""
+    has_val = any(v is not None and v == v for v in val_accs)  # NaN != NaN
+    return ("val_acc" if has_val else "test_acc") + ("_tta" if tta else "")
+
+
 def save_predictions(path: Path, epoch: int, predictions: dict, labels) -> None:
     """The best epoch's predicted class for each test image (``pred``; with flip TTA also
     ``pred_tta``), with the true labels: what the report needs for per-class accuracy and

@@ -13,7 +13,7 @@ import pandas as pd
 
 from .augment import AugmentSpec
 from .experiments import REPORTED_BEST, Experiment, run_name
-from .runs import METRIC_FIELDS, find_runs, read_json, read_metrics
+from .runs import METRIC_FIELDS, find_runs, read_json, read_metrics, selection_key
 
 
 class ReportError(ValueError):
@@ -126,8 +126,7 @@ def results_table(runs: pd.DataFrame, by: str = "experiment") -> pd.DataFrame:
     for run, df in runs.groupby("run", sort=True):
         df = df.sort_values("epoch")
         tta = bool(df["tta"].iloc[0]) if "tta" in df else False
-        suffix = "_tta" if tta else ""
-        key = ("val_acc" if df["val_acc"].notna().any() else "test_acc") + suffix
+        key, suffix = selection_key(df["val_acc"], tta), "_tta" if tta else ""
         best = df.loc[df[key].idxmax()]  # first epoch reaching the maximum
         per_run.append({
             "run": run, "experiment": df["experiment"].iloc[0], "model": df["model"].iloc[0],

@@ -39,7 +39,7 @@ from .epochs import CompiledOrEager, evaluate, make_optimizer, match_precision, 
 from .experiments import Experiment, get_experiment
 from .loader import DeviceLoader
 from .resume import CHECKPOINT_FORMAT, ConfigMismatch, check_config, version_note
-from .runs import save_predictions, write_json, write_metrics
+from .runs import save_predictions, selection_key, write_json, write_metrics
 from .runtime import choose_precision, compile_note, environment_record
 from .storage import LeaseLost, RunStorage
 from .version import colabkit_version
@@ -78,16 +78,9 @@ def _progress(total: int, initial: int, enabled: bool, desc: str, leave: bool = 
                 dynamic_ncols=True, unit="ep" if leave else "batch")
 
 
-def selection_key(history: list[dict], tta: bool = False) -> str:
-    """What picks the best epoch: validation accuracy when the run has a validation split
-    (the honest way), else test accuracy (the report's way); with flip TTA, its accuracy."""
-    split = "val_acc" if any(r.get("val_acc") is not None for r in history) else "test_acc"
-    return split + ("_tta" if tta else "")
-
-
 def _results(exp: Experiment, run_dir, history: list[dict], status: str,
              world: int = 1) -> dict:
-    key = selection_key(history, exp.tta)
+    key = selection_key([r.get("val_acc") for r in history], exp.tta)
     test = "test_acc_tta" if exp.tta else "test_acc"
     best = max(history, key=lambda r: (r[key], -r["epoch"]), default=None)
     return {
@@ -309,7 +302,7 @@ class Saver:
                  history: list[dict], start: int, labels, tta: bool = False):
         self.storage, self.minutes, self.labels, self.tta = storage, minutes, labels, tta
         self.writer = CheckpointWriter(background=background)
-        key = selection_key(history, tta)
+        key = selection_key([r.get("val_acc") for r in history], tta)
         self.best_acc = max((r[key] for r in history if r.get(key) is not None), default=-1.0)
         self.saved_epoch = start
         self.snapshot: dict | None = None
@@ -318,7 +311,7 @@ class Saver:
 
     def epoch_done(self, snapshot: dict, row: dict, final: bool, predictions=None) -> None:
         self.snapshot = snapshot
-        key = selection_key([row], self.tta)
+        key = selection_key([row.get("val_acc")], self.tta)
         if row[key] > self.best_acc:
             self.best_acc = row[key]
             best = {k: snapshot[k] for k in ("format", "epoch", "config", "model", "classes")}
