@@ -69,3 +69,15 @@ def test_the_version_is_written_once():
     assert not re.search(r"^version\s*=", project, re.M)
     stated = [p for p in PACKAGE.glob("*.py") if re.search(r'__version__\s*=\s*"', p.read_text())]
     assert stated == [PACKAGE / "version.py"]
+
+
+def test_the_distribution_has_its_own_name_and_is_installed_under_it():
+    """pip's name is ours, never "colabkit" (another project on PyPI), in pyproject.toml and
+    in the record colabkit reads its install commit from; the import name stays."""
+    from importlib import metadata
+
+    from colabkit.version import DISTRIBUTION
+    toml = (REPO / "pyproject.toml").read_text()
+    assert re.search(r'^name = "([^"]+)"', toml, re.M).group(1) == DISTRIBUTION != "colabkit"
+    assert metadata.distribution(DISTRIBUTION).read_text("top_level.txt") in (None, "colabkit\n")
+    assert "colabkit" in metadata.distribution(DISTRIBUTION).entry_points.names
