@@ -90,11 +90,18 @@ def forward_backward(model, x, y, optimizer, scaler, precision: str,
 
 
 class Sums(NamedTuple):
-    """An epoch's sums over the images one process saw; tensors stay on the device."""
+    """A training epoch's sums over the images one process saw, on the device."""
     loss: torch.Tensor
     correct: torch.Tensor
     seen: int
-    correct_tta: torch.Tensor | None = None  # evaluate with flip TTA only
+
+
+class EvalSums(NamedTuple):
+    """An evaluation's sums over one process's share of a split, on the device."""
+    loss: torch.Tensor
+    correct: torch.Tensor
+    seen: int
+    correct_tta: torch.Tensor | None  # with flip TTA only
 
 
 def train_epoch(model, loader: DeviceLoader, epoch: int, optimizer, scaler, precision: str,
@@ -133,8 +140,8 @@ def train_epoch(model, loader: DeviceLoader, epoch: int, optimizer, scaler, prec
 
 @torch.no_grad()
 def evaluate(model, loader: DeviceLoader, precision: str, predictions: list | None = None,
-             tta: bool = False, predictions_tta: list | None = None) -> Sums:
-    """The loss sum, correct count, images and correct count with flip TTA (``Sums``) over the
+             tta: bool = False, predictions_tta: list | None = None) -> EvalSums:
+    """The loss sum, correct count, images and correct count with flip TTA (``EvalSums``) over the
     loader's split (this rank's share). With ``tta`` each image is also classified by the
     sum of its logits and those of its mirror image (horizontal-flip test-time
     augmentation); loss and the plain count are the unflipped image's alone. Each batch's
@@ -161,4 +168,4 @@ def evaluate(model, loader: DeviceLoader, precision: str, predictions: list | No
             correct_tta += (pred_tta == y).sum()
             if predictions_tta is not None:
                 predictions_tta.append(pred_tta)
-    return Sums(loss_sum, correct, seen, correct_tta)
+    return EvalSums(loss_sum, correct, seen, correct_tta)
