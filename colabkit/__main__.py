@@ -7,7 +7,6 @@ import argparse
 import difflib
 import json
 import os
-import re
 import sys
 import warnings
 from pathlib import Path
@@ -16,12 +15,13 @@ from pathlib import Path
 # __init__ imports them all, so importing later here would save no start-up time
 from .checkpoint import CheckpointError
 from .data import SOURCES, DataError
-from .experiments import PRESETS, RECIPES, get_experiment
+from .experiments import DEFAULT_IF_ZERO, FIELDS, PRESETS, RECIPES, get_experiment
 from .inspection import InspectionError, inspect
-from .models import build_model, count_parameters
+from .models import count_parameters
 from .report import write_report
 from .runs import RunFolderError
-from .runtime import Advice, DeviceError, DriveError, check_gpu
+from .registry import Advice, setting
+from .runtime import PRECISIONS, DeviceError, DriveError, check_gpu
 from .status import status_table
 from .lease import LeaseHeld, LeaseLost
 from .sweep import sweep
@@ -64,7 +64,7 @@ def _milestones(text):
 
 
 def _parser() -> argparse.ArgumentParser:
-    pos_int, pos_minutes = _number(int, 1), _number(float, 0, strict=True)
+    pos_int = _number(int, 1)
     p = _Parser(prog="python -m colabkit", description=DESCRIPTION)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=_number(int, 0))
     t.add_argument("--json", action="store_true",
                    help="end with the results as JSON instead of one summary line")
-    _run_flags(t, SOURCES, pos_int, pos_minutes)
+    _run_flags(t)
 
     w = sub.add_parser("sweep", help="train every (experiment, seed), one after another")
     w.add_argument("--experiments", nargs="+", required=True, choices=sorted(PRESETS), metavar="E")
@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--runs-dir", required=True, help="runs go to RUNS_DIR/<experiment>-s<seed>")
     w.add_argument("--parallel", type=pos_int, default=1,
                    help="runs at once, each in its own process (one per GPU where there are several)")
-    _run_flags(w, SOURCES, pos_int, pos_minutes)
+    _run_flags(w)
 
     r = sub.add_parser("report", help="figures and Table 1 from run folders")
     r.add_argument("runs_dir")
@@ -115,72 +115,81 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--data-root", default="data", help="where the run's data is (as for train)")
 
     x = sub.add_parser("export", help="a run's best weights as <name>-<sha256>.pt, with a "
-                                      "model card <name>.md (for a release, RELEASING.md)")
+                                      "model card <name>.md (for a release, docs/releasing.md)")
     x.add_argument("run_dir")
     x.add_argument("--out", required=True)
     x.add_argument("--name", help="default: the preset, with _fast for the fast recipe")
     return p
 
 
-# flags shared by train and sweep: (dest, flag) of the value flags, and the switches
-_VALUE_FLAGS = ("recipe", "dataset", "data_root", "epochs", "batch_size", "lr", "milestones", "width",
-                "train_size", "test_size", "val_size", "max_minutes", "checkpoint_minutes",
-                "mirror_minutes", "device", "precision")
-_SWITCHES = ("compile", "takeover", "allow_config_change", "quiet")
+# The Experiment fields that train and sweep set, each as its flag (the field's name with
+# dashes, ``registry.setting``), with its argparse type and help; the seed is train's own.
+# 0 means the recipe's value for DEFAULT_IF_ZERO, as EPOCHS = 0 in a notebook.
+_RECIPES_VALUE = _number(int, 0)
+EXPERIMENT_FLAGS = {
+    "dataset": dict(choices=SOURCES, help="default: the experiment's (cifar12)"),
+    "epochs": dict(type=_RECIPES_VALUE, help="default (or 0): the recipe's, 300 or 30"),
+    "batch_size": dict(type=_RECIPES_VALUE, help="the global batch (128; fast: 256)"),
+    "lr": dict(type=_number(float, 0, strict=True), help="initial learning rate (0.1)"),
+    "milestones": dict(type=_milestones,
+                       help="epochs after which the lr drops, e.g. 100,200 (default: at a third "
+                            "and two thirds of --epochs: 100,200 for 300)"),
+    "width": dict(type=_number(int, 1), help="ResNet base width (64 in the report)"),
+    "train_size": dict(type=_RECIPES_VALUE,
+                       help="seeded random subset of the training split (0: all of it)"),
+    "test_size": dict(type=_RECIPES_VALUE, help="seeded random subset of the test split (0: all)"),
+    "val_size": dict(type=_RECIPES_VALUE,
+                     help="hold out N training images (stratified, seeded) to choose the best "
+                          "epoch on, instead of the test set"),
+}
+assert set(EXPERIMENT_FLAGS) <= set(FIELDS) and set(DEFAULT_IF_ZERO) <= set(EXPERIMENT_FLAGS)
 
 
-def _run_flags(t, sources, pos_int, pos_minutes) -> None:
-    t.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+def _run_flags(t) -> None:
+    """The flags train and sweep share, in one argument group, which ``_child_args``
+    reads back (``args.run_flags``)."""
+    g = t.add_argument_group("run", "how the run is trained (train and sweep alike)")
+    g.add_argument("--recipe", choices=sorted(RECIPES), default=None,
                    help="how the network is trained: 'report' (default: SGD 0.1, steps at a "
                         "third and two thirds, batch 128, 300 epochs) or 'fast' (Nesterov, "
                         "batch 256, warm-up then linear decay, label smoothing, translate and "
                         "cutout, flip TTA, 30 epochs); flags below override either")
-    t.add_argument("--dataset", choices=sources, default=None,
-                   help="default: the experiment's (cifar12)")
-    t.add_argument("--data-root", default="data",
+    for field, kwargs in EXPERIMENT_FLAGS.items():
+        g.add_argument(setting(field)[1], dest=field, **kwargs)
+    g.add_argument("--data-root", default="data",
                    help="where CIFAR archives are downloaded or found; for 'folder', the tree "
                         "holding train/ and test/ (or a .tar.gz of it)")
-    # 0 means the recipe's value, as EPOCHS = 0 in a notebook
-    recipes = _number(int, 0)
-    t.add_argument("--epochs", type=recipes, help="default (or 0): the recipe's, 300 or 30")
-    t.add_argument("--batch-size", type=recipes, help="the global batch (128; fast: 256)")
-    t.add_argument("--lr", type=_number(float, 0, strict=True), help="initial learning rate (0.1)")
-    t.add_argument("--milestones", type=_milestones,
-                   help="epochs after which the lr drops, e.g. 100,200 (default: at a third and "
-                        "two thirds of --epochs: 100,200 for 300)")
-    t.add_argument("--width", type=pos_int, help="ResNet base width (64 in the report)")
-    t.add_argument("--train-size", type=recipes,
-                   help="seeded random subset of the training split (0: all of it)")
-    t.add_argument("--test-size", type=recipes, help="seeded random subset of the test split (0: all)")
-    t.add_argument("--val-size", type=recipes,
-                   help="hold out N training images (stratified, seeded) to choose the best "
-                        "epoch on, instead of the test set")
-    t.add_argument("--max-minutes", type=pos_minutes,
+    pos_minutes = _number(float, 0, strict=True)
+    g.add_argument("--max-minutes", type=pos_minutes,
                    help="stop after the last epoch that fits, counted from the start")
-    t.add_argument("--checkpoint-minutes", type=pos_minutes,
+    g.add_argument("--checkpoint-minutes", type=pos_minutes,
                    help="checkpoint every N minutes instead of every epoch")
-    t.add_argument("--mirror-minutes", type=_number(float, 0), default=10.0,
+    g.add_argument("--mirror-minutes", type=_number(float, 0), default=10.0,
                    help="a run folder on Google Drive (or $COLABKIT_DRIVE) is trained in a local "
                         "working copy and copied to Drive every M minutes (0: every "
                         "checkpoint) and at every stop; default 10")
-    t.add_argument("--takeover", action="store_true",
+    g.add_argument("--takeover", action="store_true",
                    help="train although another trainer holds the run folder's lease (it stops)")
-    t.add_argument("--device", choices=("cpu", "cuda"), default=None)
-    t.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
-    t.add_argument("--compile", action="store_true", help="torch.compile the model")
-    t.add_argument("--allow-config-change", action="store_true",
+    g.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    g.add_argument("--precision", choices=PRECISIONS, default="auto")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--allow-config-change", action="store_true",
                    help="continue a run although its saved configuration differs")
-    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(run_flags=list(g._group_actions))
 
 
 def _child_args(args) -> list[str]:
-    """The run flags given, as a child ``train`` process takes them."""
+    """The run flags given to ``sweep``, as a child ``train`` process takes them (the
+    data root is passed by ``sweep`` itself)."""
     out = []
-    for dest in _VALUE_FLAGS:
-        v = getattr(args, dest)
-        if v is not None and dest != "data_root":
-            out += ["--" + dest.replace("_", "-"), ",".join(map(str, v)) if dest == "milestones" else str(v)]
-    return out + ["--" + d.replace("_", "-") for d in _SWITCHES if getattr(args, d)]
+    for action in args.run_flags:
+        value, flag = getattr(args, action.dest), action.option_strings[0]
+        if action.dest == "data_root" or value is None or value is False:
+            continue
+        out += [flag] if value is True else [
+            flag, ",".join(map(str, value)) if action.dest == "milestones" else str(value)]
+    return out
 
 
 def cmd_info(args) -> int:
@@ -188,15 +197,14 @@ def cmd_info(args) -> int:
     check_gpu(allow_cpu=True)
     print("\nexperiments:")
     for name, exp in PRESETS.items():
-        n = count_parameters(build_model(exp.model, 12))
+        n = count_parameters(exp.network(12))
         print(f"  {name:13s} {exp.model:19s} {n:>11,} params  augment: {exp.augment.describe()}")
     return 0
 
 
 def _overrides(args) -> dict:
-    keys = ("dataset", "epochs", "batch_size", "lr", "width", "train_size", "test_size",
-            "val_size", "seed", "milestones")
-    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    """The Experiment fields given on the command line (train's seed among them)."""
+    return {k: v for k in (*EXPERIMENT_FLAGS, "seed") if (v := getattr(args, k, None)) is not None}
 
 
 def _train_kwargs(args) -> dict:
@@ -275,26 +283,6 @@ def cmd_demo(args) -> int:
     return 0
 
 
-# Python names in library messages -> the flags a command-line user types
-_FLAGS = {"dataset='folder'": "--dataset folder", "dataset='synthetic'": "--dataset synthetic",
-          "allow_config_change=True (--allow-config-change)": "--allow-config-change",
-          "download=False": "no download",
-          "device='cpu'": "--device cpu"}
-_FIELDS = ("batch_size", "epochs", "width", "train_size", "test_size", "val_size", "lr", "milestones",
-           "data_root", "max_minutes", "mirror_minutes", "checkpoint_minutes")
-
-
-def cli_words(message: str) -> str:
-    """A library message as the command line says it: one line, flags not keywords."""
-    for py, flag in _FLAGS.items():
-        message = message.replace(py, flag)
-    names = "|".join(_FIELDS)  # a field named as such: "(batch_size)", "lr: ", "width must"
-    message = re.sub(rf"\(({names})\)|\b({names})(?=: | must\b|=)",
-                     lambda m: f"(--{m.group(1).replace('_', '-')})" if m.group(1)
-                     else "--" + m.group(2).replace("_", "-"), message)
-    return " ".join(message.split())
-
-
 def _known_flags(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
     """``argv`` with underscore spellings of flags taken as the dashed ones (``--run_dir``),
     or a ``UsageError`` naming an unknown flag and the closest known one, before argparse
@@ -327,8 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    # warnings as one line each, in the command line's words
-    warnings.showwarning = lambda msg, *a, **k: print(f"warning: {cli_words(str(msg))}",
+    # warnings as one line each
+    warnings.showwarning = lambda msg, *a, **k: print("warning: " + " ".join(str(msg).split()),
                                                       file=sys.stderr)
     try:
         return {"info": cmd_info, "train": cmd_train, "sweep": cmd_sweep, "report": cmd_report,
@@ -336,8 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigMismatch, DataError, CheckpointError, ReportError, RunFolderError, DeviceError,
             LeaseHeld, LeaseLost, DriveError, InspectionError, WeightsError, PermissionError,
             ValueError) as e:  # the message says what to do
-        text = e.cli() if isinstance(e, Advice) else str(e)  # the flag, not the form field
-        print(f"error: {cli_words(text)}", file=sys.stderr)
+        text = e.cli() if isinstance(e, Advice) else str(e)  # the flag, not the keyword
+        print("error: " + " ".join(text.split()), file=sys.stderr)
         return 2
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 from torchvision.datasets import utils as tv_utils
 
 from .files import empty_then_remove, temp_path
+from .registry import Advice
 from .storage import is_drive, local_area
 
 
-class DataError(RuntimeError):
+class DataError(Advice):
     """Data could not be found, downloaded or read; the message says what to do."""
 
 
@@ -66,9 +67,9 @@ def find_archive(root: Path, src: Archive) -> Path | None:
 
 def missing_hint(names: list[str], root: Path) -> str:
     return (f"Place {' and '.join(names)} (from https://www.cs.toronto.edu/~kriz/cifar.html) in "
-            f"{root.resolve()} and run again, or use --dataset folder (dataset='folder') with a "
-            "train/<class>/ and test/<class>/ image tree, or --dataset synthetic to run without "
-            "any download.")
+            f"{root.resolve()} and run again, or use the data set 'folder' (--dataset folder) "
+            "with a train/<class>/ and test/<class>/ image tree, or 'synthetic' (--dataset "
+            "synthetic) to run without any download.")
 
 
 def _extract(archive: Path, src: Archive, dest_root: Path) -> Path:
@@ -127,7 +128,7 @@ def cifar_folder(root: Path, which: int, download: bool, rebuild: bool = False) 
                             f"{', '.join(missing) or 'nothing, but a file is damaged'}). "
                             + missing_hint([src.archive], root) + " It is rebuilt from the archive.")
         if not download:
-            raise DataError(f"CIFAR-{which} is not in {root.resolve()} and download=False. "
+            raise DataError(f"CIFAR-{which} is not in {root.resolve()}, and this call does not download. "
                             + missing_hint([src.archive], root))
         try:
             work.mkdir(parents=True, exist_ok=True)

@@ -9,19 +9,26 @@ the corners with black (0), as torchvision's PIL ``rotate`` does.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
+from .registry import check_keys
 
-Part = tuple  # (start, stop, total): this batch is images [start:stop) of a global batch
+
+class Part(NamedTuple):
+    """This batch is images [start:stop) of a global batch of ``total`` (one DDP rank's)."""
+    start: int
+    stop: int
+    total: int
 
 
-def _span(x: torch.Tensor, part: Part | None) -> tuple[int, int, int]:
+def _span(x: torch.Tensor, part: Part | None) -> Part:
     """Under DDP each rank holds a slice of the global batch: the random draws are taken
     for the whole global batch (the same numbers one process would draw) and each rank
     uses its slice, so rank r's images are augmented exactly as in one process."""
-    return part if part is not None else (0, x.shape[0], x.shape[0])
+    return part if part is not None else Part(0, x.shape[0], x.shape[0])
 
 
 def _coin(x: torch.Tensor, p: float, g: torch.Generator | None, part: Part | None = None) -> torch.Tensor:
@@ -110,12 +117,6 @@ to ``crop_padding`` pixels, reflect-padded), flips, rotation, cutout.
     models 3 and 4 in ``experiments.py``.)
     """
 
-    @property
-    def rotation_distribution(self) -> dict[float, float]:
-        """{angle: probability}, normalized."""
-        total = sum(self.rotate_probs)
-        return {a: p / total for a, p in zip(self.rotate_angles, self.rotate_probs)}
-
     hflip: float = 0.0
     vflip: float = 0.0
     rotate_angles: tuple[float, ...] = ()
@@ -147,10 +148,7 @@ to ``crop_padding`` pixels, reflect-padded), flips, rotation, cutout.
         if isinstance(spec, cls):
             return spec
         spec = dict(spec or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(spec) - known)
-        if unknown:
-            raise ValueError(f"unknown augmentation key(s) {unknown}; known: {sorted(known)}")
+        check_keys(spec, (f.name for f in fields(cls)), "augmentation key")
         return cls(**spec)
 
     def to_dict(self) -> dict:

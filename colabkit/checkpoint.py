@@ -165,11 +165,6 @@ def find_latest(path: str | os.PathLike, map_location="cpu", *,
     return None, None
 
 
-def load_latest(path: str | os.PathLike, map_location="cpu") -> dict | None:
-    """The state of ``find_latest(path)``: the newest version that verifies, or None."""
-    return find_latest(path, map_location)[0]
-
-
 # ------------------------------------------------------- background writer ----
 
 class CheckpointWriter:

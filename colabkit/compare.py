@@ -64,7 +64,7 @@ def comparison_table(runs_dir: str | os.PathLike, runs: pd.DataFrame | None = No
         if len(ra) >= 2 and len(rb) >= 2:
             lo, hi = stats.welch_interval(list(ra[col]), list(rb[col]))
             how = f"over seeds, {len(ra)} and {len(rb)} runs"
-        b_only = c_only = images = matched = 0
+        only_a = only_b = images = matched = 0
         boot = None
         for seed in sorted(set(ra["seed"]) & set(rb["seed"])):
             ca = correct(ra[ra["seed"] == seed]["run"].iloc[0])
@@ -73,17 +73,17 @@ def comparison_table(runs_dir: str | os.PathLike, runs: pd.DataFrame | None = No
             if ca is None or cb is None or not np.array_equal(ca[1], cb[1]):
                 continue  # no predictions saved, or not the same test images
             x, y = stats.discordant(ca[0], cb[0])
-            b_only, c_only, images, matched = b_only + x, c_only + y, len(ca[0]), matched + 1
+            only_a, only_b, images, matched = only_a + x, only_b + y, len(ca[0]), matched + 1
             boot = boot or (ca[0], cb[0], seed)
         if not how and boot is not None:  # one seed on a side: the matched pair, paired
             diff = 100 * (boot[1].mean() - boot[0].mean())
             lo, hi = stats.paired_bootstrap(boot[0], boot[1])
             how = f"seed {boot[2]}, bootstrap over test images"
-        p = stats.mcnemar(b_only, c_only) if matched else float("nan")
+        p = stats.mcnemar(only_a, only_b) if matched else float("nan")
         rows.append({"a": a, "b": b, "accuracy": kind, "diff": diff, "ci_low": lo, "ci_high": hi,
-                     "interval": how, "mcnemar_p": p, "only_a_right": b_only,
-                     "only_b_right": c_only, "paired_images": images, "paired_seeds": matched,
-                     "sentence": _sentence(a, b, diff, lo, hi, how, p, b_only, c_only, images,
+                     "interval": how, "mcnemar_p": p, "only_a_right": only_a,
+                     "only_b_right": only_b, "paired_images": images, "paired_seeds": matched,
+                     "sentence": _sentence(a, b, diff, lo, hi, how, p, only_a, only_b, images,
                                            matched, kind)})
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
@@ -141,10 +141,7 @@ def per_class_table(runs_dir: str | os.PathLike, classes=None) -> pd.DataFrame:
         counts = np.bincount(labels, minlength=k)
         cols[run.name] = 100 * hits / np.maximum(counts, 1)
         if classes is None:
-            try:
-                ds = read_json(run.config).get("dataset")
-            except (OSError, ValueError):
-                ds = None
+            ds = read_json(run.config, {}).get("dataset")
             classes = {"cifar12": CIFAR12_CLASSES, "cifar10": CIFAR10_CLASSES}.get(ds)
     if not cols:
         return pd.DataFrame()

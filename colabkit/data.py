@@ -24,6 +24,7 @@ from PIL import Image
 from .archives import (CIFAR_ARCHIVES, COMPLETE, DataError, cifar_folder, find_archive,
                        missing_hint, work_root)
 from .files import atomic_write
+from .registry import SettingError, lookup, setting
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
@@ -66,8 +67,8 @@ class Dataset:
         remainders), and the same seed always holds out the same images."""
         n = len(self.y_train)
         if not 0 < val_size < n:
-            raise ValueError(f"val_size must be between 1 and {n - 1} (the training split has "
-                             f"{n} images), got {val_size}")
+            raise SettingError(f"{{val_size}} must be between 1 and {n - 1} (the training split "
+                               f"has {n} images), got {val_size}", val_size=setting("val_size"))
         counts = np.bincount(self.y_train, minlength=self.num_classes)
         quota = val_size * counts / n
         take = np.floor(quota).astype(int)
@@ -197,7 +198,7 @@ def build_cifar12(root: Path, download: bool = True) -> Dataset:
                    and not any((b / s.folder).is_dir() for b in (root, work_root(root)))]
         if missing:
             raise DataError(f"CIFAR-12 needs CIFAR-10 and CIFAR-100, and {root.resolve()} lacks "
-                            f"{' and '.join(missing)} (download=False). " + missing_hint(missing, root))
+                            f"{' and '.join(missing)}, and this call does not download. " + missing_hint(missing, root))
     x_tr, y_tr, x_te, y_te = _read_cifar10(root, download)
     ex_tr, ey_tr, ex_te, ey_te = _read_cifar100_extra(root, download)
     return _make("cifar12", np.concatenate([x_tr, ex_tr]), np.concatenate([y_tr, ey_tr]),
@@ -243,8 +244,9 @@ def build_folder(root: Path) -> Dataset:
         raise DataError(f"{root} must hold train/<class>/ and test/<class>/ folders of "
                         "images (or be a .tar.gz of such a tree)")
     if not root.exists():
-        raise DataError(f"{root} does not exist: give the data root (data_root) as a folder "
-                        "holding train/ and test/, or a .tar.gz of one")
+        folder = str(root).replace("{", "{{").replace("}", "}}")  # a template
+        raise DataError(f"{folder} does not exist: give the data root ({{root}}) as a folder "
+                        "holding train/ and test/, or a .tar.gz of one", root=setting("data_root"))
     images = {"train": ([], []), "test": ([], [])}
     try:
         for split, cls, where, data in _folder_entries(root):
@@ -369,8 +371,7 @@ def load_dataset(name: str = "cifar12", root: str | os.PathLike = "data", *,
     file (``colabkit-<name>.npz``) beside the source; later loads read only that file.
     ``train_size``/``test_size`` take a seeded random subset.
     """
-    if name not in SOURCES:
-        raise ValueError(f"unknown dataset {name!r}; known: {list(SOURCES)}")
+    lookup(SOURCES, name, "dataset")
     root = Path(root).expanduser()
     if name == "synthetic":
         ds = synthetic(seed=0)  # fixed content; subsets below are seeded
@@ -389,8 +390,5 @@ def load_dataset(name: str = "cifar12", root: str | os.PathLike = "data", *,
                 warnings.warn(f"could not write the data cache {cache_path} ({e}); "
                               "the next load will build the data set again")
     return ds.subset(train_size, test_size, seed)
-
-
-# ----------------------------------------------------------------- loader ----
 
 

@@ -3,6 +3,7 @@ precision, grad scaler) and evaluation, with sums kept on the device and read on
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -88,13 +89,27 @@ def forward_backward(model, x, y, optimizer, scaler, precision: str,
     return logits, loss
 
 
+class Sums(NamedTuple):
+    """A training epoch's sums over the images one process saw, on the device."""
+    loss: torch.Tensor
+    correct: torch.Tensor
+    seen: int
+
+
+class EvalSums(NamedTuple):
+    """An evaluation's sums over one process's share of a split, on the device."""
+    loss: torch.Tensor
+    correct: torch.Tensor
+    seen: int
+    correct_tta: torch.Tensor | None  # with flip TTA only
+
+
 def train_epoch(model, loader: DeviceLoader, epoch: int, optimizer, scaler, precision: str,
-                bar=None, lr_at=None, label_smoothing: float = 0.0
-                ) -> tuple[torch.Tensor, torch.Tensor, int]:
+                bar=None, lr_at=None, label_smoothing: float = 0.0) -> Sums:
     """One pass over the training split. Sums stay on the device: no host sync per batch.
     ``lr_at(done)``, if given, sets the learning rate before each step from the fraction
     ``done`` of the epoch's steps behind (a per-step schedule); else the optimizer's stays.
-    Returns (loss sum, correct count, images)."""
+    Returns the loss sum, correct count and images (``Sums``)."""
     model.train()
     device = loader.device
     loss_sum = torch.zeros((), device=device)
@@ -120,14 +135,13 @@ def train_epoch(model, loader: DeviceLoader, epoch: int, optimizer, scaler, prec
         seen += len(y)
         if bar is not None:
             bar.update(1)
-    return loss_sum, correct, seen
+    return Sums(loss_sum, correct, seen)
 
 
 @torch.no_grad()
 def evaluate(model, loader: DeviceLoader, precision: str, predictions: list | None = None,
-             tta: bool = False, predictions_tta: list | None = None
-             ) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor | None]:
-    """(loss sum, correct count, images, correct count with flip TTA or None) over the
+             tta: bool = False, predictions_tta: list | None = None) -> EvalSums:
+    """The loss sum, correct count, images and correct count with flip TTA (``EvalSums``) over the
     loader's split (this rank's share). With ``tta`` each image is also classified by the
     sum of its logits and those of its mirror image (horizontal-flip test-time
     augmentation); loss and the plain count are the unflipped image's alone. Each batch's
@@ -154,4 +168,4 @@ def evaluate(model, loader: DeviceLoader, precision: str, predictions: list | No
             correct_tta += (pred_tta == y).sum()
             if predictions_tta is not None:
                 predictions_tta.append(pred_tta)
-    return loss_sum, correct, seen, correct_tta
+    return EvalSums(loss_sum, correct, seen, correct_tta)

@@ -6,12 +6,15 @@ CIFAR ResNet18 choices and are marked ASSUMED below.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from torch import nn
+
 from .augment import AugmentSpec
+from .models import build_model
+from .registry import SettingError, check_keys, lookup, setting
 
 
 @dataclass(frozen=True)
@@ -59,16 +62,16 @@ class Experiment:
         for key in ("epochs", "batch_size", "width", "train_size", "test_size", "val_size"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{key} must be a whole number >= 1, got {value!r}")
+                raise SettingError(f"{{key}} must be a whole number >= 1, got {value!r}",
+                                   key=setting(key))
         if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+            raise SettingError(f"{{lr}} must be > 0, got {self.lr!r}", lr=setting("lr"))
         if self.milestones is not None and (list(self.milestones) != sorted(set(self.milestones))
                                             or min(self.milestones, default=1) < 1):
-            raise ValueError(f"milestones must be increasing epochs >= 1, got {list(self.milestones)}")
-        if self.recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {self.recipe!r}; known: {sorted(RECIPES)}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; known: {list(LR_SCHEDULES)}")
+            raise SettingError(f"{{milestones}} must be increasing epochs >= 1, got "
+                               f"{list(self.milestones)}", milestones=setting("milestones"))
+        lookup(RECIPES, self.recipe, "recipe")
+        lookup(LR_SCHEDULES, self.lr_schedule, "lr_schedule")
         if not 0.0 <= self.warmup < 1.0:
             raise ValueError(f"warmup must be a fraction of the run in [0, 1), got {self.warmup!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -119,6 +122,12 @@ class Experiment:
                 return int(row["epoch"])
         return None
 
+    def network(self, num_classes: int) -> nn.Module:
+        """This run's network, untrained: the one place a run's model is built (training,
+        the report, inspection and exported weights all call it)."""
+        return build_model(self.model, num_classes, width=self.width,
+                           attention_kwargs={"kernel_size": self.spatial_kernel})
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["augment"] = self.augment.to_dict()
@@ -127,18 +136,8 @@ class Experiment:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Experiment":
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown Experiment field(s) {unknown}; known: "
-                             f"{[f.name for f in fields(cls)]}")
+        check_keys(d, FIELDS, "Experiment field")
         return cls(**d)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "Experiment":
-        return cls.from_dict(json.loads(text))
 
     def diff(self, other: "Experiment") -> dict[str, tuple[Any, Any]]:
         """Fields whose values differ: {field: (self's, other's)}."""
@@ -150,6 +149,7 @@ class Experiment:
 
 
 LR_SCHEDULES = ("step", "triangle")
+FIELDS = tuple(f.name for f in fields(Experiment))
 
 
 def _report(exp: "Experiment") -> "Experiment":
@@ -227,9 +227,7 @@ REPORTED_BEST = {"basic": (95.000, 286), "da": (93.409, 249),
 def with_recipe(exp: Experiment, recipe: str) -> Experiment:
     """``exp`` trained by ``recipe``: the same network and data, its own augmentation with
     the recipe's additions."""
-    if recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}; known: {sorted(RECIPES)}")
-    return RECIPES[recipe](exp)
+    return lookup(RECIPES, recipe, "recipe")(exp)
 
 
 # 0 means "the recipe's value" for these, everywhere: notebooks, the command line, Python
@@ -243,14 +241,10 @@ def get_experiment(name: str, recipe: str = "report", **overrides: Any) -> Exper
     fast one), and so does 0 for the fields in ``DEFAULT_IF_ZERO`` (as a notebook's
     ``EPOCHS = 0`` and the command line's ``--epochs 0``). ``augment`` may be given as a dict. Unknown names, recipes and fields raise
     ``ValueError``."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown experiment {name!r}; known: {sorted(PRESETS)}")
-    known = {f.name for f in fields(Experiment)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown Experiment field(s) {unknown}; known: {sorted(known)}")
+    preset = lookup(PRESETS, name, "experiment")
+    check_keys(overrides, FIELDS, "Experiment field")
     overrides = {k: v for k, v in overrides.items() if v is not None and not (k in DEFAULT_IF_ZERO and v == 0)}
-    return replace(with_recipe(PRESETS[name], recipe), **overrides)
+    return replace(with_recipe(preset, recipe), **overrides)
 
 
 def recipe_epochs(recipe: str) -> int:

@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .plotting import png_bytes
+from .registry import lookup
 
 
 FIGURES = {  # metric -> (file stem, title, y label); numbered as in the report
@@ -30,8 +31,7 @@ def _gapped(df: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:
 def plot_curves(runs: pd.DataFrame, metric: str = "test_acc", ax=None, title: str | None = None):
     """One line per run of ``metric`` against epoch; learning-rate steps marked by dashed
     vertical lines. Returns the matplotlib Figure."""
-    if metric not in runs.columns:
-        raise ValueError(f"unknown metric {metric!r}; known: {list(FIGURES)}")
+    lookup(list(runs.columns), metric, "metric")
     if ax is None:
         fig = Figure(figsize=(7, 4.2), layout="constrained")
         ax = fig.add_subplot()

@@ -36,8 +36,10 @@ from .checkpoint import CheckpointError, find_latest, read_checkpoint
 from .data import load_dataset
 from .epochs import autocast, forward_backward, make_optimizer
 from .experiments import Experiment
-from .models import CBAM, build_model, count_parameters
+from .loader import channel_stats, unit_float
+from .models import CBAM, count_parameters
 from .plotting import save_figure
+from .registry import lookup
 from .runs import RunDir
 from .runtime import choose_precision
 
@@ -72,8 +74,7 @@ def load_for_inspection(run_dir: str | os.PathLike) -> tuple[dict, Path]:
 
 
 def _model(state: dict, cfg: Experiment, num_classes: int, device) -> torch.nn.Module:
-    model = build_model(cfg.model, num_classes, width=cfg.width,
-                        attention_kwargs={"kernel_size": cfg.spatial_kernel})
+    model = cfg.network(num_classes)
     model.load_state_dict(state["model"])
     return model.to(device).eval()
 
@@ -90,25 +91,23 @@ def test_split(cfg: Experiment, data=None, data_root: str | os.PathLike = "data"
 def transform(x: torch.Tensor, name: str) -> torch.Tensor:
     """A test-time transform of a (B, C, H, W) batch in [0, 1], before normalization
     (rotated corners are black, as in training)."""
+    lookup(TRANSFORMS, name, "transform")
     if name == "identity":
         return x
     if name == "hflip":
         return x.flip(3)
     if name == "vflip":
         return x.flip(2)
-    if name.startswith("rot"):
-        return rotate(x, torch.full((x.shape[0],), float(name[3:]), device=x.device))
-    raise ValueError(f"unknown transform {name!r}; known: {list(TRANSFORMS)}")
+    return rotate(x, torch.full((x.shape[0],), float(name[3:]), device=x.device))  # rotNN
 
 
 @torch.no_grad()
 def predict(model, data, device, name: str = "identity", batch_size: int = 500) -> torch.Tensor:
     """Logits of the test split under one transform."""
-    mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
+    mean, std = channel_stats(data.mean, data.std, device)
     out = []
     for i in range(0, len(data.y_test), batch_size):
-        x = torch.from_numpy(data.x_test[i:i + batch_size]).to(device).permute(0, 3, 1, 2).float() / 255
+        x = unit_float(torch.from_numpy(data.x_test[i:i + batch_size]).to(device))
         out.append(model((transform(x, name) - mean) / std).float())
     return torch.cat(out)
 
@@ -184,11 +183,10 @@ def plot_attention(model, data, device, per_class: int = 8) -> Figure:
     y = data.y_test
     first = [int(np.flatnonzero(y == c)[0]) for c in range(k) if (y == c).any()]
     pool = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(k)])
-    mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
+    mean, std = channel_stats(data.mean, data.std, device)
     ends = stage_ends(model)
     with AttentionHooks(model) as hooks:
-        x = torch.from_numpy(data.x_test[pool]).to(device).permute(0, 3, 1, 2).float() / 255
+        x = unit_float(torch.from_numpy(data.x_test[pool]).to(device))
         model((x - mean) / std)
         spatial = [hooks.spatial[i].cpu() for i in ends]
         channel = [hooks.channel[i].cpu().flatten(1) for i in ends]
@@ -255,8 +253,7 @@ def cost(cfg: Experiment, num_classes: int, device, batch: int = 128, steps: int
     dev = torch.device(device)
     prec = choose_precision(dev, precision)
     fmt = torch.channels_last if dev.type == "cuda" else torch.contiguous_format  # as train
-    model = build_model(cfg.model, num_classes, width=cfg.width,
-                        attention_kwargs={"kernel_size": cfg.spatial_kernel}).to(dev, memory_format=fmt)
+    model = cfg.network(num_classes).to(dev, memory_format=fmt)
     out = {"model": cfg.model, "width": cfg.width, "parameters": count_parameters(model),
            "gflops_per_image": flops_per_image(model, dev) / 1e9, "device": str(dev),
            "precision": prec, "channels_last": fmt == torch.channels_last}

@@ -24,7 +24,7 @@ from typing import Callable
 
 from .files import atomic_write, empty_then_remove, explain_os_error
 from .runs import read_json
-from .runtime import Advice
+from .registry import Advice
 
 STALE_EPOCHS = 3       # a holder silent for this many of its epoch times ...
 UPLOAD_LAG_S = 5 * 60  # ... plus Drive's usual upload lag (minutes) is gone
@@ -100,10 +100,7 @@ class Lease:
 
     def read(self) -> dict | None:
         """The record in ``lease.json``: the holder, or the last one (``released``)."""
-        try:
-            record = read_json(self.path)
-        except (OSError, ValueError):
-            return None
+        record = read_json(self.path, None)
         return record if isinstance(record, dict) and "id" in record else None
 
     def holder(self) -> dict | None:

@@ -9,7 +9,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .augment import Augmenter
+from .augment import Augmenter, Part
+from .registry import SettingError, setting
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -18,6 +19,18 @@ def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -
     g = torch.Generator(device=device)
     g.manual_seed((seed * 1_000_003 + epoch) % (2 ** 63))
     return g
+
+
+def unit_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC images as float NCHW in [0, 1] (a view: channels_last in memory)."""
+    return x.permute(0, 3, 1, 2).float().div_(255)
+
+
+def channel_stats(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The data set's per-channel mean and std as (1, C, 1, 1) tensors on ``device``:
+    images are normalized as ``(x - mean) / std``, in training and inspection alike."""
+    return (torch.tensor(mean, device=device, dtype=torch.float32).view(1, -1, 1, 1),
+            torch.tensor(std, device=device, dtype=torch.float32).view(1, -1, 1, 1))
 
 
 class DeviceLoader:
@@ -45,14 +58,13 @@ class DeviceLoader:
         self.augment = augment if (augment is not None and augment.active) else None
         self.drop_last = train if drop_last is None else drop_last
         if train and self.drop_last and len(self.y) < batch_size:
-            raise ValueError(f"the training split has {len(self.y)} images, fewer than one "
-                             f"batch of {batch_size}: lower the batch size (batch_size)")
+            raise SettingError(f"the training split has {len(self.y)} images, fewer than one "
+                               f"batch of {batch_size}: lower the batch size ({{batch}})",
+                               batch=setting("batch_size"))
         self.rank, self.world_size = rank, world_size
         cl = self.device.type == "cuda" if channels_last is None else channels_last
         self.memory_format = torch.channels_last if cl else torch.contiguous_format
-        shape = (1, -1, 1, 1)
-        self.mean = torch.tensor(mean, device=self.device, dtype=torch.float32).view(shape)
-        self.std = torch.tensor(std, device=self.device, dtype=torch.float32).view(shape)
+        self.mean, self.std = channel_stats(mean, std, self.device)
 
     def __len__(self) -> int:
         n = len(self.y)
@@ -71,10 +83,9 @@ class DeviceLoader:
             part = None
             if self.world_size > 1:  # this rank's slice; augmented as in one process
                 per = -(-len(idx) // self.world_size)
-                part = (self.rank * per, min((self.rank + 1) * per, len(idx)), len(idx))
-                idx = idx[part[0]:part[1]]
-            # NHWC -> NCHW view: already channels_last in memory
-            x = self.x[idx].permute(0, 3, 1, 2).float().div_(255)
+                part = Part(self.rank * per, min((self.rank + 1) * per, len(idx)), len(idx))
+                idx = idx[part.start:part.stop]
+            x = unit_float(self.x[idx])
             if self.augment is not None:
                 x = self.augment(x, g, part)
             x = ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import lookup
+
 
 # ---------------------------------------------------------------- attention ----
 
@@ -82,9 +84,7 @@ def create_attention(name: str | None, channels: int, **kwargs) -> nn.Module | N
     """Attention module by name, or ``None`` for ``"none"``/``None``."""
     if name is None:
         return None
-    if name not in ATTENTION:
-        raise ValueError(f"unknown attention {name!r}; known: {sorted(ATTENTION)}")
-    factory = ATTENTION[name]
+    factory = lookup(ATTENTION, name, "attention")
     return None if factory is None else factory(channels, **kwargs)
 
 
@@ -227,8 +227,7 @@ class ResNet(nn.Module):
                  attention: str | None = None, head: str = "pool",
                  attention_kwargs: dict | None = None):
         super().__init__()
-        if head not in HEADS:
-            raise ValueError(f"unknown head {head!r}; known: {sorted(HEADS)}")
+        make_head = lookup(HEADS, head, "head")
         self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         layers, in_planes = [], width
@@ -240,7 +239,7 @@ class ResNet(nn.Module):
                 in_planes = planes
             layers.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
-        self.head = HEADS[head](in_planes, num_classes)
+        self.head = make_head(in_planes, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -278,9 +277,7 @@ def build_model(name: str, num_classes: int = 12, **kwargs) -> nn.Module:
 
     ``kwargs`` go to ``ResNet`` (``width``, ``attention_kwargs={"kernel_size": 7}``).
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}")
-    return MODELS[name](num_classes=num_classes, **kwargs)
+    return lookup(MODELS, name, "model")(num_classes=num_classes, **kwargs)
 
 
 def count_parameters(model: nn.Module) -> int:

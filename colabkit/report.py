@@ -18,11 +18,11 @@ from .compare import comparison_sentences, comparison_table, per_class_table
 from .data import DataError, load_dataset
 from .experiments import Experiment
 from .figures import FIGURES, plot_confusion, plot_curves
-from .inspection import InspectionError, inspect, plot_robustness
+from .inspection import InspectionError, plot_robustness
+from .inspection import inspect as inspect_run
 from .loader import DeviceLoader
-from .models import build_model
 from .plotting import save_figure
-from .runs import RunDir, find_runs
+from .runs import RunDir, find_runs, read_predictions
 from .status import status_table
 from .tables import ReportError, load_runs, results_table, table_markdown
 
@@ -30,33 +30,37 @@ from .tables import ReportError, load_runs, results_table, table_markdown
 def confusion_matrix(run_dir: str | os.PathLike, data=None, data_root: str | os.PathLike = "data",
                      device: str = "cpu", batch_size: int = 500) -> tuple[np.ndarray, list[str]]:
     """(confusion matrix [true, predicted], class names) of a run's best checkpoint on
-    its test split. ``data`` defaults to the run's data set, loaded without download."""
+    its test split, without flip TTA. From the best epoch's ``predictions.npz`` when the
+    run saved it (no data, no model run); else (a run trained with DDP, or an older one)
+    the checkpoint's network is run on the test split: ``data``, or the run's data set
+    loaded from ``data_root`` without download."""
     run = RunDir(run_dir)
     state = read_checkpoint(run.best)
+    classes, k = list(state["classes"]), len(state["classes"])
+    saved = read_predictions(run.predictions)
+    if saved is not None and saved["epoch"] == state["epoch"]:
+        cm = np.bincount(saved["label"].astype(np.int64) * k + saved["pred"], minlength=k * k)
+        return cm.reshape(k, k), classes
     cfg = Experiment.from_dict(state["config"])
     if data is None:
         data = load_dataset(cfg.dataset, data_root, download=False, seed=cfg.seed)
     data = data.subset(None, cfg.test_size, cfg.seed)
-    model = build_model(cfg.model, data.num_classes, width=cfg.width,
-                        attention_kwargs={"kernel_size": cfg.spatial_kernel})
+    model = cfg.network(k)
     model.load_state_dict(state["model"])
     model.to(device).eval()
     loader = DeviceLoader(data.x_test, data.y_test, batch_size, device=device,
                           mean=data.mean, std=data.std)
-    k = data.num_classes
     cm = torch.zeros(k * k, dtype=torch.long, device=device)
     with torch.no_grad():
         for x, y in loader:
             cm += torch.bincount(y * k + model(x).argmax(1), minlength=k * k)
-    return cm.view(k, k).cpu().numpy(), list(state.get("classes", data.classes))
+    return cm.view(k, k).cpu().numpy(), classes
 
 
 def per_class_accuracy(cm: np.ndarray, classes: list[str]) -> pd.Series:
     with np.errstate(invalid="ignore", divide="ignore"):
         acc = 100.0 * np.diag(cm) / cm.sum(axis=1)
     return pd.Series(acc, index=classes, name="accuracy (%)")
-
-
 
 
 def inspect_runs(runs_dir: str | os.PathLike, out: str | os.PathLike, *,
@@ -72,7 +76,7 @@ def inspect_runs(runs_dir: str | os.PathLike, out: str | os.PathLike, *,
         if not run.has_checkpoint() and not run.best.exists():
             continue
         try:
-            files = inspect(run.path, out / "inspect" / run.name, data_root=data_root,
+            files = inspect_run(run.path, out / "inspect" / run.name, data_root=data_root,
                             device=device, images=images)
         except (DataError, InspectionError) as e:
             print(f"{run.name}: not inspected ({e})")

@@ -4,13 +4,18 @@ are ``ConfigMismatch`` with one line saying what to do; nothing here writes."""
 from __future__ import annotations
 
 from .experiments import Experiment
+from .registry import Advice, setting
 from .runs import RunDir, find_runs, read_json, read_metrics
 
 CHECKPOINT_FORMAT = 1
 
 
-class ConfigMismatch(ValueError):
-    """The run folder holds a run of another configuration."""
+class ConfigMismatch(Advice, ValueError):
+    """The run folder holds a run of another configuration; the message says what to do,
+    naming the keyword (``str``) or the flag (``cli()``)."""
+
+
+_ALLOW = ("allow_config_change=True", "--allow-config-change")
 
 
 # Fields whose change makes a checkpoint's weights unusable: refused even when asked.
@@ -47,17 +52,18 @@ def check_config(state: dict | None, exp: Experiment, run: RunDir,
     changes = list(state.get("schedule_changes", []))
     diff = {k: v for k, v in saved.diff(exp).items() if k != "epochs"}
     if diff:
-        lines = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items())
+        lines = tuple("; ".join(f"{setting(k)[i]}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items())
+                      for i in (0, 1))
         fixed = [k for k in diff if k in SHAPE_FIELDS]
         if fixed:
-            raise ConfigMismatch(f"{run.path} holds a run with another {', '.join(fixed)} "
-                                 f"({lines}), whose checkpoint cannot continue as this one: "
-                                 "train in a new run folder.")
+            raise ConfigMismatch(f"{{path}} holds a run with another {', '.join(fixed)} "
+                                 "({lines}), whose checkpoint cannot continue as this one: "
+                                 "train in a new run folder.", path=(str(run.path),) * 2, lines=lines)
         if not allow_change:
             raise ConfigMismatch(
-                f"{run.path} holds a run with another configuration ({lines}). Use a new run "
-                "folder, or pass allow_config_change=True (--allow-config-change) to continue "
-                "this run with the new values.")
+                "{path} holds a run with another configuration ({lines}). Use a new run "
+                "folder, or pass {allow} to continue this run with the new values.",
+                path=(str(run.path),) * 2, lines=lines, allow=_ALLOW)
     if saved.epochs != exp.epochs and trained < exp.epochs and \
             _check_length(saved, exp, trained, run.path, allow_change, main):
         changes.append({"after_epoch": trained, "epochs": [saved.epochs, exp.epochs]})
@@ -92,18 +98,19 @@ def _check_length(saved: Experiment, exp: Experiment, trained: int, path, allow_
     moved = saved.schedule_moved(exp, trained)
     if moved is None:
         return False
-    what = (f"{path} was planned for {saved.epochs} epochs and has trained {trained}; "
+    what = (f"{{path}} was planned for {saved.epochs} epochs and has trained {trained}; "
             f"{exp.epochs} epochs would move its learning-rate schedule under them (epoch "
             f"{moved} trained at lr {saved.lr_at(moved):g}, the {exp.epochs}-epoch plan gives "
             f"{exp.lr_at(moved):g})")
     if not allow_change:
         raise ConfigMismatch(
             f"{what}. Train {exp.epochs} epochs in a new run folder (a notebook's run name "
-            f"changes with EPOCHS by itself), keep epochs={saved.epochs} to finish this run, "
-            "or pass allow_config_change=True (--allow-config-change) to continue it on the "
-            "moved schedule, marked 'schedule changed' in Table 1.")
+            "changes with EPOCHS by itself), keep {keep} to finish this run, or pass {allow} "
+            "to continue it on the moved schedule, marked 'schedule changed' in Table 1.",
+            path=(str(path),) * 2, keep=setting("epochs", saved.epochs), allow=_ALLOW)
     if main:
-        print(f"Note: {what}; continuing as asked. Table 1 marks this run 'schedule changed'.")
+        print(f"Note: {what.format(path=path)}; continuing as asked. Table 1 marks this run "
+              "'schedule changed'.")
     return True
 
 

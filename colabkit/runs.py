@@ -89,9 +89,19 @@ def write_json(path: Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+_RAISE = object()
+
+
+def read_json(path: Path, default: Any = _RAISE) -> Any:
+    """The JSON in ``path``; ``default`` instead when given and the file is absent or
+    unreadable (a run folder half copied, a record never written)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        if default is _RAISE:
+            raise
+        return default
 
 
 def format_row(row: dict) -> dict:
@@ -135,6 +145,15 @@ def read_metrics(path: Path) -> list[dict]:
                     row[k] = float(v)
             rows.append(row)
     return rows
+
+
+def selection_key(val_accs, tta: bool = False) -> str:
+    """The metrics.csv column that picks a run's best epoch, given its logged validation
+    accuracies (None or NaN where there is none): validation accuracy when the run has a
+    validation split (the honest way), else test accuracy (the report's way); with flip
+    TTA, its accuracy."""
+    has_val = any(v is not None and v == v for v in val_accs)  # NaN != NaN
+    return ("val_acc" if has_val else "test_acc") + ("_tta" if tta else "")
 
 
 def save_predictions(path: Path, epoch: int, predictions: dict, labels) -> None:

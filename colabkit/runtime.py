@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .registry import Advice, lookup, setting
 from .version import colabkit_version
 
 DRIVE_MOUNTPOINT = "/content/drive"
@@ -35,23 +36,6 @@ def in_colab() -> bool:
 MOUNT_TIMEOUT_MS = 120_000
 REMOUNT_TIMEOUT_MS = 60_000
 FLUSH_TIMEOUT_MS = 5 * 60_000  # a run's few files upload in well under this
-
-
-class Advice(RuntimeError):
-    """An error whose advice names a setting, spelled where the user is: ``str(e)`` names
-    the notebook's form field and the keyword (``TAKEOVER``, ``takeover=True``),
-    ``e.cli()`` the command line's flag (``--takeover``). ``template`` holds ``{name}`` for
-    each setting, given as (notebook words, command-line words)."""
-
-    def __init__(self, template: str, **settings: tuple[str, str]):
-        self.template, self.settings = template, settings
-        super().__init__(template.format(**{k: v[0] for k, v in settings.items()})
-                         if settings else template)
-
-    def cli(self) -> str:
-        if not self.settings:
-            return self.template
-        return self.template.format(**{k: v[1] for k, v in self.settings.items()})
 
 
 class DriveError(RuntimeError):
@@ -178,8 +162,8 @@ def choose_device(device: str | torch.device | None = None) -> torch.device:
         device = torch.device(device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise DeviceError("device 'cuda' was asked for but no CUDA GPU is visible: "
-                               "use device='cpu', or (in Colab) Runtime → Change runtime "
-                               "type → T4 GPU")
+                               "use {cpu}, or (in Colab) Runtime → Change runtime "
+                               "type → T4 GPU", cpu=setting("device", "cpu"))
         return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -188,8 +172,7 @@ def choose_precision(device: torch.device, precision: str = "auto") -> str:
     """fp16 (with a GradScaler) on GPUs before Ampere such as the T4 (sm_75), bf16 on
     sm_80 and newer, fp32 on the CPU; ``precision`` overrides (on the CPU too, where
     mixed precision is rarely faster but exercises the same code)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; known: {list(PRECISIONS)}")
+    lookup(PRECISIONS, precision, "precision")
     if precision != "auto":
         return precision  # fp16/bf16 autocast also runs on the CPU (slowly): used by the tests
     if device.type != "cuda":

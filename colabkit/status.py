@@ -27,10 +27,7 @@ def run_status(run_dir: str | os.PathLike, epochs: int | None = None,
     files over its sessions (``drive.csv``: Trash, or other writers; the mount lags)."""
     run = RunDir(run_dir)
     now = time.time() if now is None else now
-    try:
-        cfg = read_json(run.config)
-    except (OSError, ValueError):
-        cfg = {}
+    cfg = read_json(run.config, {})
     planned = epochs or cfg.get("epochs")
     rows = read_metrics(run.metrics)
     done = len(rows)

@@ -33,6 +33,7 @@ from . import quota, runtime
 from .checkpoint import CheckpointError, find_latest, finish_install
 from .files import atomic_write, explain_os_error, remove_temporaries
 from .lease import STALE_MINUTES, Lease, LeaseHeld, LeaseLost, _start_ticks  # noqa: F401 (re-exported)
+from .registry import SettingError, setting
 from .runs import RunDir, write_metrics
 
 DRIVE_ENV, LOCAL_ENV = "COLABKIT_DRIVE", "COLABKIT_LOCAL"
@@ -89,7 +90,8 @@ class RunStorage:
     def __init__(self, run_dir: str | os.PathLike, *, mirror_minutes: float = 10.0,
                  takeover: bool = False, stale_minutes: float = STALE_MINUTES):
         if mirror_minutes < 0:
-            raise ValueError(f"mirror_minutes must be >= 0, got {mirror_minutes:g}")
+            raise SettingError(f"{{m}} must be >= 0, got {mirror_minutes:g}",
+                               m=setting("mirror_minutes"))
         self.home = RunDir(run_dir)
         self.drive = is_drive(self.home.path)
         self.work = RunDir(working_copy(self.home.path)) if self.drive else self.home
@@ -285,13 +287,11 @@ class RunStorage:
             shutil.copyfileobj(f, out, 1 << 22)
 
     # ---- stop
-    def close(self, flush: bool = True, lost: bool = False) -> str:
+    def close(self, flush: bool = True) -> str:
         """At every stop: the last mirror, the lease released, Drive flushed. Never raises
         because of Drive: a failed flush or remount is one warning saying what is on
         Drive, what is only in the working copy and what to run. Returns a line saying
         where the run's newest state is."""
-        if lost:
-            return ""
         note = ""
         try:
             if self.drive:

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .data import Dataset, load_dataset
 from .experiments import PRESETS, Experiment, get_experiment, run_name
+from .registry import check_keys
 from .runtime import DriveError, flush_drive, flush_seconds
 from .status import QUEUE, queue_status
 from .train import train
@@ -106,9 +107,7 @@ def sweep_runs(experiments, seeds, runs_dir, recipe: str = "report",
     """(experiment, seed, run folder) of every pair: ``runs_dir/<experiment>-s<seed>``
     (``<experiment>-fast-s<seed>`` for the fast recipe, ``<experiment>-30ep-s<seed>`` for a
     length other than the recipe's: ``run_name``)."""
-    unknown = sorted(set(experiments) - set(PRESETS))
-    if unknown:
-        raise ValueError(f"unknown experiment(s) {unknown}; known: {sorted(PRESETS)}")
+    check_keys(experiments, PRESETS, "experiment")
     return [(e, s, Path(runs_dir).expanduser() / f"{run_name(e, recipe, epochs)}-s{s}")
             for e in experiments for s in seeds]
 

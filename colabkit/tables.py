@@ -13,7 +13,7 @@ import pandas as pd
 
 from .augment import AugmentSpec
 from .experiments import REPORTED_BEST, Experiment, run_name
-from .runs import METRIC_FIELDS, find_runs, read_json, read_metrics
+from .runs import METRIC_FIELDS, find_runs, read_json, read_metrics, selection_key
 
 
 class ReportError(ValueError):
@@ -42,10 +42,7 @@ def load_runs(runs_dir: str | os.PathLike, allow_empty: bool = False) -> pd.Data
         rows = read_metrics(run.metrics)
         if not rows:
             continue  # started, no epoch finished yet
-        try:
-            env = read_json(run.environment)
-        except (OSError, ValueError):
-            env = {}
+        env = read_json(run.environment, {})
         df = pd.DataFrame(rows)
         for col in ("val_loss", "val_acc", "test_acc_tta", "val_acc_tta"):  # older logs, no TTA
             if col not in df:
@@ -129,8 +126,7 @@ def results_table(runs: pd.DataFrame, by: str = "experiment") -> pd.DataFrame:
     for run, df in runs.groupby("run", sort=True):
         df = df.sort_values("epoch")
         tta = bool(df["tta"].iloc[0]) if "tta" in df else False
-        suffix = "_tta" if tta else ""
-        key = ("val_acc" if df["val_acc"].notna().any() else "test_acc") + suffix
+        key, suffix = selection_key(df["val_acc"], tta), "_tta" if tta else ""
         best = df.loc[df[key].idxmax()]  # first epoch reaching the maximum
         per_run.append({
             "run": run, "experiment": df["experiment"].iloc[0], "model": df["model"].iloc[0],

@@ -24,6 +24,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -37,9 +38,8 @@ from .distributed import Dist
 from .epochs import CompiledOrEager, evaluate, make_optimizer, match_precision, train_epoch
 from .experiments import Experiment, get_experiment
 from .loader import DeviceLoader
-from .models import build_model
 from .resume import CHECKPOINT_FORMAT, ConfigMismatch, check_config, version_note
-from .runs import save_predictions, write_json, write_metrics
+from .runs import save_predictions, selection_key, write_json, write_metrics
 from .runtime import choose_precision, compile_note, environment_record
 from .storage import LeaseLost, RunStorage
 from .version import colabkit_version
@@ -78,16 +78,9 @@ def _progress(total: int, initial: int, enabled: bool, desc: str, leave: bool = 
                 dynamic_ncols=True, unit="ep" if leave else "batch")
 
 
-def selection_key(history: list[dict], tta: bool = False) -> str:
-    """What picks the best epoch: validation accuracy when the run has a validation split
-    (the honest way), else test accuracy (the report's way); with flip TTA, its accuracy."""
-    split = "val_acc" if any(r.get("val_acc") is not None for r in history) else "test_acc"
-    return split + ("_tta" if tta else "")
-
-
 def _results(exp: Experiment, run_dir, history: list[dict], status: str,
              world: int = 1) -> dict:
-    key = selection_key(history, exp.tta)
+    key = selection_key([r.get("val_acc") for r in history], exp.tta)
     test = "test_acc_tta" if exp.tta else "test_acc"
     best = max(history, key=lambda r: (r[key], -r["epoch"]), default=None)
     return {
@@ -137,31 +130,39 @@ def time_estimate(epochs_left: int, epoch_seconds: float, minutes_used: float,
             "again in the next session to continue.")
 
 
-def _load_state(model, optimizer, scaler, state: dict, classes, run_dir, precision: str) -> None:
-    if list(state.get("classes", classes)) != list(classes):
-        raise ConfigMismatch(f"{run_dir} was trained on the classes {state['classes']}, not "
-                             f"{list(classes)}: train in a new run folder.")
-    try:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        match_precision(optimizer, precision)
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-    except (RuntimeError, ValueError, KeyError) as e:
-        raise ConfigMismatch(f"the checkpoint in {run_dir} does not fit this model "
-                             f"({str(e).splitlines()[0][:200]}): train in a new run folder.") from e
+def _prepare_data(exp: Experiment, data: Dataset | None, data_root) -> Dataset:
+    """The run's splits: the data set (loaded unless given), its validation hold-out,
+    then the seeded subsets."""
+    data = data or load_dataset(exp.dataset, data_root)
+    if exp.val_size:  # held out before the subset: the same images for any train_size
+        data = data.holdout(exp.val_size, exp.seed)
+    return data.subset(exp.train_size, exp.test_size, exp.seed)
 
 
-def _setup(exp: Experiment, data: Dataset, dist: Dist, prec: str, compile: bool):
+class Loaders(NamedTuple):
+    train: DeviceLoader
+    test: DeviceLoader
+    val: DeviceLoader | None
+
+
+class Trainer(NamedTuple):
+    """What one run trains: ``model`` (the weights saved), ``net`` (what steps: the model,
+    wrapped by DDP and/or compiled), its optimizer and grad scaler, and the loaders."""
+    model: nn.Module
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loaders: Loaders
+
+
+def _setup(exp: Experiment, data: Dataset, dist: Dist, prec: str, compile: bool) -> Trainer:
     """Model, optimizer, grad scaler, the network to step (DDP / compiled) and loaders."""
     dev = dist.device
     torch.manual_seed(exp.seed)
-    model = build_model(exp.model, data.num_classes, width=exp.width,
-                        attention_kwargs={"kernel_size": exp.spatial_kernel})
     # channels_last feeds the GPU's tensor cores; on the CPU, oneDNN's channels_last
     # convolution backward can stall on narrow layers (seen with torch 2.14), so not there
-    model = model.to(dev, memory_format=torch.channels_last if dev.type == "cuda"
-                     else torch.contiguous_format)
+    model = exp.network(data.num_classes).to(
+        dev, memory_format=torch.channels_last if dev.type == "cuda" else torch.contiguous_format)
     optimizer = make_optimizer(model, lr=exp.lr, momentum=exp.momentum, precision=prec,
                                weight_decay=exp.weight_decay, nesterov=exp.nesterov)
     scaler = torch.amp.GradScaler(dev.type, enabled=prec == "fp16")
@@ -175,53 +176,78 @@ def _setup(exp: Experiment, data: Dataset, dist: Dist, prec: str, compile: bool)
             print(note)
         net = CompiledOrEager(net)
     per_rank = exp.batch_size // dist.world  # DeviceLoader refuses a batch that does not divide
-    train_loader = DeviceLoader(data.x_train, data.y_train, exp.batch_size, device=dev,
-                                mean=data.mean, std=data.std, train=True, seed=exp.seed,
-                                augment=Augmenter(exp.augment), rank=dist.rank,
-                                world_size=dist.world)
+    shard = dict(device=dev, mean=data.mean, std=data.std, rank=dist.rank, world_size=dist.world)
     eval_batch = max(per_rank * 4, 256) * dist.world
-    test_loader = DeviceLoader(data.x_test, data.y_test, eval_batch, device=dev, mean=data.mean,
-                               std=data.std, train=False, rank=dist.rank, world_size=dist.world)
-    val_loader = None if data.x_val is None else DeviceLoader(
-        data.x_val, data.y_val, eval_batch, device=dev, mean=data.mean, std=data.std,
-        train=False, rank=dist.rank, world_size=dist.world)
-    return model, optimizer, scaler, net, train_loader, test_loader, val_loader
+    return Trainer(model, net, optimizer, scaler, Loaders(
+        DeviceLoader(data.x_train, data.y_train, exp.batch_size, train=True, seed=exp.seed,
+                     augment=Augmenter(exp.augment), **shard),
+        DeviceLoader(data.x_test, data.y_test, eval_batch, **shard),
+        None if data.x_val is None else DeviceLoader(data.x_val, data.y_val, eval_batch, **shard)))
 
 
-def run_epoch(epoch: int, exp: Experiment, model, net, optimizer, scaler, prec: str,
-              loaders, dist: Dist, show: bool) -> tuple[dict, dict[str, torch.Tensor]]:
+def _resume(run: Trainer, state: dict, classes, run_dir, prec: str, dist: Dist, version: dict) -> None:
+    """Load a checkpoint into the run, saying what differs from the run that saved it."""
+    if list(state.get("classes", classes)) != list(classes):
+        raise ConfigMismatch(f"{run_dir} was trained on the classes {state['classes']}, not "
+                             f"{list(classes)}: train in a new run folder.")
+    try:
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        match_precision(run.optimizer, prec)
+        if state.get("scaler"):
+            run.scaler.load_state_dict(state["scaler"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise ConfigMismatch(f"the checkpoint in {run_dir} does not fit this model "
+                             f"({str(e).splitlines()[0][:200]}): train in a new run folder.") from e
+    if not dist.main:
+        return
+    if changed := version_note(state, version):
+        warnings.warn(changed, stacklevel=3)
+    if state.get("precision", prec) != prec:
+        print(f"Note: this run was trained in {state['precision']} and continues in "
+              f"{prec} (another GPU or --precision): the epochs to come round "
+              "differently from an uninterrupted run's. To keep "
+              f"{state['precision']}, pass precision='{state['precision']}' "
+              f"(--precision {state['precision']}).")
+    if state.get("world_size", 1) != dist.world:
+        print(f"Note: this run was saved with {state.get('world_size', 1)} process(es) "
+              f"and continues with {dist.world}. The global batch, the data order and the "
+              "augmentation are unchanged; only BatchNorm statistics see other slices.")
+
+
+def run_epoch(epoch: int, exp: Experiment, run: Trainer, prec: str, dist: Dist,
+              show: bool) -> tuple[dict, dict[str, torch.Tensor]]:
     """Train one epoch and evaluate; the metrics.csv row (sums across DDP ranks) and the
     test predictions, ``pred`` and with TTA ``pred_tta`` (one process only)."""
-    train_loader, test_loader, val_loader = loaders
     dev = dist.device
     lr = exp.lr_at(epoch)
-    for group in optimizer.param_groups:
+    for group in run.optimizer.param_groups:
         group["lr"] = lr
     per_step = None if exp.lr_schedule == "step" else (lambda done: exp.lr_at(epoch, done))
     t0 = time.perf_counter()
-    with _progress(len(train_loader), 0, show, f"epoch {epoch}", leave=False) as bar:
-        tr = train_epoch(net, train_loader, epoch, optimizer, scaler, prec, bar, per_step,
-                         exp.label_smoothing)
-    tr_loss, tr_correct, tr_n = dist.sum(tr[0], tr[1], torch.tensor(float(tr[2]), device=dev))
+    with _progress(len(run.loaders.train), 0, show, f"epoch {epoch}", leave=False) as bar:
+        sums = train_epoch(run.net, run.loaders.train, epoch, run.optimizer, run.scaler, prec,
+                           bar, per_step, exp.label_smoothing)
+    tr_loss, tr_correct, tr_n = dist.sum(sums.loss, sums.correct,
+                                         torch.tensor(float(sums.seen), device=dev))
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     t_train = time.perf_counter() - t0
     # every rank evaluates its share with rank 0's BatchNorm statistics: those of the
     # checkpoint, so the logged accuracy is the saved model's
-    dist.broadcast_buffers(model)
-    eval_net = model if dist.world > 1 else net
+    dist.broadcast_buffers(run.model)
+    eval_net = run.model if dist.world > 1 else run.net
     preds = {"pred": [], "pred_tta": []} if dist.world == 1 else None
 
     def split(loader, keep=None):
         """(loss, accuracy %, accuracy % with flip TTA or None)."""
-        loss, correct, n, correct_tta = evaluate(eval_net, loader, prec, keep and keep["pred"],
-                                                 exp.tta, keep and keep["pred_tta"])
-        sums = [loss, correct, n] + ([correct_tta] if exp.tta else [])
+        s = evaluate(eval_net, loader, prec, keep and keep["pred"], exp.tta, keep and keep["pred_tta"])
+        sums = [s.loss, s.correct, s.seen] + ([s.correct_tta] if exp.tta else [])
         sums = [float(v) for v in dist.sum(*[torch.as_tensor(v, device=dev, dtype=torch.float64) for v in sums])]
         return sums[0] / sums[2], 100.0 * sums[1] / sums[2], 100.0 * sums[3] / sums[2] if exp.tta else None
 
-    test_loss, test_acc, test_tta = split(test_loader, preds)
-    val_loss, val_acc, val_tta = split(val_loader) if val_loader is not None else (None, None, None)
+    test_loss, test_acc, test_tta = split(run.loaders.test, preds)
+    val_loss, val_acc, val_tta = split(run.loaders.val) if run.loaders.val is not None else (None, None, None)
     n_tr = float(tr_n)
     row = {"epoch": epoch, "lr": lr, "train_loss": float(tr_loss) / n_tr,
            "train_acc": 100.0 * float(tr_correct) / n_tr, "test_loss": test_loss,
@@ -250,6 +276,24 @@ def _record(storage: RunStorage, exp: Experiment, data: Dataset, model, history,
     storage.check_space(2 * size, size)  # weights + SGD momentum; best.pt: weights
 
 
+def _snapshot(epoch: int, exp: Experiment, run: Trainer, history, dist: Dist, prec: str,
+              classes, version: dict, schedule_changes) -> dict:
+    """The checkpoint of the run after ``epoch``, on the host."""
+    return to_host({
+        "format": CHECKPOINT_FORMAT, "epoch": epoch, "config": exp.to_dict(),
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict(), "history": list(history),
+        "world_size": dist.world, "precision": prec, "classes": list(classes),
+        "colabkit": version, "schedule_changes": schedule_changes})
+
+
+class Best(NamedTuple):
+    """The best epoch's checkpoint (weights, no optimizer) and test predictions, until
+    they are written."""
+    checkpoint: dict
+    predictions: dict | None
+
+
 class Saver:
     """Checkpoints (last.pt, best.pt) and metrics.csv in the working copy, then the Drive
     mirror, on the writer's thread; on the cadence asked, always at the end."""
@@ -258,24 +302,24 @@ class Saver:
                  history: list[dict], start: int, labels, tta: bool = False):
         self.storage, self.minutes, self.labels, self.tta = storage, minutes, labels, tta
         self.writer = CheckpointWriter(background=background)
-        self.key = selection_key(history, tta)
-        self.best_acc = max((r[self.key] for r in history if r.get(self.key) is not None), default=-1.0)
+        key = selection_key([r.get("val_acc") for r in history], tta)
+        self.best_acc = max((r[key] for r in history if r.get(key) is not None), default=-1.0)
         self.saved_epoch = start
-        self.snapshot, self.best_pending, self.last_save = None, None, time.perf_counter()
+        self.snapshot: dict | None = None
+        self.best_pending: Best | None = None
+        self.last_save = time.perf_counter()
 
     def epoch_done(self, snapshot: dict, row: dict, final: bool, predictions=None) -> None:
         self.snapshot = snapshot
-        self.key = selection_key([row], self.tta)
-        if row[self.key] > self.best_acc:
-            self.best_acc = row[self.key]
-            self.best_pending = {k: snapshot[k] for k in ("format", "epoch", "config", "model",
-                                                          "classes")}
-            self.best_pending.update(test_acc=row["test_acc"], val_acc=row.get("val_acc"),
-                                     selected_on=self.key.split("_")[0])
+        key = selection_key([row.get("val_acc")], self.tta)
+        if row[key] > self.best_acc:
+            self.best_acc = row[key]
+            best = {k: snapshot[k] for k in ("format", "epoch", "config", "model", "classes")}
+            best.update(test_acc=row["test_acc"], val_acc=row.get("val_acc"),
+                        selected_on=key.split("_")[0])
             if self.tta:
-                self.best_pending.update(test_acc_tta=row["test_acc_tta"],
-                                         val_acc_tta=row.get("val_acc_tta"))
-            self.best_pending = (self.best_pending, predictions)
+                best.update(test_acc_tta=row["test_acc_tta"], val_acc_tta=row.get("val_acc_tta"))
+            self.best_pending = Best(best, predictions)
         if final or self.minutes is None or time.perf_counter() - self.last_save >= self.minutes * 60:
             self.commit()
 
@@ -286,9 +330,10 @@ class Saver:
 
         def job():
             if best is not None:
-                save_checkpoint(best[0], work.best, keep_previous=False)
-                if best[1]:  # the best epoch's test predictions, for the report
-                    save_predictions(work.predictions, best[0]["epoch"], best[1], self.labels)
+                save_checkpoint(best.checkpoint, work.best, keep_previous=False)
+                if best.predictions:  # the best epoch's test predictions, for the report
+                    save_predictions(work.predictions, best.checkpoint["epoch"], best.predictions,
+                                     self.labels)
             save_checkpoint(snap, work.last)
             write_metrics(work.metrics, snap["history"])  # after the checkpoint commits
             storage.committed(snap["epoch"], best is not None)
@@ -301,6 +346,66 @@ class Saver:
             self.commit()
         finally:
             self.writer.wait()
+
+
+def _open(storage: RunStorage, dist: Dist) -> dict | None:
+    """Rank 0 takes the run folder's lease and reads its checkpoint; the others wait."""
+    try:
+        state = storage.open() if dist.main else None
+    except Exception as e:  # a lease held elsewhere: the other ranks wait at the barrier
+        dist.fail(e)
+        raise
+    dist.barrier()
+    return state
+
+
+def _shown(bar, row: dict, epoch: int, start: int, exp: Experiment, started: float,
+           max_minutes: float | None) -> None:
+    """The epoch bar moves on; after this call's first epoch, what it says of the rest."""
+    if epoch == start + 1 and epoch < exp.epochs and not bar.disable:
+        bar.write(time_estimate(exp.epochs - epoch, row["seconds"],
+                                (time.perf_counter() - started) / 60, max_minutes))
+    bar.set_postfix(loss=f"{row['train_loss']:.3f}", train=f"{row['train_acc']:.1f}%",
+                    test=f"{row['test_acc']:.1f}%", lr=f"{row['lr']:g}")
+    bar.update(1)
+
+
+def _finished(exp: Experiment, storage: RunStorage, history, dist: Dist, show: bool) -> dict:
+    """A run that has trained all its epochs: its metrics.csv made to agree with the
+    checkpoint, nothing trained."""
+    if dist.main:
+        storage.reconcile(history)
+        if show:
+            print(f"{storage.home.path}: finished ({len(history)} epochs); nothing to train.")
+    dist.close()
+    return _results(exp, storage.home.path, history[:exp.epochs], "finished", dist.world)
+
+
+def _close(dist: Dist, saver: Saver | None, storage: RunStorage, lost: bool, flush: bool) -> str:
+    """At every stop, on rank 0: the last checkpoint written (after a takeover only the one
+    in flight: the folder is another trainer's now), then the storage closed (the last
+    mirror, the lease released, Drive flushed). Returns the storage's note."""
+    if not dist.main:
+        return ""
+    try:
+        if saver is not None:
+            saver.writer.wait() if lost else saver.close()
+    finally:
+        note = "" if lost else storage.close(flush=flush and saver is not None)
+    return note
+
+
+def _say_stopped(status: str, saved_epoch: int, exp: Experiment, where, max_minutes,
+                 note: str) -> None:
+    """What a stop before the last epoch left and what to run; then the storage's note."""
+    if status != "finished":
+        why = "Interrupted" if status == "interrupted" else f"Time budget of {max_minutes:g} min reached"
+        print(f"{why} before the first epoch finished: nothing was saved yet in {where}. Run the "
+              "same command (or notebook) again to start." if saved_epoch == 0 else
+              f"{why} after epoch {saved_epoch}/{exp.epochs}: checkpoint saved in {where}. Run "
+              "the same command (or notebook) again to resume.")
+    if note:
+        print(note)
 
 
 def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
@@ -336,115 +441,62 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
     dist = Dist(torch.device(device) if device is not None else None)
     prec = choose_precision(dist.device, precision)
     storage = RunStorage(run_dir, mirror_minutes=mirror_minutes, takeover=takeover)
+    where, saver, status, lost = storage.home.path, None, "finished", False
+    state = _open(storage, dist)
     try:
-        state = storage.open() if dist.main else None
-    except Exception as e:  # a lease held elsewhere: the other ranks wait at the barrier
-        dist.fail(e)
-        raise
-    dist.barrier()
-    saver, status, note, lost = None, "finished", "", False
-    try:
-        state = state if dist.main else storage.load()
-        schedule_changes = check_config(state, exp, storage.home, allow_config_change, dist.main)
+        state = state if dist.main else storage.load()  # the others read it once it is safe
+        changes = check_config(state, exp, storage.home, allow_config_change, dist.main)
         history: list[dict] = list(state["history"]) if state is not None else []
         start, show = len(history), progress and dist.main
-        if start >= exp.epochs:  # finished: reconcile metrics.csv with the checkpoint
-            if dist.main:
-                storage.reconcile(history)
-                if show:
-                    print(f"{storage.home.path}: finished ({start} epochs); nothing to train.")
-            dist.close()
-            return _results(exp, storage.home.path, history[:exp.epochs], "finished", dist.world)
-
-        data = data or load_dataset(exp.dataset, data_root)
-        if exp.val_size:  # held out before the subset: the same images for any train_size
-            data = data.holdout(exp.val_size, exp.seed)
-        data = data.subset(exp.train_size, exp.test_size, exp.seed)
-        model, optimizer, scaler, net, *loaders = _setup(exp, data, dist, prec, compile)
-        version = colabkit_version()
+        if start >= exp.epochs:
+            return _finished(exp, storage, history, dist, show)
+        data = _prepare_data(exp, data, data_root)
+        run, version = _setup(exp, data, dist, prec, compile), colabkit_version()
         if state is not None:
-            _load_state(model, optimizer, scaler, state, data.classes, storage.home.path, prec)
-            if dist.main and (changed := version_note(state, version)):
-                warnings.warn(changed, stacklevel=2)
-            if state.get("precision", prec) != prec and dist.main:
-                print(f"Note: this run was trained in {state['precision']} and continues in "
-                      f"{prec} (another GPU or --precision): the epochs to come round "
-                      "differently from an uninterrupted run's. To keep "
-                      f"{state['precision']}, pass precision='{state['precision']}' "
-                      f"(--precision {state['precision']}).")
-            if state.get("world_size", 1) != dist.world and dist.main:
-                print(f"Note: this run was saved with {state.get('world_size', 1)} process(es) "
-                      f"and continues with {dist.world}. The global batch ({exp.batch_size}), "
-                      "the data order and the augmentation are unchanged; only BatchNorm "
-                      "statistics see other slices.")
+            _resume(run, state, data.classes, where, prec, dist, version)
         if dist.main:  # the configuration has proven itself: record it
-            _record(storage, exp, data, model, history, precision=prec, world_size=dist.world,
-                    compile=compile, resumed_from_epoch=start, schedule_changes=schedule_changes)
+            _record(storage, exp, data, run.model, history, precision=prec, world_size=dist.world,
+                    compile=compile, resumed_from_epoch=start, schedule_changes=changes)
         saver = Saver(storage, dist.device.type == "cuda" if background_save is None else background_save,
                       checkpoint_minutes, history, start, data.y_test, exp.tta)
         # the budget's estimate of an epoch: this call's epochs, or the run's last ones
-        epoch_seconds: list[float] = [r["seconds"] for r in history[-3:] if r.get("seconds")]
+        epoch_seconds = [r["seconds"] for r in history[-3:] if r.get("seconds")]
         reserve = storage.stop_seconds(flush)  # the stop at the budget flushes Drive
         with _progress(exp.epochs, start, show, exp.name) as bar, _sigterm_as_interrupt():
             if show and start:
-                bar.write(f"Resuming {storage.home.path} at epoch {start + 1}/{exp.epochs}.")
+                bar.write(f"Resuming {where} at epoch {start + 1}/{exp.epochs}.")
             for epoch in range(start + 1, exp.epochs + 1):
-                over = over_budget(time.perf_counter() - started, epoch_seconds, max_minutes, reserve)
-                if dist.any(bool(over)):
+                # stop before an epoch that would end past the budget: every rank at once
+                if dist.any(over_budget(time.perf_counter() - started, epoch_seconds,
+                                        max_minutes, reserve)):
                     status = "budget"
                     break
-                row, predictions = run_epoch(epoch, exp, model, net, optimizer, scaler, prec,
-                                             loaders, dist, show)
+                row, predictions = run_epoch(epoch, exp, run, prec, dist, show)
                 history.append(row)
                 epoch_seconds.append(row["seconds"])
-                if not dist.main:
+                if not dist.main:  # rank 0 alone saves and reports
                     continue
-                storage.heartbeat(row["seconds"])
-                saver.epoch_done(to_host({
-                    "format": CHECKPOINT_FORMAT, "epoch": epoch, "config": exp.to_dict(),
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(), "history": list(history),
-                    "world_size": dist.world, "precision": prec, "classes": list(data.classes),
-                    "colabkit": version, "schedule_changes": schedule_changes,
-                }), row, final=epoch == exp.epochs, predictions=predictions)
-                if epoch == start + 1 and show and epoch < exp.epochs:
-                    bar.write(time_estimate(exp.epochs - epoch, row["seconds"],
-                                            (time.perf_counter() - started) / 60, max_minutes))
-                bar.set_postfix(loss=f"{row['train_loss']:.3f}", train=f"{row['train_acc']:.1f}%",
-                                test=f"{row['test_acc']:.1f}%", lr=f"{row['lr']:g}")
-                bar.update(1)
+                storage.heartbeat(row["seconds"])  # the lease: this trainer is alive
+                # checkpoint (on the cadence asked; the writer's thread on a GPU)
+                saver.epoch_done(_snapshot(epoch, exp, run, history, dist, prec, data.classes,
+                                           version, changes),
+                                 row, final=epoch == exp.epochs, predictions=predictions)
+                _shown(bar, row, epoch, start, exp, started, max_minutes)
                 if on_epoch is not None:
                     on_epoch(row, history)
     except KeyboardInterrupt:
         if saver is None:  # before training started: nothing to save
             raise
         status = "interrupted"
-    except LeaseLost as e:
-        lost = True
-        dist.fail(e)
-        raise
     except Exception as e:
+        lost = isinstance(e, LeaseLost)  # another trainer writes the folder now: hands off
         dist.fail(e)  # every other rank stops now, not at the backend's timeout
         raise
     finally:
-        if dist.main:
-            try:
-                if saver is not None:
-                    saver.writer.wait() if lost else saver.close()
-            finally:
-                note = "" if lost else storage.close(flush=flush and saver is not None)
-    done = history[:saver.saved_epoch] if status == "interrupted" else history
-    if dist.main and status != "finished":
-        why = ("Interrupted" if status == "interrupted"
-               else f"Time budget of {max_minutes:g} min reached")
-        if saver.saved_epoch == 0:
-            print(f"{why} before the first epoch finished: nothing was saved yet in "
-                  f"{storage.home.path}. Run the same command (or notebook) again to start.")
-        else:
-            print(f"{why} after epoch {saver.saved_epoch}/{exp.epochs}: checkpoint saved in "
-                  f"{storage.home.path}. Run the same command (or notebook) again to resume.")
-    if dist.main and note:
-        print(note)
+        note = _close(dist, saver, storage, lost, flush)
+    if dist.main:
+        _say_stopped(status, saver.saved_epoch, exp, where, max_minutes, note)
     dist.barrier()
     dist.close()
-    return _results(exp, storage.home.path, done, status, dist.world)
+    done = history[:saver.saved_epoch] if status == "interrupted" else history
+    return _results(exp, where, done, status, dist.world)

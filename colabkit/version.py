@@ -1,7 +1,7 @@
 """colabkit's version and where it is released, in this one place: ``pyproject.toml``
 reads the version from here (``[tool.setuptools.dynamic]``); the notebooks' generator
 takes both (the notebooks install ``git+REPO_URL@v<version>``), and so do every run
-record, the released weights' URLs and ``make release-check`` (RELEASING.md)."""
+record, the released weights' URLs and ``make release-check`` (docs/releasing.md)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +12,8 @@ from pathlib import Path
 __version__ = "0.3.0"
 REPO_URL = "https://github.com/colabkit/colabkit"
 RELEASE_TAG = f"v{__version__}"
+# pip's name for it (pyproject.toml): "colabkit" on PyPI is another, unrelated project
+DISTRIBUTION = "colabkit-cifar"
 
 
 def colabkit_version() -> dict:
@@ -19,7 +21,7 @@ def colabkit_version() -> dict:
     record of a ``git+URL@REF`` install) or runs from (a git checkout)."""
     commit = None
     try:
-        url = json.loads(metadata.distribution("colabkit").read_text("direct_url.json") or "{}")
+        url = json.loads(metadata.distribution(DISTRIBUTION).read_text("direct_url.json") or "{}")
         commit = url.get("vcs_info", {}).get("commit_id")
     except (metadata.PackageNotFoundError, ValueError, OSError):
         pass

@@ -15,7 +15,7 @@ import pickle
 import io
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -24,7 +24,8 @@ from torch import nn
 from .checkpoint import CheckpointError, read_checkpoint
 from .experiments import PRESETS, QUEUE, Experiment, run_name
 from .files import atomic_write
-from .models import build_model, count_parameters
+from .models import count_parameters
+from .registry import lookup
 from .runs import RunDir, read_json, read_metrics
 from .version import RELEASE_TAG, REPO_URL, colabkit_version
 
@@ -51,7 +52,7 @@ class Release:
 
 
 # name (a preset, with "_fast" for the fast recipe) -> its release. Empty until weights
-# trained by a full GPU run are published (RELEASING.md, "Weights"); export() prints the
+# trained by a full GPU run are published (docs/releasing.md, "Weights"); export() prints the
 # line to add here.
 RELEASED: dict[str, Release] = {}
 
@@ -126,12 +127,8 @@ def model_card(run: RunDir, state: dict, cfg: Experiment, name: str, file: str,
     """The model card: network, recipe, data, epochs, seed, accuracy and how the epoch was
     chosen, environment, the data's terms, and how to load the file."""
     classes = list(state["classes"])
-    model = build_model(cfg.model, len(classes), width=cfg.width,
-                        attention_kwargs={"kernel_size": cfg.spatial_kernel})
-    try:
-        env = read_json(run.environment)
-    except (OSError, ValueError):
-        env = {}
+    model = cfg.network(len(classes))
+    env = read_json(run.environment, {})
     logged = len(read_metrics(run.metrics))
     chosen = {"val": f"the epoch with the best accuracy on a held-out validation split of "
                      f"{env.get('val_images', cfg.val_size)} training images (the test set "
@@ -183,21 +180,21 @@ mean and standard deviation (`colabkit.load_dataset("{cfg.dataset}").mean` and `
 # ------------------------------------------------------------------ load ----
 
 def hub_model(preset: str, pretrained: bool = False, recipe: str = "report",
-              progress: bool = True, **kwargs) -> nn.Module:
-    """The network of ``preset`` (``kwargs`` go to ``build_model``: ``num_classes``,
-    ``width``), with the released weights when ``pretrained``. What ``hubconf.py`` calls."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
-    exp = PRESETS[preset]
+              progress: bool = True, num_classes: int | None = None,
+              width: int | None = None) -> nn.Module:
+    """The network of ``preset`` (for ``num_classes`` classes, 12 by default or the
+    released weights'; ``width`` channels at its first stage), with the released weights
+    when ``pretrained``. What ``hubconf.py`` calls."""
+    exp = lookup(PRESETS, preset, "preset")
     key = weights_name(preset, recipe)
     release = RELEASED.get(key) if pretrained else None
     if pretrained and release is None:
         raise WeightsError(f"no released weights for {key!r} yet: train them with "
-                           f"{trained_by(preset, recipe)}, then publish them (RELEASING.md); "
+                           f"{trained_by(preset, recipe)}, then publish them (docs/releasing.md); "
                            "pretrained=False gives the untrained network")
-    kw = {"num_classes": release.num_classes if release else 12, "width": exp.width,
-          "attention_kwargs": {"kernel_size": exp.spatial_kernel}, **kwargs}
-    model = build_model(exp.model, **kw)
+    if width is not None:
+        exp = replace(exp, width=width)
+    model = exp.network(num_classes or (release.num_classes if release else 12))
     if release is not None:
         try:  # weights_only: a file that holds a pickled object is refused, never run
             state = torch.hub.load_state_dict_from_url(release.url(), check_hash=True,

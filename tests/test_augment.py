@@ -80,7 +80,7 @@ def test_flip_frequencies_pass_chi_square(p):
 def test_rotation_angle_frequencies_pass_chi_square(preset):
     spec = PRESETS[preset].augment
     rot_only = AugmentSpec(rotate_angles=spec.rotate_angles, rotate_probs=spec.rotate_probs)
-    probs = list(spec.rotation_distribution.values())
+    probs = [p / sum(spec.rotate_probs) for p in spec.rotate_probs]
     base = torch.from_numpy(_photo_like(seed=2, n=1)[0]).permute(2, 0, 1).float()[None] / 255
     base = F.avg_pool2d(base, 4)  # (1, 3, 8, 8): small, asymmetric
     candidates = torch.cat([rotate(base, torch.tensor([a])) for a in spec.rotate_angles])

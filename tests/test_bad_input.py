@@ -199,3 +199,36 @@ def test_report_errors_are_one_line(template, tmp_path, capsys, args, says):
     assert main([a.format(**fill) for a in args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and says in err
+
+
+def test_from_python_the_same_errors_name_the_keyword_and_on_the_command_line_the_flag(template, tmp_path):
+    """One error, two spellings of its advice, and nothing rewritten after the fact: str()
+    is what Python and the notebooks show, cli() what the command line prints."""
+    from colabkit import get_experiment, train
+    from colabkit.registry import Advice
+    from colabkit.train import ConfigMismatch
+
+    with pytest.raises(ValueError) as bad_lr:
+        get_experiment("basic", lr=-0.5)
+    assert isinstance(bad_lr.value, Advice)
+    assert str(bad_lr.value) == "lr must be > 0, got -0.5"
+    assert bad_lr.value.cli() == "--lr must be > 0, got -0.5"
+
+    run = tmp_path / "run"
+    shutil.copytree(template, run)
+    exp = get_experiment("da", dataset="synthetic", width=4, batch_size=32, train_size=96,
+                         test_size=48, epochs=1, lr=0.5)
+    with pytest.raises(ConfigMismatch) as changed:
+        train(exp, run, device="cpu", progress=False)
+    python, cli = str(changed.value), changed.value.cli()
+    assert "(lr: saved 0.1, now 0.5)" in python and "pass allow_config_change=True to" in python
+    assert "(--lr: saved 0.1, now 0.5)" in cli and "pass --allow-config-change to" in cli
+    assert "--" not in python and "allow_config_change" not in cli
+    assert str(run) in python and str(run) in cli
+
+    with pytest.raises(ValueError) as small:
+        train(get_experiment("basic", dataset="synthetic", width=4, batch_size=512, train_size=96,
+                             test_size=48, epochs=1), tmp_path / "new", device="cpu", progress=False)
+    assert str(small.value).endswith("lower the batch size (batch_size)")
+    assert small.value.cli().endswith("lower the batch size (--batch-size)")
+

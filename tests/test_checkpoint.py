@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from colabkit import checkpoint as ck
-from colabkit.checkpoint import (CheckpointError, CheckpointWriter, load_latest, prev_path, read_checkpoint, save_checkpoint)
+from colabkit.checkpoint import (CheckpointError, CheckpointWriter, find_latest, prev_path, read_checkpoint, save_checkpoint)
 
 
 def _state(epoch):
@@ -32,7 +32,7 @@ def test_previous_checkpoint_is_kept_and_newest_wins(tmp_path):
     save_checkpoint(_state(2), path)
     assert prev_path(path).name == "last.prev.pt"
     assert read_checkpoint(prev_path(path))["epoch"] == 1
-    assert load_latest(path)["epoch"] == 2
+    assert find_latest(path)[0]["epoch"] == 2
 
 
 def _truncate(p):
@@ -54,9 +54,9 @@ def test_damaged_or_missing_newest_falls_back_to_previous_with_a_warning(tmp_pat
     damage(path)
     if path.exists():
         with pytest.warns(UserWarning, match=r"skipping checkpoint: .*last\.pt"):
-            state = load_latest(path)
+            state = find_latest(path)[0]
     else:
-        state = load_latest(path)
+        state = find_latest(path)[0]
     assert state["epoch"] == 1 and torch.equal(state["model"]["w"], _state(1)["model"]["w"])
 
 
@@ -76,12 +76,12 @@ def test_no_valid_checkpoint_is_an_error_that_says_what_to_do(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the error says it all: no warning before it
         with pytest.raises(CheckpointError) as e:
-            load_latest(path)
+            find_latest(path)[0]
     msg = str(e.value)
     assert re.search(r"no checkpoint in .* verifies; found .*last\.pt \(\d+ bytes\)", msg)
     assert "Nothing was changed" in msg and not re.search(r"aside|delete|remove", msg)
     assert path.stat().st_size > 0  # the damaged file is still there
-    assert load_latest(tmp_path / "none.pt") is None
+    assert find_latest(tmp_path / "none.pt")[0] is None
 
 
 @pytest.mark.parametrize("code,words", [(errno.ENOSPC, "disk is full"), (errno.EIO, "I/O error")])
@@ -154,10 +154,10 @@ def test_two_checkpoints_verify_at_every_instant_even_across_a_kill(tmp_path, mo
         save_checkpoint(_state(3), path)  # killed at step kill_at of the install
     monkeypatch.undo()
     assert min(counts) >= 2 and _verifying(path) >= 2, counts
-    newest = load_latest(path)["epoch"]
+    newest = find_latest(path)[0]["epoch"]
     assert newest == (2 if kill_at == 1 else 3)  # the new one counts once it has a name
     ck.finish_install(path)  # the next start completes what the kill interrupted
-    assert not ck.next_path(path).exists() and load_latest(path)["epoch"] == newest
+    assert not ck.next_path(path).exists() and find_latest(path)[0]["epoch"] == newest
     counts = []
     _watch(monkeypatch, path, counts)
     save_checkpoint(_state(4), path)

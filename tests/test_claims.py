@@ -39,16 +39,16 @@ def _prepared(exp):
 def test_label_smoothing_reaches_the_training_loss(tiny):
     eps = 0.2
     exp = tiny("basic", label_smoothing=eps, batch_size=128, train_size=128, epochs=1)
-    data, dist, (model, optimizer, scaler, net, *loaders) = _prepared(exp)
-    before = copy.deepcopy(model).train()
-    x, y = next(loaders[0].epoch(1))  # the one batch of epoch 1, as train_epoch sees it
+    data, dist, run = _prepared(exp)
+    before = copy.deepcopy(run.model).train()
+    x, y = next(run.loaders.train.epoch(1))  # the one batch of epoch 1, as train_epoch sees it
     with torch.no_grad():
         logp = F.log_softmax(before(x).double(), dim=1)
     k = logp.shape[1]
     # (1 - eps) on the true class and eps spread evenly over all k classes
     smoothed = (-(1 - eps) * logp.gather(1, y[:, None]).squeeze(1) - eps / k * logp.sum(1)).mean()
     plain = -logp.gather(1, y[:, None]).mean()
-    row, _ = run_epoch(1, exp, model, net, optimizer, scaler, "fp32", loaders, dist, False)
+    row, _ = run_epoch(1, exp, run, "fp32", dist, False)
     assert row["train_loss"] == pytest.approx(float(smoothed), rel=1e-5)
     assert abs(float(smoothed) - float(plain)) > 1e-3  # apart by 40x the tolerance above
 
@@ -58,7 +58,8 @@ def test_label_smoothing_reaches_the_training_loss(tiny):
 @pytest.mark.parametrize("nesterov,wd", [(False, 5e-4), (True, 5e-4), (True, 0.0), (False, 1e-2)])
 def test_the_optimizer_steps_with_the_experiments_momentum_weight_decay_and_nesterov(tiny, nesterov, wd):
     exp = tiny("basic", nesterov=nesterov, weight_decay=wd, lr=0.05)
-    _, _, (model, optimizer, *_) = _prepared(exp)
+    _, _, run = _prepared(exp)
+    model, optimizer = run.model, run.optimizer
     params = [p for p in model.parameters()]
     w0 = [p.detach().clone() for p in params]
     grads = [[torch.randn_like(p, generator=torch.Generator().manual_seed(10 * s + i))

@@ -51,18 +51,16 @@ def deterministic():
 
 
 def test_auto_precision_trains_and_checkpoints_load_on_the_cpu(tmp_path, monkeypatch):
-    import importlib
-
-    train_mod = importlib.import_module("colabkit.train")  # the module: colabkit.train is the function
+    from colabkit.experiments import Experiment
 
     seen = set()
-    real = train_mod.build_model
+    real = Experiment.network
 
-    def build(*args, **kwargs):  # the logits' dtype: autocast applied, in training and eval
-        model = real(*args, **kwargs)
+    def build(self, num_classes):  # the logits' dtype: autocast applied, in training and eval
+        model = real(self, num_classes)
         model.register_forward_hook(lambda m, i, out: seen.add((m.training, out.dtype)))
         return model
-    monkeypatch.setattr(train_mod, "build_model", build)
+    monkeypatch.setattr(Experiment, "network", build)
     res = train(_exp(), tmp_path, device="cuda", progress=False)
     assert res["status"] == "finished" and res["epochs_done"] == 3
     state = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)

@@ -226,8 +226,8 @@ def test_synthetic_is_seeded_balanced_and_subsets_are_seeded():
 
 
 def test_unknown_source_lists_known_ones():
-    with pytest.raises(ValueError, match=r"unknown dataset 'imagenet'; known: \['cifar12', "
-                                         r"'cifar10', 'folder', 'synthetic'\]"):
+    with pytest.raises(ValueError, match=r"unknown dataset 'imagenet'; known: \['cifar10', "
+                                         r"'cifar12', 'folder', 'synthetic'\]"):
         load_dataset("imagenet")
 
 

@@ -178,11 +178,13 @@ def test_cost_measures_the_step_training_takes(monkeypatch, precision, dtype):
     import colabkit.inspection as inspection_mod
     from colabkit.experiments import get_experiment
 
-    seen, fused = [], []
-    real_build, real_make = inspection_mod.build_model, inspection_mod.make_optimizer
+    from colabkit.experiments import Experiment
 
-    def build(*args, **kwargs):
-        model = real_build(*args, **kwargs)
+    seen, fused = [], []
+    real_build, real_make = Experiment.network, inspection_mod.make_optimizer
+
+    def build(self, num_classes):
+        model = real_build(self, num_classes)
         model.conv1.register_forward_hook(lambda m, i, o: seen.append((m.training, o.dtype)))
         return model
 
@@ -190,7 +192,7 @@ def test_cost_measures_the_step_training_takes(monkeypatch, precision, dtype):
         opt = real_make(*args, **kwargs)
         fused.append(bool(opt.param_groups[0]["fused"]))
         return opt
-    monkeypatch.setattr(inspection_mod, "build_model", build)
+    monkeypatch.setattr(Experiment, "network", build)
     monkeypatch.setattr(inspection_mod, "make_optimizer", make)
     steps = []
     real_step = epochs_mod.forward_backward

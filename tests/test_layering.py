@@ -7,7 +7,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "colabkit"
 # floor by floor, as in docs/design.md; a module may import only modules before it here
-ORDER = ["version", "files", "augment", "models", "stats", "plotting", "quota",
+ORDER = ["version", "registry", "files", "augment", "models", "stats", "plotting", "quota",
          "runtime", "experiments", "runs", "checkpoint",
          "lease", "storage",
          "archives", "data", "loader", "distributed", "epochs", "resume", "train", "inspection", "weights",
@@ -70,3 +70,15 @@ def test_the_version_is_written_once():
     assert not re.search(r"^version\s*=", project, re.M)
     stated = [p for p in PACKAGE.glob("*.py") if re.search(r'__version__\s*=\s*"', p.read_text())]
     assert stated == [PACKAGE / "version.py"]
+
+
+def test_the_distribution_has_its_own_name_and_is_installed_under_it():
+    """pip's name is ours, never "colabkit" (another project on PyPI), in pyproject.toml and
+    in the record colabkit reads its install commit from; the import name stays."""
+    from importlib import metadata
+
+    from colabkit.version import DISTRIBUTION
+    toml = (REPO / "pyproject.toml").read_text()
+    assert re.search(r'^name = "([^"]+)"', toml, re.M).group(1) == DISTRIBUTION != "colabkit"
+    assert metadata.distribution(DISTRIBUTION).read_text("top_level.txt") in (None, "colabkit\n")
+    assert "colabkit" in metadata.distribution(DISTRIBUTION).entry_points.names

@@ -156,6 +156,35 @@ def test_confusion_matrix_from_best_checkpoint_matches_logged_accuracy(runs_dir,
     assert "confusion_basic_s1" in written
 
 
+def test_the_confusion_matrix_comes_from_predictions_npz_and_the_model_path_agrees(runs_dir, tmp_path,
+                                                                                   monkeypatch):
+    """With predictions.npz the matrix is counted from it, no network run (a DDP run, which
+    saves none, takes the model path); both give the same matrix, and it is the one an
+    independent count of the saved labels and predictions gives."""
+    import shutil
+
+    import colabkit.report as report_mod
+    from colabkit.runs import read_predictions
+
+    run = tmp_path / "run"
+    shutil.copytree(runs_dir / "basic_s0", run)
+    saved = read_predictions(run / "predictions.npz")
+    k = 12
+    expected = np.zeros((k, k), dtype=np.int64)
+    for t, p in zip(saved["label"], saved["pred"]):
+        expected[t, p] += 1
+
+    def no_model(*a, **k):
+        raise AssertionError("the network was run although predictions.npz holds the answer")
+    with monkeypatch.context() as m:
+        m.setattr(report_mod, "DeviceLoader", no_model)
+        cm, classes = confusion_matrix(run)
+    assert np.array_equal(cm, expected) and len(classes) == k
+    (run / "predictions.npz").unlink()  # as a DDP run: the model path
+    cm_model, _ = confusion_matrix(run)
+    assert np.array_equal(cm_model, expected)
+
+
 def test_committed_figures_table_is_what_the_committed_logs_give():
     from pathlib import Path
 

@@ -42,7 +42,7 @@ def reference(tiny, tmp_path_factory):
     cache = {}
 
     def get(exp):
-        key = exp.to_json()
+        key = json.dumps(exp.to_dict(), sort_keys=True)
         if key not in cache:
             d = tmp_path_factory.mktemp("reference")
             res = train(exp, d, progress=False)
@@ -362,7 +362,7 @@ def test_a_folder_without_a_finished_epoch_takes_a_new_configuration(tiny, tmp_p
     with pytest.raises(ValueError, match="fewer than one batch of 512: lower the batch size"):
         train(tiny("basic", epochs=1, batch_size=512), tmp_path, progress=False)
     assert not (tmp_path / "config.json").exists()  # nothing recorded before it could start
-    (tmp_path / "config.json").write_text(tiny("basic", epochs=1, batch_size=64).to_json())  # an older attempt
+    (tmp_path / "config.json").write_text(json.dumps(tiny("basic", epochs=1, batch_size=64).to_dict()))  # an older attempt
     res = train(tiny("basic", epochs=1, batch_size=16), tmp_path, progress=False)
     assert res["epochs_done"] == 1
     assert "has no finished epoch yet: starting it with the new configuration (batch_size" in \
@@ -487,18 +487,16 @@ def test_a_run_resumed_in_another_precision_says_so(tmp_path, tiny, capsys):
                                              ("fp16", torch.float16)])
 def test_training_and_evaluation_compute_the_logits_in_the_precision_asked(tmp_path, tiny, monkeypatch,
                                                                           precision, dtype):
-    import importlib
-
-    train_mod = importlib.import_module("colabkit.train")  # the module: colabkit.train is the function
+    from colabkit.experiments import Experiment
 
     seen = set()
-    real = train_mod.build_model
+    real = Experiment.network
 
-    def build(*args, **kwargs):
-        model = real(*args, **kwargs)
+    def build(self, num_classes):
+        model = real(self, num_classes)
         model.register_forward_hook(lambda m, i, out: seen.add((m.training, out.dtype)))
         return model
-    monkeypatch.setattr(train_mod, "build_model", build)
+    monkeypatch.setattr(Experiment, "network", build)
     train(tiny(epochs=1), tmp_path, precision=precision, progress=False)
     assert seen == {(True, dtype), (False, dtype)}  # autocast in the training steps and the evaluation
 
