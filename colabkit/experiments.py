@@ -158,9 +158,9 @@ def _report(exp: "Experiment") -> "Experiment":
     return replace(exp, recipe="report")
 
 
-# The fast recipe (README, "The fast recipe"; evidence in logs/recipes): what public fast
-# CIFAR ResNet recipes share (Keller Jordan's airbench ResNet-18 baselines; David Page's
-# ResNet-9). Batch 256 and 30 epochs are choices the README explains, not yet measured here.
+# The fast recipe (docs/recipes.md; evidence in logs/recipes): what public fast CIFAR ResNet
+# recipes share (Keller Jordan's airbench ResNet-18 baselines; David Page's ResNet-9). Batch
+# 256 and 30 epochs are choices docs/recipes.md explains, not yet measured on a GPU.
 FAST = dict(epochs=30, batch_size=256, lr=0.2, nesterov=True, lr_schedule="triangle", warmup=0.2,
             label_smoothing=0.1, tta=True)
 FAST_AUGMENT = dict(crop_padding=4, cutout=12)

@@ -1,8 +1,8 @@
 """Atomic file writes that a synced folder such as Google Drive cannot turn against us.
 
 A file is replaced whole or not at all, so a kill at any instant leaves the old version
-or the new one, never half of one. Two facts of Google Drive shape how (README, "What
-lands on Drive"):
+or the new one, never half of one. Two facts of Google Drive shape how (docs/colab-and-drive.md,
+"The Trash"):
 
 - a file removed or replaced there goes to Drive's Trash and counts against the quota
   for 30 days, unless it was emptied (truncated to 0 bytes) first: so no file over

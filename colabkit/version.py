@@ -9,7 +9,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 REPO_URL = "https://github.com/colabkit/colabkit"
 RELEASE_TAG = f"v{__version__}"
 # pip's name for it (pyproject.toml): "colabkit" on PyPI is another, unrelated project

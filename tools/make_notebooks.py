@@ -142,8 +142,8 @@ def training_notebook(file, experiment, title, report, text):
            "last epoch that fits (0: no limit), counted from the start of the training cell; run "
            "again later to continue. `MIRROR_MINUTES`: how often the run is copied to Drive "
            "(0: every epoch; the first mirror then prints what that writes to Drive per hour). `RECIPE`: `report` trains as the report did (300 epochs, steps at "
-           "100 and 200); `fast` trains the same network in 30 epochs (see the README, \"The fast "
-           "recipe\"). `EPOCHS` 0 takes the recipe's; with fewer epochs than 300 (a trial), the "
+           "100 and 200); `fast` trains the same network in 30 epochs (see docs/recipes.md in "
+           "the repository). `EPOCHS` 0 takes the recipe's; with fewer epochs than 300 (a trial), the "
            "report's learning-rate steps fall at a third and two thirds of the run."),
         code(f'''EXPERIMENT = "{experiment}"
 RUN_NAME = "{file.split('.')[0]}"  #@param {{type:"string"}}
