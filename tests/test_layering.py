@@ -10,7 +10,7 @@ PACKAGE = REPO / "colabkit"
 ORDER = ["version", "registry", "files", "augment", "models", "stats", "plotting", "quota",
          "runtime", "experiments", "runs", "checkpoint",
          "lease", "storage",
-         "archives", "data", "loader", "distributed", "epochs", "resume", "train", "inspection", "weights",
+         "archives", "data", "loader", "distributed", "epochs", "resume", "saver", "train", "inspection", "weights",
          "status", "tables", "figures", "compare", "report", "sweep",
          "__main__"]
 # imported where used, with the reason: google.colab exists only inside Colab; IPython
