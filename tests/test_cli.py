@@ -90,3 +90,25 @@ def test_demo_trains_two_models_and_writes_the_report(tmp_path, capsys):
         assert f"{name}: best test accuracy {acc:.2f}% at epoch 1" in out
         line = next(l for l in table.splitlines() if l.startswith(f"| {name}: {model} |"))
         assert f"| {acc:.3f} | 1 (test) |" in line and "| synthetic | 128 | 4 | 1/1 |" in line
+
+
+def test_sweep_passes_every_run_flag_to_its_children_as_train_reads_them():
+    """``sweep --parallel`` starts ``train`` children with the run flags it was given: parsed
+    back by train, each flag has the value sweep parsed, switches included."""
+    from colabkit.__main__ import _child_args, _parser
+
+    given = ["--recipe", "fast", "--dataset", "synthetic", "--epochs", "7", "--batch-size", "64",
+             "--lr", "0.05", "--milestones", "2,5", "--width", "8", "--train-size", "640",
+             "--test-size", "128", "--val-size", "64", "--max-minutes", "30",
+             "--checkpoint-minutes", "2.5", "--mirror-minutes", "0", "--takeover",
+             "--device", "cpu", "--precision", "bf16", "--compile", "--allow-config-change",
+             "--quiet", "--data-root", "/somewhere"]
+    parser = _parser()
+    swept = parser.parse_args(["sweep", "--experiments", "basic", "--seeds", "0", "--runs-dir", "r",
+                               *given])
+    child = parser.parse_args(["train", "--experiment", "basic", "--run-dir", "r/basic-s0",
+                               *_child_args(swept)])
+    flags = {a.dest for a in swept.run_flags} - {"data_root"}  # sweep passes the data root itself
+    assert len(flags) == 19 == len(given) - len([g for g in given if not g.startswith("--")]) - 1
+    assert {k: getattr(child, k) for k in flags} == {k: getattr(swept, k) for k in flags}
+    assert "--data-root" not in _child_args(swept)

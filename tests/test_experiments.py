@@ -2,6 +2,7 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
 from colabkit.augment import AugmentSpec
 from colabkit.experiments import PRESETS, Experiment, get_experiment
@@ -118,3 +119,17 @@ def test_unknown_names_and_fields_fail_clearly():
         AugmentSpec(rotate_angles=(0, 90), rotate_probs=(1.0,))
     with pytest.raises(ValueError, match="milestones must be increasing"):
         get_experiment("basic", milestones=(200, 100))
+
+
+@pytest.mark.parametrize("kernel", [3, 7])
+def test_a_runs_network_is_built_from_all_of_its_fields(kernel):
+    """Experiment.network, the one place a run's model is built: its model, its width and
+    its CBAM spatial kernel (3 as in the report, 7 as in the CBAM paper), for the classes."""
+    from colabkit.models import SpatialAttention
+
+    net = get_experiment("da_cbam_aspp", width=8, spatial_kernel=kernel).network(5)
+    convs = [m.conv for m in net.modules() if isinstance(m, SpatialAttention)]
+    assert convs and {c.kernel_size for c in convs} == {(kernel, kernel)}
+    assert net.conv1.out_channels == 8
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 5)
+    assert not any(isinstance(m, SpatialAttention) for m in get_experiment("basic").network(12).modules())

@@ -185,6 +185,25 @@ def test_the_confusion_matrix_comes_from_predictions_npz_and_the_model_path_agre
     assert np.array_equal(cm_model, expected)
 
 
+def test_the_confusion_matrix_ignores_flip_tta_and_predictions_of_another_epoch(runs_dir, tmp_path):
+    """Counted from ``pred`` (plain), never ``pred_tta``; a predictions.npz saved at another
+    epoch than best.pt's is not the best epoch's: the network is run instead."""
+    import shutil
+
+    from colabkit.runs import read_predictions, save_predictions
+
+    run = tmp_path / "run"
+    shutil.copytree(runs_dir / "basic_s0", run)
+    saved = read_predictions(run / "predictions.npz")
+    truth, _ = confusion_matrix(run)
+    wrong = (saved["pred"] + 1) % 12  # every prediction another class
+    save_predictions(run / "predictions.npz", saved["epoch"], {"pred": saved["pred"], "pred_tta": wrong},
+                     saved["label"])
+    assert np.array_equal(confusion_matrix(run)[0], truth)  # pred_tta left alone
+    save_predictions(run / "predictions.npz", saved["epoch"] + 1, {"pred": wrong}, saved["label"])
+    assert np.array_equal(confusion_matrix(run)[0], truth)  # stale: the model path
+
+
 def test_committed_figures_table_is_what_the_committed_logs_give():
     from pathlib import Path
 
