@@ -1,4 +1,4 @@
-"""bench/gpu_check.sh, the one command for the first GPU lent, rehearsed on the CPU: every
+"""bench/gpu_check.sh, the one command for a GPU machine, rehearsed on the CPU: every
 stage runs end to end with tiny sizes and a Python without IPython, and writes its files.
 Its limits on the GPU add up to under 7 minutes; no time is asserted here."""
 import csv
@@ -47,7 +47,7 @@ def test_the_rehearsal_runs_every_stage_and_writes_every_file(rehearsal):
     assert files == ["bench.md", "cuda-tests.txt", "log.txt", "recipes.md", "speed.csv", "speed.md",
                      "summary.txt"]  # at most 8 files come back from the device
     log = (out / "log.txt").read_text()
-    assert "IPython loaded: False" in log  # the Python of the lent machine: no IPython
+    assert "IPython loaded: False" in log  # a bare GPU machine's Python: no IPython
 
 
 def test_the_rehearsal_measured_both_models_eager_and_compiled(rehearsal):

@@ -1,4 +1,4 @@
-"""colabkit without a notebook: a server, a torchrun node or the lent GPU machine has no
+"""colabkit without a notebook: a server, a torchrun node or a bare GPU machine has no
 IPython and no ipywidgets, and the package must import, train, report and inspect there."""
 import json
 import os
