@@ -7,6 +7,7 @@ Images", 2009. CIFAR-12 = CIFAR-10 + CIFAR-100's coarse classes 1 (fish) and 2
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -312,6 +313,11 @@ def synthetic(train_size: int = 6000, test_size: int = 1200, num_classes: int = 
     return _make("synthetic", x_tr, y_tr, x_te, y_te, classes)
 
 
+# the synthetic set load_dataset gives: fixed content, generated once per process (a second
+# or more of float arithmetic) and handed out as copies
+_synthetic_set = functools.lru_cache(maxsize=1)(lambda: synthetic(seed=0))
+
+
 # ------------------------------------------------------------------ cache ----
 
 _ARRAYS = ("x_train", "y_train", "x_test", "y_test")
@@ -374,8 +380,8 @@ def load_dataset(name: str = "cifar12", root: str | os.PathLike = "data", *,
     lookup(SOURCES, name, "dataset")
     root = Path(root).expanduser()
     if name == "synthetic":
-        ds = synthetic(seed=0)  # fixed content; subsets below are seeded
-        return ds.subset(train_size, test_size, seed)
+        ds = _synthetic_set()  # fixed content; subsets below are seeded
+        return replace(ds, **{k: getattr(ds, k).copy() for k in _ARRAYS}).subset(train_size, test_size, seed)
 
     fingerprint = _fingerprint(root) if name == "folder" and root.exists() else ""
     cache_path = (root.parent if root.is_file() else root) / f"colabkit-{name}.npz"

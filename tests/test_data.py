@@ -1,5 +1,6 @@
 import tarfile
 import urllib.error
+import urllib.request
 import warnings
 
 import numpy as np
@@ -161,13 +162,31 @@ def test_failed_build_leaves_no_cache(tmp_path):
     assert list(root.glob("colabkit-*")) == []
 
 
-def test_no_network_gives_a_clear_error(tmp_path, monkeypatch):
-    import torchvision.datasets.utils as tvu
+def test_a_download_is_installed_whole_when_its_md5_checks_out_and_never_otherwise(tmp_path):
+    """The archive's bytes are renamed into place only after their md5 matches: a damaged
+    download leaves neither the archive nor a temporary behind."""
+    import hashlib
 
+    from colabkit.archives import download
+
+    served = tmp_path / "served.tar.gz"
+    served.write_bytes(b"CIFAR bytes" * 100_000)
+    good = hashlib.md5(served.read_bytes()).hexdigest()
+    dest = tmp_path / "data"
+    dest.mkdir()
+    with pytest.raises(OSError, match="damaged"):
+        download(served.as_uri(), dest / "a.tar.gz", md5="0" * 32)
+    assert list(dest.iterdir()) == []
+    download(served.as_uri(), dest / "a.tar.gz", md5=good)
+    assert [p.name for p in dest.iterdir()] == ["a.tar.gz"]
+    assert (dest / "a.tar.gz").read_bytes() == served.read_bytes()
+
+
+def test_no_network_gives_a_clear_error(tmp_path, monkeypatch):
     def offline(*a, **k):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(tvu, "download_url", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(DataError) as e:
         load_dataset("cifar12", tmp_path / "nowhere")
     msg = str(e.value)
@@ -321,3 +340,15 @@ def test_validation_holdout_is_stratified_disjoint_and_seeded():
     assert np.array_equal(a.x_test, ds.x_test)  # the test split is untouched
     with pytest.raises(ValueError, match="val_size must be between 1 and 599"):
         ds.holdout(600)
+
+
+def test_the_synthetic_set_is_the_same_at_every_load_and_a_change_to_one_copy_stays_there():
+    """load_dataset generates the synthetic set once per process and hands out copies."""
+    a = load_dataset("synthetic")
+    fresh = synthetic(seed=0)
+    assert all(np.array_equal(getattr(a, k), getattr(fresh, k))
+               for k in ("x_train", "y_train", "x_test", "y_test"))
+    a.x_train[:] = 0
+    a.y_test[:] = 0
+    b = load_dataset("synthetic")
+    assert np.array_equal(b.x_train, fresh.x_train) and np.array_equal(b.y_test, fresh.y_test)
