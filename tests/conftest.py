@@ -6,6 +6,12 @@ import pickle
 import sys
 from pathlib import Path
 
+# One intra-op thread in the tests and in every process they start (which inherit it); set
+# before torch loads. The tests' networks are tiny: two OpenMP threads made a training step
+# 4-8 times slower than one, more so on shared cores, and `pytest -n 2` puts a worker on
+# each core. Every bit-exact comparison is between runs made under this same setting.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import numpy as np
 import pytest
 

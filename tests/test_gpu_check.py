@@ -36,6 +36,7 @@ def rehearsal(tmp_path_factory):
     return proc, out
 
 
+@pytest.mark.integration
 def test_the_rehearsal_runs_every_stage_and_writes_every_file(rehearsal):
     proc, out = rehearsal
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:] + (out / "log.txt").read_text()[-3000:]
@@ -50,6 +51,7 @@ def test_the_rehearsal_runs_every_stage_and_writes_every_file(rehearsal):
     assert "IPython loaded: False" in log  # a bare GPU machine's Python: no IPython
 
 
+@pytest.mark.integration
 def test_the_rehearsal_measured_both_models_eager_and_compiled(rehearsal):
     _, out = rehearsal
     rows = list(csv.DictReader(open(out / "speed.csv")))
@@ -60,6 +62,7 @@ def test_the_rehearsal_measured_both_models_eager_and_compiled(rehearsal):
     assert "| 1 (resnet18) | fp16 | 2 | eager |" in (out / "speed.md").read_text()
 
 
+@pytest.mark.integration
 def test_the_rehearsal_trains_both_recipes_into_one_table_without_the_pace_run(rehearsal):
     _, out = rehearsal
     recipes = (out / "recipes.md").read_text()

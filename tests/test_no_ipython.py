@@ -8,6 +8,7 @@ import types
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # None in sys.modules makes `import IPython` raise ImportError, as on a machine without it
@@ -34,6 +35,7 @@ print("CODES", json.dumps(codes), "LOADED", json.dumps(blocked))
 """
 
 
+@pytest.mark.integration
 def test_every_command_runs_where_ipython_and_ipywidgets_are_missing(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "runs"), json.dumps(TINY)],

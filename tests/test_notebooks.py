@@ -60,11 +60,33 @@ def test_committed_notebooks_are_what_the_generator_writes():
             f"{name} differs: run python tools/make_notebooks.py"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_the_setup_cell_stops_run_all_with_one_line_when_pip_cannot_install(path, tmp_path):
-    """In Colab (google.colab imported), a REF that REPO_URL does not have: one line naming
-    both and what to change, no pip output, and Run all stops there."""
+def _cell(path, needle):
+    """The source of the first code cell of ``path`` that contains ``needle``."""
     nb = nbformat.read(path, as_version=4)
+    return next(c.source for c in nb.cells if c.cell_type == "code" and needle in c.source)
+
+
+def test_every_notebook_shares_one_setup_cell_and_the_training_ones_one_gpu_and_drive_cell():
+    """One generator writes these cells into every notebook: so the kernel tests below run
+    each of them in one notebook, and this test holds that the others carry the same text."""
+    setups = {p.name: _cell(p, "REPO_URL =") for p in NOTEBOOKS}
+    assert len(set(setups.values())) == 1, sorted(setups)
+    gpu = [p for p in NOTEBOOKS if not p.name.startswith("05")]
+    cells = {p.name: _cell(p, "colabkit.check_gpu(") for p in gpu}
+    first = cells[gpu[0].name]
+    head = first[:first.index("raise UsageError(str(e)) from None")]
+    assert "allow_cpu=ALLOW_CPU" in head and head.index("check_gpu(") < head.index("mount_drive(")
+    assert all(c.startswith(head) for c in cells.values()), cells
+    for p in gpu:  # ALLOW_CPU is a form field of each, which the cell reads
+        assert re.search(r"^ALLOW_CPU = False  #@param", _cell(p, "#@param"), re.M), p.name
+
+
+@pytest.mark.integration
+def test_the_setup_cell_stops_run_all_with_one_line_when_pip_cannot_install(tmp_path):
+    """In Colab (google.colab imported), a REF that REPO_URL does not have: one line naming
+    both and what to change, no pip output, and Run all stops there. (Every notebook has
+    this cell: test_every_notebook_shares_one_setup_cell...)"""
+    nb = nbformat.read(TRAINING[0], as_version=4)
     setup = next(c for c in nb.cells if c.cell_type == "code" and "REPO_URL =" in c.source)
     # a fork that exists but was never tagged: the notebook's REF is not there
     repo = tmp_path / "fork"
@@ -163,6 +185,7 @@ def _text(nb):
                    for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("path", TRAINING, ids=lambda p: p.name)
 def test_training_notebook_runs_headless_and_trains(executed, home, path):
     text = _text(executed[path.name])
@@ -174,6 +197,7 @@ def test_training_notebook_runs_headless_and_trains(executed, home, path):
     assert sum("image/png" in o.get("data", {}) for o in train_cell.outputs) == 1
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("present", [0, 1], ids=["no run", "one run"])
 def test_report_notebook_runs_with_no_run_or_one_and_writes_before_it_shows(present, tmp_path, tiny,
                                                                           monkeypatch):
@@ -195,6 +219,7 @@ def test_report_notebook_runs_with_no_run_or_one_and_writes_before_it_shows(pres
         assert table1.startswith("No run in") and "has finished an epoch yet" in table1
 
 
+@pytest.mark.integration
 def test_report_notebook_draws_from_the_four_runs(executed, home):
     text = _text(executed["05_report.ipynb"])
     for path in TRAINING:
@@ -204,6 +229,7 @@ def test_report_notebook_draws_from_the_four_runs(executed, home):
     assert sum(row.startswith("| da") for row in rows) == 3  # da, da_cbam, da_cbam_aspp
 
 
+@pytest.mark.integration
 def test_notebook_02_resumes_after_the_kernel_dies_mid_training(executed, home, tmp_path):
     run = tmp_path / "runs" / "02_resnet18_da-3ep"
     params = {**SMOKE, "EPOCHS": 3}
@@ -238,6 +264,7 @@ def test_setup_cell_installs_a_pinned_release():
         assert 'REF = "v' in src and '@{REF}' in src, path.name
 
 
+@pytest.mark.integration
 def test_queue_notebook_trains_four_runs_and_resumes_after_the_kernel_dies(tmp_path):
     old = os.environ.get("COLABKIT_HOME")
     os.environ["COLABKIT_HOME"] = str(tmp_path)
@@ -304,11 +331,14 @@ def _refused(nb, cwd) -> str:
     return lines[0]
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a CPU-only runtime")
-@pytest.mark.parametrize("path", [REPO / "notebooks" / "00_run_all.ipynb", *TRAINING], ids=lambda p: p.name)
-def test_on_a_cpu_runtime_the_notebook_says_so_in_one_line_before_asking_for_drive(path, tmp_path):
+def test_on_a_cpu_runtime_the_notebook_says_so_in_one_line_before_asking_for_drive(tmp_path):
+    """In the queue notebook; the training notebooks share its GPU-and-Drive cell
+    (test_every_notebook_shares_one_setup_cell...)."""
     from fake_colab import FakeColab
 
+    path = REPO / "notebooks" / "00_run_all.ipynb"
     fake = FakeColab(tmp_path / "vm")
     nb = _with_parameters(path, {**SMOKE, "ALLOW_CPU": False}, colab=(tmp_path / "vm", "vm", "b"))
     line = _refused(nb, tmp_path)
@@ -318,6 +348,7 @@ def test_on_a_cpu_runtime_the_notebook_says_so_in_one_line_before_asking_for_dri
     assert fake.calls() == []  # Drive was never asked for
 
 
+@pytest.mark.integration
 def test_notebook_01_on_colab_resumes_after_a_disconnect_refuses_a_live_second_kernel_and_a_queue_survives_drive(tmp_path):
     """The main flow on Colab, with google.colab.drive as the real one behaves
     (tests/fake_colab.py): train; disconnect (the kernel dies, the working copy and the VM

@@ -112,6 +112,7 @@ def test_a_run_with_a_validation_split_logs_it_and_picks_best_on_it(tiny, tmp_pa
     assert (env["train_images"], env["val_images"], env["test_images"]) == (128, 32, 64)
 
 
+@pytest.mark.integration
 def test_sweep_of_two_experiments_and_two_seeds_resumes_after_a_kill_and_skips_the_finished(tmp_path):
     import os
     import signal
@@ -147,6 +148,7 @@ def test_sweep_of_two_experiments_and_two_seeds_resumes_after_a_kill_and_skips_t
     assert again.stdout.count(": finished, best test accuracy") == 4
 
 
+@pytest.mark.integration
 def test_parallel_sweep_runs_children_and_collects_their_summaries(tmp_path):
     from colabkit.sweep import sweep
     res = sweep(["basic"], [0, 1], tmp_path, parallel=2,

@@ -411,6 +411,7 @@ def test_a_dead_holder_on_this_machine_is_taken_over(tiny, tmp_path):
     assert train(tiny("basic", epochs=1), tmp_path, progress=False)["epochs_done"] == 1
 
 
+@pytest.mark.integration
 def test_takeover_makes_the_first_trainer_stop_without_writing(tmp_path):
     """The race seen under load, made certain: the trainer that takes over finds the run
     finished for its --epochs, so it releases the folder before the first trainer's next
@@ -460,6 +461,7 @@ def _cli(run, kill, epochs=8):
             "--device", "cpu", "--mirror-minutes", "0"]
 
 
+@pytest.mark.integration
 def test_sigkill_anywhere_with_a_new_vm_each_time_ends_as_an_uninterrupted_run(tiny, drive, tmp_path):
     d, local = drive
     run = d / "runs" / "k"

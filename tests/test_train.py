@@ -81,6 +81,7 @@ def _cli(run_dir, exp_args, kill=("none", "0", "")):
             "--run-dir", str(run_dir), "--quiet", "--device", "cpu", *exp_args]
 
 
+@pytest.mark.integration
 def test_resume_after_sigkill_in_every_window_of_a_checkpoint_matches_uninterrupted_run(tiny, tmp_path, reference):
     # the CLI run uses the preset's schedule (steps at thirds): so does the reference
     exp = tiny("da", epochs=8, milestones=None)
@@ -163,6 +164,7 @@ def test_interrupt_with_time_cadence_still_saves_the_last_finished_epoch(tiny, t
     assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 2
 
 
+@pytest.mark.integration
 def test_sigterm_checkpoints_and_exits_with_resume_message(tmp_path):
     args = ["--experiment", "basic", "--dataset", "synthetic", "--epochs", "50", "--width", "4",
             "--batch-size", "32", "--train-size", "256", "--test-size", "64"]
@@ -370,6 +372,7 @@ def test_a_folder_without_a_finished_epoch_takes_a_new_configuration(tiny, tmp_p
     assert json.loads((tmp_path / "config.json").read_text())["batch_size"] == 16
 
 
+@pytest.mark.integration
 def test_background_writer_inside_train_saves_and_survives_an_interrupt(tiny, tmp_path, monkeypatch, reference):
     exp = tiny("basic", epochs=4)
     _interrupt_at(monkeypatch, epoch=3, batch=1)
@@ -409,6 +412,7 @@ def _bounded(cmd, deadline, returncode=0):
     return out
 
 
+@pytest.mark.integration
 def test_compiled_model_trains_and_resumes_with_plain_state_dict_keys(tiny, tmp_path, reference):
     # torch.compile runs in child processes with a hard deadline, never in pytest's own:
     # under load, a compiled CPU step once spun inside oneDNN's convolution backward for over
