@@ -1,6 +1,7 @@
 # Entry points for a fresh machine: `make demo` (train end to end, then the report),
-# `make test` (the suite on the development stack), `make test-colab` (the suite on
-# Colab's), `make release-check`. Each creates its venv and installs what it needs first.
+# `make test` (the whole suite on the development stack), `make test-fast` (the suite
+# without the integration tests: what to run while working), `make test-colab` (the whole
+# suite on Colab's), `make release-check`. Each creates its venv and installs what it needs first.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -19,7 +20,11 @@ PYTHON_COLAB ?= $(or $(shell p=$$(pyenv prefix 3.13 2>/dev/null) && echo $$p/bin
 COLAB_VENV ?= .venv-colab
 COLAB_PY := $(COLAB_VENV)/bin/python
 
-.PHONY: demo test test-colab release-check cli-docs figures bench clean
+# one worker per core (pytest-xdist); the tests that share a trained fixture stay on one
+# worker (xdist_group); each run ends with its 15 slowest tests, so a slowdown shows
+PYTEST_ARGS ?= -q -n auto --dist loadgroup --durations=15
+
+.PHONY: demo test test-fast test-colab release-check cli-docs figures bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,11 +47,16 @@ demo: $(VENV)/.installed
 	$(PY) -m colabkit demo --home colabkit-home
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# everything but the tests marked integration (real notebook kernels, killed trainers,
+# torchrun, the GPU check's rehearsal): a few minutes
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS) -m "not integration"
 
 # the whole suite on Colab's stack; test_stack.py checks the venv holds exactly those versions
 test-colab: $(COLAB_VENV)/.installed
-	COLABKIT_EXPECT_STACK=constraints/colab.txt $(COLAB_PY) -m pytest -q -p no:cacheprovider
+	COLABKIT_EXPECT_STACK=constraints/colab.txt $(COLAB_PY) -m pytest $(PYTEST_ARGS) -p no:cacheprovider
 
 # is this tree ready to be tagged v<version>? (docs/releasing.md; standard library only)
 release-check:

@@ -9,6 +9,8 @@ from colabkit.runs import DETERMINISTIC_FIELDS, read_metrics
 from colabkit.runtime import compile_note
 from colabkit.train import train
 
+pytestmark = pytest.mark.xdist_group("test_compile")  # its module fixture, trained once: one worker
+
 
 class FailsInBackward(torch.autograd.Function):
     @staticmethod

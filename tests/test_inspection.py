@@ -15,6 +15,8 @@ from colabkit.runs import read_metrics
 from colabkit.train import train
 from conftest import drawn_png
 
+pytestmark = pytest.mark.xdist_group("test_inspection")  # its module fixture, trained once: one worker
+
 
 @pytest.fixture(scope="module")
 def cbam_run(tmp_path_factory):

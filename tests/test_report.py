@@ -12,6 +12,8 @@ from colabkit.runs import read_metrics, write_metrics
 from colabkit.train import train
 from conftest import drawn_png, independent_predictions
 
+pytestmark = pytest.mark.xdist_group("test_report")  # its module fixture, trained once: one worker
+
 
 def _tiny(name, **kw):
     base = dict(dataset="synthetic", epochs=3, batch_size=32, width=4, train_size=128,

@@ -36,9 +36,10 @@ def _det(rows):
     return [{k: r[k] for k in DETERMINISTIC_FIELDS} for r in rows]
 
 
-@pytest.fixture
-def reference(tiny, tmp_path_factory):
-    """An uninterrupted run of the tiny experiment, for comparisons."""
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run of an experiment, for comparisons: trained once per module (and
+    xdist worker), for every test that only reads it."""
     cache = {}
 
     def get(exp):

@@ -19,6 +19,8 @@ from colabkit.runs import read_json, read_predictions
 from colabkit.train import train
 from conftest import independent_predictions
 
+pytestmark = pytest.mark.xdist_group("test_weights")  # its module fixture, trained once: one worker
+
 REPO = Path(__file__).resolve().parents[1]
 
 

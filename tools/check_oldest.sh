@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the oldest versions colabkit claims to support (pyproject.toml's lower bounds,
 # with the torch at hand: TORCH, default torch==2.14.1 torchvision==0.29.1) in a fresh
-# virtual environment, imports every module and runs the fast tests there.
+# virtual environment, imports every module and runs the suite without its integration
+# tests there (pytest -m "not integration", as make test-fast).
 #
 # usage: bash tools/check_oldest.sh [VENV]      (default /tmp/colabkit-oldest)
 set -euo pipefail
@@ -11,7 +12,8 @@ TORCH=${TORCH:-"torch==2.14.1 torchvision==0.29.1"}
 python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q $TORCH
 "$VENV/bin/python" -m pip install -q "numpy==1.23.5" "pandas==1.5.3" "matplotlib==3.6.3" \
-    "tqdm==4.64.1" "ipywidgets==7.6.5" "pillow==9.5.0" "scipy==1.11.4" pytest pytest-timeout
+    "tqdm==4.64.1" "ipywidgets==7.6.5" "pillow==9.5.0" "scipy==1.11.4" \
+    pytest pytest-timeout pytest-xdist nbclient nbformat ipykernel
 "$VENV/bin/python" -m pip install -q --no-deps -e .
 "$VENV/bin/python" - <<'PY'
 import importlib, pkgutil, colabkit
@@ -22,5 +24,4 @@ print("imported every colabkit module with numpy", numpy.__version__, "pandas", 
       "matplotlib", matplotlib.__version__, "tqdm", tqdm.__version__, "ipywidgets",
       ipywidgets.__version__, "pillow", PIL.__version__, "torch", torch.__version__)
 PY
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_experiments.py tests/test_augment.py \
-    tests/test_models.py tests/test_report.py tests/test_checkpoint.py
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider -n auto --dist loadgroup -m "not integration"
