@@ -67,8 +67,9 @@ class Dataset:
         remainders), and the same seed always holds out the same images."""
         n = len(self.y_train)
         if not 0 < val_size < n:
-            raise SettingError(f"{{val_size}} must be between 1 and {n - 1} (the training split "
-                               f"has {n} images), got {val_size}", val_size=setting("val_size"))
+            raise SettingError(lambda field: f"{field} must be between 1 and {n - 1} (the "
+                               f"training split has {n} images), got {val_size}",
+                               field=setting("val_size"))
         counts = np.bincount(self.y_train, minlength=self.num_classes)
         quota = val_size * counts / n
         take = np.floor(quota).astype(int)
@@ -244,9 +245,9 @@ def build_folder(root: Path) -> Dataset:
         raise DataError(f"{root} must hold train/<class>/ and test/<class>/ folders of "
                         "images (or be a .tar.gz of such a tree)")
     if not root.exists():
-        folder = str(root).replace("{", "{{").replace("}", "}}")  # a template
-        raise DataError(f"{folder} does not exist: give the data root ({{root}}) as a folder "
-                        "holding train/ and test/, or a .tar.gz of one", root=setting("data_root"))
+        raise DataError(lambda data_root: f"{root} does not exist: give the data root "
+                        f"({data_root}) as a folder holding train/ and test/, or a .tar.gz of one",
+                        data_root=setting("data_root"))
     images = {"train": ([], []), "test": ([], [])}
     try:
         for split, cls, where, data in _folder_entries(root):

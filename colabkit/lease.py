@@ -157,22 +157,22 @@ class Lease:
         return f"host {holder.get('host')} pid {holder.get('pid')}"
 
     def _refusal(self, holder: dict, age: float) -> LeaseHeld:
-        folder = str(self.path.parent).replace("{", "{{").replace("}", "}}")  # a template
+        folder = self.path.parent
         if self.same_machine(holder):  # alive: gone() said no
             return LeaseHeld(
-                f"{folder} is being trained right now by another notebook or process on this "
-                f"runtime ({self.describe(holder)}, last heartbeat {span(age)} ago): let it "
-                "finish, or stop it there. Only if this one should train instead, "
-                "{takeover}: the other stops at its next epoch.", takeover=_TAKEOVER_NOW)
+                lambda takeover: f"{folder} is being trained right now by another notebook or "
+                f"process on this runtime ({self.describe(holder)}, last heartbeat {span(age)} "
+                "ago): let it finish, or stop it there. Only if this one should train instead, "
+                f"{takeover}: the other stops at its next epoch.", takeover=_TAKEOVER_NOW)
         limit = self.limit_seconds(holder)
         why = (f"{STALE_EPOCHS} of its epoch times of {float(holder['epoch_seconds']):.0f} s plus "
                f"{UPLOAD_LAG_S / 60:g} min for Drive to upload a heartbeat"
                if holder.get("epoch_seconds") else "it has not timed an epoch yet")
         return LeaseHeld(
-            f"{folder} was being trained {span(age)} ago by another runtime "
+            lambda takeover: f"{folder} was being trained {span(age)} ago by another runtime "
             f"({self.describe(holder)}). If that runtime is gone (a disconnect), Run all again "
             f"in {span(limit - age)} (it counts as gone after {span(limit)} without a "
-            f"heartbeat: {why}), or {{takeover}} now; if it still trains in another tab, "
+            f"heartbeat: {why}), or {takeover} now; if it still trains in another tab, "
             "leave this one.", takeover=_TAKEOVER_NOW)
 
     def acquire(self, takeover: bool = False) -> None:

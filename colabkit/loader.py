@@ -58,8 +58,8 @@ class DeviceLoader:
         self.augment = augment if (augment is not None and augment.active) else None
         self.drop_last = train if drop_last is None else drop_last
         if train and self.drop_last and len(self.y) < batch_size:
-            raise SettingError(f"the training split has {len(self.y)} images, fewer than one "
-                               f"batch of {batch_size}: lower the batch size ({{batch}})",
+            raise SettingError(lambda batch: f"the training split has {len(self.y)} images, "
+                               f"fewer than one batch of {batch_size}: lower the batch size ({batch})",
                                batch=setting("batch_size"))
         self.rank, self.world_size = rank, world_size
         cl = self.device.type == "cuda" if channels_last is None else channels_last

@@ -90,8 +90,8 @@ class RunStorage:
     def __init__(self, run_dir: str | os.PathLike, *, mirror_minutes: float = 10.0,
                  takeover: bool = False, stale_minutes: float = STALE_MINUTES):
         if mirror_minutes < 0:
-            raise SettingError(f"{{m}} must be >= 0, got {mirror_minutes:g}",
-                               m=setting("mirror_minutes"))
+            raise SettingError(lambda field: f"{field} must be >= 0, got {mirror_minutes:g}",
+                               field=setting("mirror_minutes"))
         self.home = RunDir(run_dir)
         self.drive = is_drive(self.home.path)
         self.work = RunDir(working_copy(self.home.path)) if self.drive else self.home
