@@ -103,8 +103,9 @@ class Dataset:
         return {c: int(n) for c, n in zip(self.classes, np.bincount(y, minlength=len(self.classes)))}
 
 
-def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 NHWC images, on the [0, 1] scale."""
+def channel_mean_std(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """A data set's per-channel mean and std (``Dataset.mean``, ``Dataset.std``), computed
+    from its uint8 NHWC images, on the [0, 1] scale."""
     flat = x.reshape(-1, x.shape[-1])
     mean = flat.mean(axis=0, dtype=np.float64)
     sq = np.einsum("ij,ij->j", flat, flat, dtype=np.float64) / len(flat)  # no float copy
@@ -113,7 +114,7 @@ def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def _make(name, x_tr, y_tr, x_te, y_te, classes) -> Dataset:
-    mean, std = channel_stats(x_tr)
+    mean, std = channel_mean_std(x_tr)
     return Dataset(name, np.ascontiguousarray(x_tr, dtype=np.uint8), y_tr.astype(np.int64),
                    np.ascontiguousarray(x_te, dtype=np.uint8), y_te.astype(np.int64),
                    tuple(classes), mean, std)

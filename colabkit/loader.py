@@ -26,9 +26,10 @@ def unit_float(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).float().div_(255)
 
 
-def channel_stats(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The data set's per-channel mean and std as (1, C, 1, 1) tensors on ``device``:
-    images are normalized as ``(x - mean) / std``, in training and inspection alike."""
+def normalization_tensors(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A data set's per-channel ``mean`` and ``std`` (``data.channel_mean_std``) as the
+    (1, C, 1, 1) tensors on ``device`` that images are normalized with, ``(x - mean) / std``,
+    in training and inspection alike."""
     return (torch.tensor(mean, device=device, dtype=torch.float32).view(1, -1, 1, 1),
             torch.tensor(std, device=device, dtype=torch.float32).view(1, -1, 1, 1))
 
@@ -64,7 +65,7 @@ class DeviceLoader:
         self.rank, self.world_size = rank, world_size
         cl = self.device.type == "cuda" if channels_last is None else channels_last
         self.memory_format = torch.channels_last if cl else torch.contiguous_format
-        self.mean, self.std = channel_stats(mean, std, self.device)
+        self.mean, self.std = normalization_tensors(mean, std, self.device)
 
     def __len__(self) -> int:
         n = len(self.y)

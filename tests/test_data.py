@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from colabkit.augment import Augmenter
-from colabkit.data import CIFAR12_CLASSES, DataError, channel_stats, load_dataset, synthetic
+from colabkit.data import CIFAR12_CLASSES, DataError, channel_mean_std, load_dataset, synthetic
 from colabkit.loader import DeviceLoader
 from colabkit.experiments import PRESETS
 
@@ -40,7 +40,7 @@ def test_cifar12_from_real_pickle_formats(cifar_root):
     assert np.array_equal(ds.y_train[30:], np.where(fine < 10, 10, 11))  # fish -> 10, flowers -> 11
     # channels unpacked from CIFAR's planar rows: green 200, blue 100 at pixel (0, 0)
     assert (ds.x_train[:, 0, 0, 1] == 200).all() and (ds.x_train[:, 0, 0, 2] == 100).all()
-    mean, std = channel_stats(ds.x_train)
+    mean, std = channel_mean_std(ds.x_train)
     assert ds.mean == pytest.approx(mean) and all(0 < s < 0.5 for s in ds.std)
 
 

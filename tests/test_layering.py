@@ -1,5 +1,6 @@
 """The package's floors (docs/design.md, "The floors"): each module imports only modules listed above
-it, at the top of the file, and stays small enough to read in one sitting."""
+it, at the top of the file, and stays small enough to read in one sitting; and a name of the
+package means one thing."""
 import ast
 import re
 from pathlib import Path
@@ -50,6 +51,18 @@ def test_every_module_imports_only_modules_above_it_and_only_at_the_top():
 def test_no_module_passes_500_lines():
     sizes = {p.name: len(p.read_text().splitlines()) for p in PACKAGE.glob("*.py")}
     assert {n: k for n, k in sizes.items() if k > 500} == {}
+
+
+def test_no_two_modules_define_a_function_or_class_of_the_same_name():
+    """One name, one meaning: two ``channel_stats`` (a data set's statistics from its
+    images, and the loader's normalization tensors) took different inputs and gave different
+    outputs, and a reader of one call could not tell which."""
+    where: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE.glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                where.setdefault(node.name, []).append(path.stem)
+    assert {name: mods for name, mods in where.items() if len(mods) > 1} == {}
 
 
 def test_the_design_page_lists_the_modules_in_the_same_order():
