@@ -65,6 +65,31 @@ def test_no_two_modules_define_a_function_or_class_of_the_same_name():
     assert {name: mods for name, mods in where.items() if len(mods) > 1} == {}
 
 
+# "run" is a run: its folder (a RunDir) or its name; never the verb (run_epoch, gone) nor
+# the parts a run trains with (train.Parts, once "Trainer", passed as `run`). Each run_*
+# name of the package, with what it means:
+RUN_NAMES = {"run_name": "a run's folder name", "run_status": "where a run stands",
+             "run_queue": "a queue of runs, trained in turn",
+             "run_growth": "Drive's growth beyond a run's own files",
+             "_run_flags": "the flags of a run, shared by train and sweep"}
+
+
+def test_run_in_a_name_means_a_run():
+    unknown, not_a_folder = [], []
+    for path in sorted(PACKAGE.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            if node.name.lstrip("_").startswith("run_") and node.name not in RUN_NAMES:
+                unknown.append(f"{path.name}: {node.name}")
+            args = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+            not_a_folder += [f"{path.name}: {node.name}({a.arg}: {ast.unparse(a.annotation)})"
+                             for a in args if a.arg == "run" and a.annotation is not None
+                             and ast.unparse(a.annotation) not in ("RunDir", "str")]
+    assert unknown == [], "name it for what it does, or add it to RUN_NAMES saying which run it is"
+    assert not_a_folder == [], "a parameter named run is a run folder (RunDir) or a run's name"
+
+
 def test_the_design_page_lists_the_modules_in_the_same_order():
     text = (REPO / "docs" / "design.md").read_text(encoding="utf-8")
     section = text[text.index("## The floors"):]

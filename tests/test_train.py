@@ -461,7 +461,7 @@ def test_a_new_run_folder_says_which_runs_of_its_experiment_stand_beside_it(tiny
 def test_ctrl_c_before_the_first_epoch_says_nothing_was_saved(tiny, tmp_path, monkeypatch, capsys):
     def stop(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(sys.modules["colabkit.train"], "run_epoch", stop)
+    monkeypatch.setattr(sys.modules["colabkit.train"], "train_and_evaluate", stop)
     res = train(tiny("basic", epochs=2), tmp_path, progress=False)
     out = capsys.readouterr().out
     assert res["status"] == "interrupted" and res["epochs_done"] == 0
