@@ -14,7 +14,8 @@ from pathlib import Path
 # every module at the top: `python -m colabkit` imports the package first, and its
 # __init__ imports them all, so importing later here would save no start-up time
 from .checkpoint import CheckpointError
-from .data import SOURCES, DataError
+from .archives import DataError
+from .data import SOURCES
 from .experiments import DEFAULT_IF_ZERO, FIELDS, PRESETS, RECIPES, get_experiment
 from .inspection import InspectionError, inspect
 from .models import count_parameters
@@ -26,7 +27,8 @@ from .status import status_table
 from .lease import LeaseHeld, LeaseLost
 from .sweep import sweep
 from .tables import ReportError
-from .train import ConfigMismatch, train
+from .resume import ConfigMismatch
+from .train import train
 from .version import __version__
 from .weights import WeightsError, export
 

@@ -49,7 +49,7 @@ def _boot_id() -> str:
         return ""
 
 
-def _start_ticks(pid: int) -> str:
+def start_ticks(pid: int) -> str:
     """When process ``pid`` started (tells a reused pid from the original), or ''."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
@@ -64,7 +64,7 @@ def _alive(pid: int, ticks: str) -> bool:
         return False
     except PermissionError:
         return True
-    return not ticks or not _start_ticks(pid) or _start_ticks(pid) == ticks
+    return not ticks or not start_ticks(pid) or start_ticks(pid) == ticks
 
 
 def span(seconds: float) -> str:
@@ -92,7 +92,7 @@ class Lease:
         self.stale_minutes = stale_minutes
         self.writable = writable
         self.me = {"id": secrets.token_hex(8), "host": socket.gethostname(),
-                   "boot_id": _boot_id(), "pid": os.getpid(), "start": _start_ticks(os.getpid())}
+                   "boot_id": _boot_id(), "pid": os.getpid(), "start": start_ticks(os.getpid())}
         self.epoch_seconds: float | None = None  # the longest of the last few heartbeat intervals
         self._beats: list[float] = []
         self._warned = False
@@ -261,4 +261,5 @@ class Lease:
                     pass
 
 
-__all__ = ["Lease", "LeaseHeld", "LeaseLost", "STALE_EPOCHS", "UPLOAD_LAG_S", "span"]
+__all__ = ["Lease", "LeaseHeld", "LeaseLost", "STALE_EPOCHS", "STALE_MINUTES", "UPLOAD_LAG_S", "span",
+           "start_ticks"]

@@ -13,9 +13,10 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from .archives import DataError
 from .checkpoint import read_checkpoint
 from .compare import comparison_sentences, comparison_table, per_class_table
-from .data import DataError, load_dataset
+from .data import load_dataset
 from .experiments import Experiment
 from .figures import FIGURES, plot_confusion, plot_curves
 from .inspection import InspectionError, plot_robustness

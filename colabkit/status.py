@@ -13,7 +13,7 @@ import pandas as pd
 from . import quota
 from .experiments import PRESETS, QUEUE, run_name, with_recipe
 from .runs import RunDir, find_runs, read_json, read_metrics
-from .storage import Lease
+from .lease import Lease
 
 
 def run_status(run_dir: str | os.PathLike, epochs: int | None = None,

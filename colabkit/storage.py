@@ -32,7 +32,7 @@ from pathlib import Path
 from . import quota, runtime
 from .checkpoint import CheckpointError, find_latest, finish_install
 from .files import atomic_write, explain_os_error, remove_temporaries
-from .lease import STALE_MINUTES, Lease, LeaseHeld, LeaseLost, _start_ticks  # noqa: F401 (re-exported)
+from .lease import STALE_MINUTES, Lease
 from .registry import SettingError, setting
 from .runs import RunDir, write_metrics
 
@@ -337,6 +337,5 @@ class RunStorage:
         return f"{line}\n" if line else ""
 
 
-__all__ = ["RunStorage", "Lease", "LeaseHeld", "LeaseLost", "is_drive", "local_area",
-           "working_copy", "drive_roots"]
+__all__ = ["RunStorage", "is_drive", "local_area", "working_copy", "drive_roots"]
 

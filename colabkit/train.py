@@ -37,12 +37,13 @@ from .data import Dataset, load_dataset
 from .distributed import Dist
 from .epochs import CompiledOrEager, evaluate, make_optimizer, match_precision, train_epoch
 from .experiments import Experiment, get_experiment
+from .lease import LeaseLost
 from .loader import DeviceLoader
 from .resume import CHECKPOINT_FORMAT, ConfigMismatch, check_config, version_note
 from .runs import selection_key, write_json
 from .runtime import choose_precision, compile_note, environment_record
 from .saver import Saver
-from .storage import LeaseLost, RunStorage
+from .storage import RunStorage
 from .version import colabkit_version
 
 @contextmanager

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from colabkit.archives import DataError
 from colabkit.augment import Augmenter
-from colabkit.data import CIFAR12_CLASSES, DataError, channel_mean_std, load_dataset, synthetic
+from colabkit.data import CIFAR12_CLASSES, channel_mean_std, load_dataset, synthetic
 from colabkit.loader import DeviceLoader
 from colabkit.experiments import PRESETS
 

@@ -90,6 +90,43 @@ def test_run_in_a_name_means_a_run():
     assert not_a_folder == [], "a parameter named run is a run folder (RunDir) or a run's name"
 
 
+def _defined(module: str) -> set[str]:
+    """The names a module of the package defines at its top level (not those it imports)."""
+    names = set()
+    for node in ast.parse((PACKAGE / f"{module}.py").read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return names
+
+
+def test_each_name_is_imported_from_the_module_that_defines_it():
+    """A name read through a module that merely imported it (storage passing on lease's
+    names, its private ``_start_ticks`` among them) ties the reader to that module's imports:
+    the package and the tests import from where a name is defined, and no module imports
+    another's private name."""
+    defined = {p.stem: _defined(p.stem) for p in PACKAGE.glob("*.py")}
+    passed_on, private = [], []
+    for path in [*PACKAGE.glob("*.py"), *(REPO / "tests").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or not node.module:
+                continue
+            if node.level == 1 and path.parent == PACKAGE:
+                module = node.module
+            elif node.level == 0 and node.module.startswith("colabkit."):
+                module = node.module.split(".")[1]
+            else:
+                continue
+            names = [a.name for a in node.names]
+            passed_on += [f"{path.name}: {n} from {module}" for n in names if n not in defined[module]]
+            if path.parent == PACKAGE:
+                private += [f"{path.name}: {n} from {module}" for n in names if n.startswith("_") and not n.endswith("__")]
+    assert passed_on == [], "import each name from the module that defines it"
+    assert private == [], "a private name stays in its module: make it public, or move it"
+
+
 def test_the_design_page_lists_the_modules_in_the_same_order():
     text = (REPO / "docs" / "design.md").read_text(encoding="utf-8")
     section = text[text.index("## The floors"):]

@@ -14,8 +14,9 @@ import colabkit
 from colabkit.checkpoint import CHECKSUM_KEY, content_hash
 from colabkit.status import status_table
 from colabkit.runs import write_json, write_metrics
-from colabkit.storage import Lease, _start_ticks
-from colabkit.status import QUEUE, queue_status
+from colabkit.experiments import QUEUE
+from colabkit.lease import Lease, start_ticks
+from colabkit.status import queue_status
 from colabkit.sweep import run_queue
 from colabkit.train import train
 
@@ -36,7 +37,7 @@ def _craft(folder, done, epochs=10, lease_pid=None, heartbeat_age=0.0):
     if lease_pid is not None:
         me = Lease(folder / "lease.json").me
         (folder / "lease.json").write_text(json.dumps({**me, "id": "x", "pid": lease_pid,
-                                                       "start": _start_ticks(lease_pid),
+                                                       "start": start_ticks(lease_pid),
                                                        "heartbeat_unix": time.time() - heartbeat_age}))
 
 

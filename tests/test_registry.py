@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from colabkit.data import DataError, build_folder, synthetic
+from colabkit.archives import DataError
+from colabkit.data import build_folder, synthetic
 from colabkit.experiments import get_experiment
-from colabkit.lease import Lease, LeaseHeld, _start_ticks as start_ticks
+from colabkit.lease import Lease, LeaseHeld, start_ticks
 from colabkit.loader import DeviceLoader
 from colabkit.registry import Advice, SettingError, setting
 from colabkit.resume import CHECKPOINT_FORMAT, ConfigMismatch, check_config

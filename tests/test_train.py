@@ -18,7 +18,8 @@ from colabkit import loader as loader_mod
 from colabkit import files
 from colabkit.checkpoint import CheckpointError
 from colabkit.runs import DETERMINISTIC_FIELDS, RunDir, RunFolderError, read_metrics
-from colabkit.train import ConfigMismatch, train
+from colabkit.resume import ConfigMismatch
+from colabkit.train import train
 
 HERE = Path(__file__).parent
 ENV = {**os.environ, "PYTHONPATH": str(HERE.parent), "PYTHONUNBUFFERED": "1"}
