@@ -128,8 +128,9 @@ class Lease:
             os.close(fd)  # releases the lock
 
     @staticmethod
-    def age_seconds(holder: dict) -> float:
-        return time.time() - float(holder.get("heartbeat_unix", 0))
+    def age_seconds(holder: dict, now: float | None = None) -> float:
+        """Seconds since ``holder``'s last heartbeat (at ``now``, a Unix time; default now)."""
+        return (time.time() if now is None else now) - float(holder.get("heartbeat_unix", 0))
 
     def limit_seconds(self, holder: dict) -> float:
         """How long another machine's holder may stay silent before it counts as gone:
@@ -151,6 +152,15 @@ class Lease:
             return False
         pid = int(holder.get("pid", -1))
         return pid == self.me["pid"] or not _alive(pid, holder.get("start", ""))
+
+    def stalled(self, holder: dict, now: float | None = None) -> bool:
+        """The one rule of whether ``holder`` still trains: it has stalled when it is provably
+        gone (``gone``), or is another machine's and has been silent past ``limit_seconds``.
+        A trainer then resumes the folder without ``takeover``, and the status table says
+        ``stalled``; otherwise it is ``running``, and a new trainer is refused."""
+        if self.gone(holder):
+            return True
+        return not self.same_machine(holder) and self.age_seconds(holder, now) > self.limit_seconds(holder)
 
     @staticmethod
     def describe(holder: dict) -> str:
@@ -179,13 +189,14 @@ class Lease:
         with self._locked():
             holder = self.holder()
             if holder is not None and holder["id"] != self.me["id"]:
-                age = self.age_seconds(holder)
+                now = time.time()
+                age = self.age_seconds(holder, now)
                 if self.gone(holder):
                     pass  # this machine, process dead: nobody to tell
                 elif takeover:
                     print(f"Taking over {self.path.parent} from {self.describe(holder)} "
                           f"(last heartbeat {span(age)} ago).")
-                elif not self.same_machine(holder) and age > self.limit_seconds(holder):
+                elif self.stalled(holder, now):  # another machine's, silent past its limit
                     print(f"The runtime that trained {self.path.parent} before "
                           f"({self.describe(holder)}) has been silent for {span(age)}, longer "
                           f"than this run's limit of {span(self.limit_seconds(holder))}: it is "
