@@ -83,14 +83,14 @@ def _progress(total: int, initial: int, enabled: bool, desc: str, leave: bool = 
 def _results(exp: Experiment, run_dir, history: list[dict], status: str,
              world: int = 1) -> dict:
     key = selection_key([r.get("val_acc") for r in history], exp.tta)
-    test = "test_acc_tta" if exp.tta else "test_acc"
-    best = max(history, key=lambda r: (r[key], -r["epoch"]), default=None)
+    test = key.accuracy("test")
+    best = max(history, key=lambda r: (r[key.column], -r["epoch"]), default=None)
     return {
         "run_dir": str(run_dir), "experiment": exp.name, "model": exp.model,
         "recipe": exp.recipe, "status": status, "epochs_done": len(history), "epochs": exp.epochs,
-        "selected_on": key.split("_")[0], "accuracy": "flip TTA" if exp.tta else "plain",
+        "selected_on": key.split, "accuracy": "flip TTA" if exp.tta else "plain",
         "best_acc": best[test] if best else None,  # test accuracy at the best epoch
-        "best_val_acc": best.get(key.replace("test", "val")) if best else None,
+        "best_val_acc": best.get(key.accuracy("val")) if best else None,
         "best_epoch": best["epoch"] if best else None,
         "final_acc": history[-1][test] if history else None,
         "train_seconds": sum(r["seconds"] for r in history),
