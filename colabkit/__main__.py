@@ -17,7 +17,7 @@ from .checkpoint import CheckpointError
 from .archives import DataError
 from .data import SOURCES
 from .experiments import DEFAULT_IF_ZERO, FIELDS, PRESETS, RECIPES, get_experiment
-from .inspection import InspectionError, inspect
+from .inspection import InspectionError, inspect_run
 from .models import count_parameters
 from .report import write_report
 from .runs import RunFolderError
@@ -255,8 +255,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    written = inspect(args.run_dir, args.out, device=args.device, images=args.images,
-                      data_root=args.data_root)
+    written = inspect_run(args.run_dir, args.out, device=args.device, images=args.images,
+                          data_root=args.data_root)
     print("wrote", ", ".join(str(p) for paths in written.values() for p in paths))
     return 0
 

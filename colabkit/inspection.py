@@ -1,7 +1,7 @@
 """A look inside a trained run, from its folder alone: where CBAM attends, what the
 rotation augmentation bought, what each model costs, and its most confident mistakes.
 
-``inspect(run_dir, out)`` reads ``best.pt`` (or, if that fails to verify, the newest
+``inspect_run(run_dir, out)`` reads ``best.pt`` (or, if that fails to verify, the newest
 checkpoint that does), rebuilds the run's test split, and writes:
 
 - ``attention.png``/``.pdf`` (CBAM models): one test image per class with the spatial
@@ -319,9 +319,9 @@ def plot_mistakes(logits: torch.Tensor, data, n: int = 16) -> Figure:
 
 # ------------------------------------------------------------------ driver ----
 
-def inspect(run_dir: str | os.PathLike, out: str | os.PathLike, *, device: str = "cpu",
-            images: int | None = None, data=None, data_root: str | os.PathLike = "data",
-            cost_batch: int = 128) -> dict[str, list[Path]]:
+def inspect_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, device: str = "cpu",
+                images: int | None = None, data=None, data_root: str | os.PathLike = "data",
+                cost_batch: int = 128) -> dict[str, list[Path]]:
     """Inspect one run folder into ``out`` (see the module's docstring); ``images``
     limits the test images used (a seeded subset of the run's test split)."""
     state, path = load_for_inspection(run_dir)

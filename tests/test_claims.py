@@ -17,7 +17,7 @@ from colabkit.checkpoint import CheckpointError, read_checkpoint
 from colabkit.compare import comparison_table
 from colabkit.data import load_dataset
 from colabkit.distributed import Dist
-from colabkit.inspection import InspectionError, inspect
+from colabkit.inspection import InspectionError, inspect_run
 from colabkit.models import build_model
 from colabkit.runs import read_metrics, read_predictions
 from colabkit.tables import load_runs, results_table
@@ -185,7 +185,7 @@ def test_a_file_holding_a_pickled_object_is_refused_by_every_loader_without_runn
         if (run / name).exists():
             _planted(run / name, marker)
     with pytest.raises(InspectionError):
-        inspect(run, tmp_path / "inspect", images=8)
+        inspect_run(run, tmp_path / "inspect", images=8)
     with pytest.raises(CheckpointError):
         train(tiny("basic", epochs=2), run, progress=False)  # resuming reads last.pt
     # the hub entry: a released file (its name carries its hash) served from a folder
