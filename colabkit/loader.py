@@ -72,7 +72,10 @@ class DeviceLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
-        return self.epoch(1)
+        # the batches depend on the epoch (order, augmentation): a bare `for` once gave
+        # epoch 1's batches every time, so the caller names the epoch
+        raise TypeError("a DeviceLoader's batches depend on the epoch: iterate over "
+                        "loader.epoch(n) (any n for a test split, whose order never changes)")
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.y)

@@ -250,6 +250,18 @@ def test_same_seed_and_epoch_give_identical_batches_another_epoch_another_order(
     assert not torch.equal(torch.cat([y for _, y in ea]), torch.cat([y for _, y in e4]))
 
 
+def test_a_loader_is_iterated_by_epoch_never_bare():
+    """A bare ``for x, y in loader`` once gave epoch 1's order and augmentation in every
+    epoch; it is an error now, saying to name the epoch."""
+    _, loader = _loader()
+    with pytest.raises(TypeError, match=r"depend on the epoch: iterate over loader\.epoch\(n\)"):
+        iter(loader)
+    with pytest.raises(TypeError):
+        next(x for x in loader)
+    first = torch.cat([y for _, y in loader.epoch(1)])
+    assert not torch.equal(first, torch.cat([y for _, y in loader.epoch(2)]))
+
+
 def test_batches_are_normalized_float_in_the_asked_memory_format():
     ds, loader = _loader(augment=None)
     x, y = next(loader.epoch(1))

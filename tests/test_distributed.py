@@ -74,7 +74,7 @@ def _evaluate(run):
     model.eval()
     loader = DeviceLoader(data.x_test, data.y_test, 50, mean=data.mean, std=data.std)
     with torch.no_grad():
-        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in loader)
+        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in loader.epoch(0))
     return 100.0 * correct / len(data.y_test)
 
 

@@ -115,7 +115,7 @@ def test_inspect_writes_every_figure_and_identity_equals_the_logged_accuracy(cba
     model.eval()
     loader = DeviceLoader(data.x_test, data.y_test, 50, mean=data.mean, std=data.std)
     with torch.no_grad():
-        right = sum(int((model(x).argmax(1) == y).sum()) for x, y in loader)
+        right = sum(int((model(x).argmax(1) == y).sum()) for x, y in loader.epoch(0))
     assert table["accuracy"].iloc[0] == pytest.approx(100 * right / len(data.y_test))
     cost = pd.read_csv(tmp_path / "cost.csv").iloc[0]
     assert cost["parameters"] == sum(p.numel() for p in model.parameters()) and cost["gflops_per_image"] > 0
