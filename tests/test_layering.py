@@ -127,6 +127,32 @@ def test_each_name_is_imported_from_the_module_that_defines_it():
     assert private == [], "a private name stays in its module: make it public, or move it"
 
 
+# Private attributes of other objects that the package reads anyway, each with why and the
+# test that fails the day it changes. argparse's (_actions, _group_actions, ...) were
+# replaced by the parser's own lists of its flags and commands.
+PRIVATE_USES = {
+    "distributed.distributed_c10d._get_default_store":
+        "torch has no public way to the default group's store: "
+        "test_distributed.py::test_the_default_groups_store_is_there_as_dist_takes_it",
+    "os._exit": "documented, the underscore is historic: "
+                "test_distributed.py::test_a_thread_ends_its_process_at_once_while_the_main_thread_is_blocked",
+}
+
+
+def test_no_module_reads_a_private_attribute_of_another_object_unless_listed():
+    found = []
+    for path in sorted(PACKAGE.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Attribute) or not node.attr.startswith("_") \
+                    or node.attr.endswith("__"):
+                continue
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                continue
+            if ast.unparse(node) not in PRIVATE_USES:
+                found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+    assert found == [], "use a public API; where none does the same, list it with its test"
+
+
 def test_the_design_page_lists_the_modules_in_the_same_order():
     text = (REPO / "docs" / "design.md").read_text(encoding="utf-8")
     section = text[text.index("## The floors"):]
