@@ -14,9 +14,10 @@ from pathlib import Path
 # every module at the top: `python -m colabkit` imports the package first, and its
 # __init__ imports them all, so importing later here would save no start-up time
 from .checkpoint import CheckpointError
-from .data import SOURCES, DataError
+from .archives import DataError
+from .data import SOURCES
 from .experiments import DEFAULT_IF_ZERO, FIELDS, PRESETS, RECIPES, get_experiment
-from .inspection import InspectionError, inspect
+from .inspection import InspectionError, inspect_run
 from .models import count_parameters
 from .report import write_report
 from .runs import RunFolderError
@@ -26,7 +27,8 @@ from .status import status_table
 from .lease import LeaseHeld, LeaseLost
 from .sweep import sweep
 from .tables import ReportError
-from .train import ConfigMismatch, train
+from .resume import ConfigMismatch
+from .train import train
 from .version import __version__
 from .weights import WeightsError, export
 
@@ -38,8 +40,48 @@ class UsageError(Exception):
     """A command-line mistake found by argparse."""
 
 class _Parser(argparse.ArgumentParser):
+    """argparse's parser, saying a mistake in one line, that keeps what the command line
+    reads back through argparse's public calls alone: its long flags (``flags``), its
+    subcommands (``commands``) and each one's line of help (``summary``). argparse holds
+    them only in private attributes, which a new Python may change without a word."""
+
+    def __init__(self, *args, **kwargs):
+        self.flags: list[str] = []  # before argparse's __init__ adds --help through add_argument
+        self.commands: dict[str, _Parser] = {}
+        self.summary = ""
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # one line, not usage + message
         raise UsageError(f"{message} (see {self.prog} --help)")
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        return self.known(super().add_argument(*args, **kwargs))
+
+    def known(self, action: argparse.Action) -> argparse.Action:
+        """Note ``action``'s long flags as this parser's."""
+        self.flags += [o for o in action.option_strings if o.startswith("--")]
+        return action
+
+    def add_command(self, subparsers, name: str, help: str) -> "_Parser":
+        """``subparsers.add_parser(name)``, kept in ``commands`` with its line of help."""
+        command = subparsers.add_parser(name, help=help)
+        command.summary = help
+        self.commands[name] = command
+        return command
+
+
+class _Group:
+    """An argument group that keeps the actions it is given (``actions``) and gives their
+    flags to its parser (argparse's group keeps them in a private attribute)."""
+
+    def __init__(self, parser: _Parser, title: str, description: str):
+        self.parser, self.actions = parser, []
+        self.group = parser.add_argument_group(title, description)
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        action = self.parser.known(self.group.add_argument(*args, **kwargs))
+        self.actions.append(action)
+        return action
 
 
 def _number(kind, low, strict=False):
@@ -63,14 +105,14 @@ def _milestones(text):
                                          "e.g. 100,200")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> _Parser:
     pos_int = _number(int, 1)
     p = _Parser(prog="python -m colabkit", description=DESCRIPTION)
     sub = p.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("info", help="versions, device, precision, experiments")
+    p.add_command(sub, "info", help="versions, device, precision, experiments")
 
-    d = sub.add_parser("demo", help="a short end-to-end run on synthetic data, then the report")
+    d = p.add_command(sub, "demo", help="a short end-to-end run on synthetic data, then the report")
     d.add_argument("--home", default="colabkit-home", help="folder for runs and the report")
     d.add_argument("--epochs", type=pos_int, default=4)
     d.add_argument("--device", choices=("cpu", "cuda"), default=None)
@@ -78,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--train-size", type=pos_int, default=2400)
     d.add_argument("--test-size", type=pos_int, default=600)
 
-    t = sub.add_parser("train", help="train (or resume) one run")
+    t = p.add_command(sub, "train", help="train (or resume) one run")
     t.add_argument("--experiment", required=True, choices=sorted(PRESETS))
     t.add_argument("--run-dir", required=True)
     t.add_argument("--seed", type=_number(int, 0))
@@ -86,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="end with the results as JSON instead of one summary line")
     _run_flags(t)
 
-    w = sub.add_parser("sweep", help="train every (experiment, seed), one after another")
+    w = p.add_command(sub, "sweep", help="train every (experiment, seed), one after another")
     w.add_argument("--experiments", nargs="+", required=True, choices=sorted(PRESETS), metavar="E")
     w.add_argument("--seeds", nargs="+", type=_number(int, 0), required=True, metavar="S")
     w.add_argument("--runs-dir", required=True, help="runs go to RUNS_DIR/<experiment>-s<seed>")
@@ -94,7 +136,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="runs at once, each in its own process (one per GPU where there are several)")
     _run_flags(w)
 
-    r = sub.add_parser("report", help="figures and Table 1 from run folders")
+    r = p.add_command(sub, "report", help="figures and Table 1 from run folders")
     r.add_argument("runs_dir")
     r.add_argument("--out", required=True)
     r.add_argument("--confusion", action="store_true",
@@ -106,16 +148,16 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--data-root", default="data",
                    help="where the test data is, for --confusion and --inspect (as for train)")
 
-    i = sub.add_parser("inspect", help="look inside one trained run: attention, robustness, "
-                                       "cost, mistakes")
+    i = p.add_command(sub, "inspect", help="look inside one trained run: attention, robustness, "
+                                           "cost, mistakes")
     i.add_argument("run_dir")
     i.add_argument("--out", required=True)
     i.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     i.add_argument("--images", type=pos_int, help="use a seeded subset of N test images")
     i.add_argument("--data-root", default="data", help="where the run's data is (as for train)")
 
-    x = sub.add_parser("export", help="a run's best weights as <name>-<sha256>.pt, with a "
-                                      "model card <name>.md (for a release, docs/releasing.md)")
+    x = p.add_command(sub, "export", help="a run's best weights as <name>-<sha256>.pt, with a "
+                                          "model card <name>.md (for a release, docs/releasing.md)")
     x.add_argument("run_dir")
     x.add_argument("--out", required=True)
     x.add_argument("--name", help="default: the preset, with _fast for the fast recipe")
@@ -145,10 +187,10 @@ EXPERIMENT_FLAGS = {
 assert set(EXPERIMENT_FLAGS) <= set(FIELDS) and set(DEFAULT_IF_ZERO) <= set(EXPERIMENT_FLAGS)
 
 
-def _run_flags(t) -> None:
+def _run_flags(t: _Parser) -> None:
     """The flags train and sweep share, in one argument group, which ``_child_args``
     reads back (``args.run_flags``)."""
-    g = t.add_argument_group("run", "how the run is trained (train and sweep alike)")
+    g = _Group(t, "run", "how the run is trained (train and sweep alike)")
     g.add_argument("--recipe", choices=sorted(RECIPES), default=None,
                    help="how the network is trained: 'report' (default: SGD 0.1, steps at a "
                         "third and two thirds, batch 128, 300 epochs) or 'fast' (Nesterov, "
@@ -176,7 +218,7 @@ def _run_flags(t) -> None:
     g.add_argument("--allow-config-change", action="store_true",
                    help="continue a run although its saved configuration differs")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
-    t.set_defaults(run_flags=list(g._group_actions))
+    t.set_defaults(run_flags=list(g.actions))
 
 
 def _child_args(args) -> list[str]:
@@ -253,8 +295,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    written = inspect(args.run_dir, args.out, device=args.device, images=args.images,
-                      data_root=args.data_root)
+    written = inspect_run(args.run_dir, args.out, device=args.device, images=args.images,
+                          data_root=args.data_root)
     print("wrote", ", ".join(str(p) for paths in written.values() for p in paths))
     return 0
 
@@ -283,16 +325,15 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def _known_flags(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+def _known_flags(parser: _Parser, argv: list[str]) -> list[str]:
     """``argv`` with underscore spellings of flags taken as the dashed ones (``--run_dir``),
     or a ``UsageError`` naming an unknown flag and the closest known one, before argparse
     would complain of a missing flag instead."""
-    sub = next((a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction)), None)
     command = next((a for a in argv if not a.startswith("-")), None)
-    target = sub.choices.get(command) if sub is not None and command else None
+    target = parser.commands.get(command) if command else None
     if target is None:
         return argv
-    known = [o for o in target._option_string_actions if o.startswith("--")]
+    known = target.flags
     out = []
     for arg in argv:
         flag, eq, value = arg.partition("=")

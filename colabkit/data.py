@@ -68,8 +68,9 @@ class Dataset:
         remainders), and the same seed always holds out the same images."""
         n = len(self.y_train)
         if not 0 < val_size < n:
-            raise SettingError(f"{{val_size}} must be between 1 and {n - 1} (the training split "
-                               f"has {n} images), got {val_size}", val_size=setting("val_size"))
+            raise SettingError(lambda field: f"{field} must be between 1 and {n - 1} (the "
+                               f"training split has {n} images), got {val_size}",
+                               field=setting("val_size"))
         counts = np.bincount(self.y_train, minlength=self.num_classes)
         quota = val_size * counts / n
         take = np.floor(quota).astype(int)
@@ -103,8 +104,9 @@ class Dataset:
         return {c: int(n) for c, n in zip(self.classes, np.bincount(y, minlength=len(self.classes)))}
 
 
-def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 NHWC images, on the [0, 1] scale."""
+def channel_mean_std(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """A data set's per-channel mean and std (``Dataset.mean``, ``Dataset.std``), computed
+    from its uint8 NHWC images, on the [0, 1] scale."""
     flat = x.reshape(-1, x.shape[-1])
     mean = flat.mean(axis=0, dtype=np.float64)
     sq = np.einsum("ij,ij->j", flat, flat, dtype=np.float64) / len(flat)  # no float copy
@@ -113,7 +115,7 @@ def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def _make(name, x_tr, y_tr, x_te, y_te, classes) -> Dataset:
-    mean, std = channel_stats(x_tr)
+    mean, std = channel_mean_std(x_tr)
     return Dataset(name, np.ascontiguousarray(x_tr, dtype=np.uint8), y_tr.astype(np.int64),
                    np.ascontiguousarray(x_te, dtype=np.uint8), y_te.astype(np.int64),
                    tuple(classes), mean, std)
@@ -245,9 +247,9 @@ def build_folder(root: Path) -> Dataset:
         raise DataError(f"{root} must hold train/<class>/ and test/<class>/ folders of "
                         "images (or be a .tar.gz of such a tree)")
     if not root.exists():
-        folder = str(root).replace("{", "{{").replace("}", "}}")  # a template
-        raise DataError(f"{folder} does not exist: give the data root ({{root}}) as a folder "
-                        "holding train/ and test/, or a .tar.gz of one", root=setting("data_root"))
+        raise DataError(lambda data_root: f"{root} does not exist: give the data root "
+                        f"({data_root}) as a folder holding train/ and test/, or a .tar.gz of one",
+                        data_root=setting("data_root"))
     images = {"train": ([], []), "test": ([], [])}
     try:
         for split, cls, where, data in _folder_entries(root):

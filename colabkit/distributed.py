@@ -50,6 +50,8 @@ class Dist:
         self.main = self.rank == 0
         self._store, self._done, self._failing = None, threading.Event(), threading.Event()
         if self.world > 1:
+            # torch has no public way to the default group's key-value store: this private
+            # one is held by tests/test_distributed.py, which fails the day torch changes it
             self._store = distributed.distributed_c10d._get_default_store()
             threading.Thread(target=self._watch, name="colabkit-ranks", daemon=True).start()
 
@@ -89,7 +91,9 @@ class Dist:
                 return  # this rank failed too (the same error): it ends by itself, cleanly
             if self.main:
                 self._name_cause(text)
-            os._exit(1)  # a kill: this rank may be blocked in a collective that never returns
+            # a kill: this rank may be blocked in a collective that never returns. os._exit
+            # is documented (the underscore is historic) and ends the process from any thread
+            os._exit(1)
 
     def _name_cause(self, text: str) -> None:
         print(f"error: {text}. Every process of this run stops; run the same command "

@@ -62,14 +62,14 @@ class Experiment:
         for key in ("epochs", "batch_size", "width", "train_size", "test_size", "val_size"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or value < 1):
-                raise SettingError(f"{{key}} must be a whole number >= 1, got {value!r}",
-                                   key=setting(key))
+                raise SettingError(lambda field: f"{field} must be a whole number >= 1, got "
+                                   f"{value!r}", field=setting(key))
         if not self.lr > 0:
-            raise SettingError(f"{{lr}} must be > 0, got {self.lr!r}", lr=setting("lr"))
+            raise SettingError(lambda lr: f"{lr} must be > 0, got {self.lr!r}", lr=setting("lr"))
         if self.milestones is not None and (list(self.milestones) != sorted(set(self.milestones))
                                             or min(self.milestones, default=1) < 1):
-            raise SettingError(f"{{milestones}} must be increasing epochs >= 1, got "
-                               f"{list(self.milestones)}", milestones=setting("milestones"))
+            raise SettingError(lambda milestones: f"{milestones} must be increasing epochs >= 1, "
+                               f"got {list(self.milestones)}", milestones=setting("milestones"))
         lookup(RECIPES, self.recipe, "recipe")
         lookup(LR_SCHEDULES, self.lr_schedule, "lr_schedule")
         if not 0.0 <= self.warmup < 1.0:

@@ -1,7 +1,7 @@
 """A look inside a trained run, from its folder alone: where CBAM attends, what the
 rotation augmentation bought, what each model costs, and its most confident mistakes.
 
-``inspect(run_dir, out)`` reads ``best.pt`` (or, if that fails to verify, the newest
+``inspect_run(run_dir, out)`` reads ``best.pt`` (or, if that fails to verify, the newest
 checkpoint that does), rebuilds the run's test split, and writes:
 
 - ``attention.png``/``.pdf`` (CBAM models): one test image per class with the spatial
@@ -36,7 +36,7 @@ from .checkpoint import CheckpointError, find_latest, read_checkpoint
 from .data import load_dataset
 from .epochs import autocast, forward_backward, make_optimizer
 from .experiments import Experiment
-from .loader import channel_stats, unit_float
+from .loader import normalization_tensors, unit_float
 from .models import CBAM, count_parameters
 from .plotting import save_figure
 from .registry import lookup
@@ -104,7 +104,7 @@ def transform(x: torch.Tensor, name: str) -> torch.Tensor:
 @torch.no_grad()
 def predict(model, data, device, name: str = "identity", batch_size: int = 500) -> torch.Tensor:
     """Logits of the test split under one transform."""
-    mean, std = channel_stats(data.mean, data.std, device)
+    mean, std = normalization_tensors(data.mean, data.std, device)
     out = []
     for i in range(0, len(data.y_test), batch_size):
         x = unit_float(torch.from_numpy(data.x_test[i:i + batch_size]).to(device))
@@ -183,7 +183,7 @@ def plot_attention(model, data, device, per_class: int = 8) -> Figure:
     y = data.y_test
     first = [int(np.flatnonzero(y == c)[0]) for c in range(k) if (y == c).any()]
     pool = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(k)])
-    mean, std = channel_stats(data.mean, data.std, device)
+    mean, std = normalization_tensors(data.mean, data.std, device)
     ends = stage_ends(model)
     with AttentionHooks(model) as hooks:
         x = unit_float(torch.from_numpy(data.x_test[pool]).to(device))
@@ -319,9 +319,9 @@ def plot_mistakes(logits: torch.Tensor, data, n: int = 16) -> Figure:
 
 # ------------------------------------------------------------------ driver ----
 
-def inspect(run_dir: str | os.PathLike, out: str | os.PathLike, *, device: str = "cpu",
-            images: int | None = None, data=None, data_root: str | os.PathLike = "data",
-            cost_batch: int = 128) -> dict[str, list[Path]]:
+def inspect_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, device: str = "cpu",
+                images: int | None = None, data=None, data_root: str | os.PathLike = "data",
+                cost_batch: int = 128) -> dict[str, list[Path]]:
     """Inspect one run folder into ``out`` (see the module's docstring); ``images``
     limits the test images used (a seeded subset of the run's test split)."""
     state, path = load_for_inspection(run_dir)

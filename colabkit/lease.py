@@ -49,7 +49,7 @@ def _boot_id() -> str:
         return ""
 
 
-def _start_ticks(pid: int) -> str:
+def start_ticks(pid: int) -> str:
     """When process ``pid`` started (tells a reused pid from the original), or ''."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
@@ -64,7 +64,7 @@ def _alive(pid: int, ticks: str) -> bool:
         return False
     except PermissionError:
         return True
-    return not ticks or not _start_ticks(pid) or _start_ticks(pid) == ticks
+    return not ticks or not start_ticks(pid) or start_ticks(pid) == ticks
 
 
 def span(seconds: float) -> str:
@@ -92,7 +92,7 @@ class Lease:
         self.stale_minutes = stale_minutes
         self.writable = writable
         self.me = {"id": secrets.token_hex(8), "host": socket.gethostname(),
-                   "boot_id": _boot_id(), "pid": os.getpid(), "start": _start_ticks(os.getpid())}
+                   "boot_id": _boot_id(), "pid": os.getpid(), "start": start_ticks(os.getpid())}
         self.epoch_seconds: float | None = None  # the longest of the last few heartbeat intervals
         self._beats: list[float] = []
         self._warned = False
@@ -128,8 +128,9 @@ class Lease:
             os.close(fd)  # releases the lock
 
     @staticmethod
-    def age_seconds(holder: dict) -> float:
-        return time.time() - float(holder.get("heartbeat_unix", 0))
+    def age_seconds(holder: dict, now: float | None = None) -> float:
+        """Seconds since ``holder``'s last heartbeat (at ``now``, a Unix time; default now)."""
+        return (time.time() if now is None else now) - float(holder.get("heartbeat_unix", 0))
 
     def limit_seconds(self, holder: dict) -> float:
         """How long another machine's holder may stay silent before it counts as gone:
@@ -152,40 +153,50 @@ class Lease:
         pid = int(holder.get("pid", -1))
         return pid == self.me["pid"] or not _alive(pid, holder.get("start", ""))
 
+    def stalled(self, holder: dict, now: float | None = None) -> bool:
+        """The one rule of whether ``holder`` still trains: it has stalled when it is provably
+        gone (``gone``), or is another machine's and has been silent past ``limit_seconds``.
+        A trainer then resumes the folder without ``takeover``, and the status table says
+        ``stalled``; otherwise it is ``running``, and a new trainer is refused."""
+        if self.gone(holder):
+            return True
+        return not self.same_machine(holder) and self.age_seconds(holder, now) > self.limit_seconds(holder)
+
     @staticmethod
     def describe(holder: dict) -> str:
         return f"host {holder.get('host')} pid {holder.get('pid')}"
 
     def _refusal(self, holder: dict, age: float) -> LeaseHeld:
-        folder = str(self.path.parent).replace("{", "{{").replace("}", "}}")  # a template
+        folder = self.path.parent
         if self.same_machine(holder):  # alive: gone() said no
             return LeaseHeld(
-                f"{folder} is being trained right now by another notebook or process on this "
-                f"runtime ({self.describe(holder)}, last heartbeat {span(age)} ago): let it "
-                "finish, or stop it there. Only if this one should train instead, "
-                "{takeover}: the other stops at its next epoch.", takeover=_TAKEOVER_NOW)
+                lambda takeover: f"{folder} is being trained right now by another notebook or "
+                f"process on this runtime ({self.describe(holder)}, last heartbeat {span(age)} "
+                "ago): let it finish, or stop it there. Only if this one should train instead, "
+                f"{takeover}: the other stops at its next epoch.", takeover=_TAKEOVER_NOW)
         limit = self.limit_seconds(holder)
         why = (f"{STALE_EPOCHS} of its epoch times of {float(holder['epoch_seconds']):.0f} s plus "
                f"{UPLOAD_LAG_S / 60:g} min for Drive to upload a heartbeat"
                if holder.get("epoch_seconds") else "it has not timed an epoch yet")
         return LeaseHeld(
-            f"{folder} was being trained {span(age)} ago by another runtime "
+            lambda takeover: f"{folder} was being trained {span(age)} ago by another runtime "
             f"({self.describe(holder)}). If that runtime is gone (a disconnect), Run all again "
             f"in {span(limit - age)} (it counts as gone after {span(limit)} without a "
-            f"heartbeat: {why}), or {{takeover}} now; if it still trains in another tab, "
+            f"heartbeat: {why}), or {takeover} now; if it still trains in another tab, "
             "leave this one.", takeover=_TAKEOVER_NOW)
 
     def acquire(self, takeover: bool = False) -> None:
         with self._locked():
             holder = self.holder()
             if holder is not None and holder["id"] != self.me["id"]:
-                age = self.age_seconds(holder)
+                now = time.time()
+                age = self.age_seconds(holder, now)
                 if self.gone(holder):
                     pass  # this machine, process dead: nobody to tell
                 elif takeover:
                     print(f"Taking over {self.path.parent} from {self.describe(holder)} "
                           f"(last heartbeat {span(age)} ago).")
-                elif not self.same_machine(holder) and age > self.limit_seconds(holder):
+                elif self.stalled(holder, now):  # another machine's, silent past its limit
                     print(f"The runtime that trained {self.path.parent} before "
                           f"({self.describe(holder)}) has been silent for {span(age)}, longer "
                           f"than this run's limit of {span(self.limit_seconds(holder))}: it is "
@@ -261,4 +272,5 @@ class Lease:
                     pass
 
 
-__all__ = ["Lease", "LeaseHeld", "LeaseLost", "STALE_EPOCHS", "UPLOAD_LAG_S", "span"]
+__all__ = ["Lease", "LeaseHeld", "LeaseLost", "STALE_EPOCHS", "STALE_MINUTES", "UPLOAD_LAG_S", "span",
+           "start_ticks"]

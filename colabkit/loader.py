@@ -26,9 +26,10 @@ def unit_float(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).float().div_(255)
 
 
-def channel_stats(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The data set's per-channel mean and std as (1, C, 1, 1) tensors on ``device``:
-    images are normalized as ``(x - mean) / std``, in training and inspection alike."""
+def normalization_tensors(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A data set's per-channel ``mean`` and ``std`` (``data.channel_mean_std``) as the
+    (1, C, 1, 1) tensors on ``device`` that images are normalized with, ``(x - mean) / std``,
+    in training and inspection alike."""
     return (torch.tensor(mean, device=device, dtype=torch.float32).view(1, -1, 1, 1),
             torch.tensor(std, device=device, dtype=torch.float32).view(1, -1, 1, 1))
 
@@ -58,20 +59,23 @@ class DeviceLoader:
         self.augment = augment if (augment is not None and augment.active) else None
         self.drop_last = train if drop_last is None else drop_last
         if train and self.drop_last and len(self.y) < batch_size:
-            raise SettingError(f"the training split has {len(self.y)} images, fewer than one "
-                               f"batch of {batch_size}: lower the batch size ({{batch}})",
+            raise SettingError(lambda batch: f"the training split has {len(self.y)} images, "
+                               f"fewer than one batch of {batch_size}: lower the batch size ({batch})",
                                batch=setting("batch_size"))
         self.rank, self.world_size = rank, world_size
         cl = self.device.type == "cuda" if channels_last is None else channels_last
         self.memory_format = torch.channels_last if cl else torch.contiguous_format
-        self.mean, self.std = channel_stats(mean, std, self.device)
+        self.mean, self.std = normalization_tensors(mean, std, self.device)
 
     def __len__(self) -> int:
         n = len(self.y)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
-        return self.epoch(1)
+        # the batches depend on the epoch (order, augmentation): a bare `for` once gave
+        # epoch 1's batches every time, so the caller names the epoch
+        raise TypeError("a DeviceLoader's batches depend on the epoch: iterate over "
+                        "loader.epoch(n) (any n for a test split, whose order never changes)")
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.y)

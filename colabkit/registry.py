@@ -6,7 +6,7 @@ error's advice names a setting as the user spells it (``Advice``): the keyword o
 notebook's form field in Python, the flag on the command line."""
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -23,18 +23,28 @@ def lookup(table: Mapping[str, T] | Collection[str], name: str, what: str) -> T 
 class Advice(RuntimeError):
     """An error whose advice names a setting, spelled where the user is: ``str(e)`` names
     the notebook's form field and the keyword (``TAKEOVER``, ``takeover=True``),
-    ``e.cli()`` the command line's flag (``--takeover``). ``template`` holds ``{name}`` for
-    each setting, given as (Python words, command-line words), or made by ``setting``."""
+    ``e.cli()`` the command line's flag (``--takeover``).
 
-    def __init__(self, template: str, **settings: tuple[str, str]):
-        self.template, self.settings = template, settings
-        super().__init__(template.format(**{k: v[0] for k, v in settings.items()})
-                         if settings else template)
+    ``message`` is a plain string, or, when the message names settings, a function of the
+    settings' words that returns it: ``Advice(lambda lr: f"{lr} must be > 0", lr=setting("lr"))``,
+    each setting given as (Python words, command-line words) or made by ``setting``. Both
+    messages are built here, once each, and never formatted again: a brace in a path or a
+    value is just a brace."""
+
+    def __init__(self, message: str | Callable[..., str], **settings: tuple[str, str]):
+        if isinstance(message, str):
+            if settings:
+                raise TypeError("Advice: give the message as a function of the settings' words "
+                                "(lambda name: f\"...{name}...\"), not a template")
+            python = cli = message
+        else:
+            python = message(**{k: words[0] for k, words in settings.items()})
+            cli = message(**{k: words[1] for k, words in settings.items()})
+        super().__init__(python)
+        self._cli = cli
 
     def cli(self) -> str:
-        if not self.settings:
-            return self.template
-        return self.template.format(**{k: v[1] for k, v in self.settings.items()})
+        return self._cli
 
 
 class SettingError(Advice, ValueError):

@@ -13,13 +13,13 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from .archives import DataError
 from .checkpoint import read_checkpoint
 from .compare import comparison_sentences, comparison_table, per_class_table
-from .data import DataError, load_dataset
+from .data import load_dataset
 from .experiments import Experiment
 from .figures import FIGURES, plot_confusion, plot_curves
-from .inspection import InspectionError, plot_robustness
-from .inspection import inspect as inspect_run
+from .inspection import InspectionError, inspect_run, plot_robustness
 from .loader import DeviceLoader
 from .plotting import save_figure
 from .runs import RunDir, find_runs, read_predictions
@@ -52,7 +52,7 @@ def confusion_matrix(run_dir: str | os.PathLike, data=None, data_root: str | os.
                           mean=data.mean, std=data.std)
     cm = torch.zeros(k * k, dtype=torch.long, device=device)
     with torch.no_grad():
-        for x, y in loader:
+        for x, y in loader.epoch(0):  # a test split: the same order in every epoch
             cm += torch.bincount(y * k + model(x).argmax(1), minlength=k * k)
     return cm.view(k, k).cpu().numpy(), classes
 
@@ -66,7 +66,7 @@ def per_class_accuracy(cm: np.ndarray, classes: list[str]) -> pd.Series:
 def inspect_runs(runs_dir: str | os.PathLike, out: str | os.PathLike, *,
                  data_root: str | os.PathLike = "data", device: str = "cpu",
                  images: int | None = None) -> tuple[dict[str, list[Path]], Figure | None]:
-    """``inspection.inspect`` for every run folder with a checkpoint, into
+    """``inspect_run`` for every run folder with a checkpoint, into
     ``out/inspect/<run>/``, and one robustness figure with all runs side by side (also
     ``robustness_all.png``/``.csv`` in ``out``). Runs whose data is not at hand are
     skipped with a line saying why."""

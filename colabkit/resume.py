@@ -56,14 +56,14 @@ def check_config(state: dict | None, exp: Experiment, run: RunDir,
                       for i in (0, 1))
         fixed = [k for k in diff if k in SHAPE_FIELDS]
         if fixed:
-            raise ConfigMismatch(f"{{path}} holds a run with another {', '.join(fixed)} "
-                                 "({lines}), whose checkpoint cannot continue as this one: "
-                                 "train in a new run folder.", path=(str(run.path),) * 2, lines=lines)
+            raise ConfigMismatch(lambda changed: f"{run.path} holds a run with another "
+                                 f"{', '.join(fixed)} ({changed}), whose checkpoint cannot "
+                                 "continue as this one: train in a new run folder.", changed=lines)
         if not allow_change:
             raise ConfigMismatch(
-                "{path} holds a run with another configuration ({lines}). Use a new run "
-                "folder, or pass {allow} to continue this run with the new values.",
-                path=(str(run.path),) * 2, lines=lines, allow=_ALLOW)
+                lambda changed, allow: f"{run.path} holds a run with another configuration "
+                f"({changed}). Use a new run folder, or pass {allow} to continue this run with "
+                "the new values.", changed=lines, allow=_ALLOW)
     if saved.epochs != exp.epochs and trained < exp.epochs and \
             _check_length(saved, exp, trained, run.path, allow_change, main):
         changes.append({"after_epoch": trained, "epochs": [saved.epochs, exp.epochs]})
@@ -98,18 +98,18 @@ def _check_length(saved: Experiment, exp: Experiment, trained: int, path, allow_
     moved = saved.schedule_moved(exp, trained)
     if moved is None:
         return False
-    what = (f"{{path}} was planned for {saved.epochs} epochs and has trained {trained}; "
+    what = (f"{path} was planned for {saved.epochs} epochs and has trained {trained}; "
             f"{exp.epochs} epochs would move its learning-rate schedule under them (epoch "
             f"{moved} trained at lr {saved.lr_at(moved):g}, the {exp.epochs}-epoch plan gives "
             f"{exp.lr_at(moved):g})")
     if not allow_change:
         raise ConfigMismatch(
-            f"{what}. Train {exp.epochs} epochs in a new run folder (a notebook's run name "
-            "changes with EPOCHS by itself), keep {keep} to finish this run, or pass {allow} "
-            "to continue it on the moved schedule, marked 'schedule changed' in Table 1.",
-            path=(str(path),) * 2, keep=setting("epochs", saved.epochs), allow=_ALLOW)
+            lambda keep, allow: f"{what}. Train {exp.epochs} epochs in a new run folder (a "
+            f"notebook's run name changes with EPOCHS by itself), keep {keep} to finish this "
+            f"run, or pass {allow} to continue it on the moved schedule, marked 'schedule "
+            "changed' in Table 1.", keep=setting("epochs", saved.epochs), allow=_ALLOW)
     if main:
-        print(f"Note: {what.format(path=path)}; continuing as asked. Table 1 marks this run "
+        print(f"Note: {what}; continuing as asked. Table 1 marks this run "
               "'schedule changed'.")
     return True
 

@@ -13,7 +13,7 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 
@@ -22,10 +22,15 @@ from .files import atomic_write, candidates, explain_os_error, temp_path
 METRIC_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
                  "val_loss", "val_acc", "seconds", "images_per_s", "time",
                  "test_acc_tta", "val_acc_tta")
-# The columns a repeated run reproduces exactly; seconds, images_per_s and time are
-# wall-clock. val_* are empty without a validation split, *_tta without flip TTA.
-DETERMINISTIC_FIELDS = METRIC_FIELDS[:8]
-TTA_FIELDS = METRIC_FIELDS[11:]
+# Each column in one named set, by name (never by position: a new column would move into
+# a set unseen). The columns a repeated run reproduces exactly, those the tests compare to
+# the bit; val_* are empty without a validation split.
+DETERMINISTIC_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
+                        "val_loss", "val_acc")
+# flip TTA's accuracies, exact too (empty without TTA): written in full, as the above
+TTA_FIELDS = ("test_acc_tta", "val_acc_tta")
+# wall-clock: differ between two runs of the same experiment; written to 3 decimals
+WALL_CLOCK_FIELDS = ("seconds", "images_per_s", "time")
 
 
 class RunDir:
@@ -110,7 +115,7 @@ def format_row(row: dict) -> dict:
     for k in METRIC_FIELDS:
         v = row.get(k, "")
         if isinstance(v, float):
-            v = repr(v) if k in DETERMINISTIC_FIELDS or k in TTA_FIELDS else f"{v:.3f}"
+            v = f"{v:.3f}" if k in WALL_CLOCK_FIELDS else repr(v)  # exact unless wall-clock
         out[k] = v
     return out
 
@@ -147,13 +152,41 @@ def read_metrics(path: Path) -> list[dict]:
     return rows
 
 
-def selection_key(val_accs, tta: bool = False) -> str:
-    """The metrics.csv column that picks a run's best epoch, given its logged validation
-    accuracies (None or NaN where there is none): validation accuracy when the run has a
-    validation split (the honest way), else test accuracy (the report's way); with flip
-    TTA, its accuracy."""
+class SelectionKey(NamedTuple):
+    """What picks a run's best epoch: the accuracy of ``split`` (``"val"`` or ``"test"``),
+    with flip TTA or not (``tta``). Made by ``selection_key``; its columns are named here
+    alone, never pieced together from a column's name."""
+    split: str
+    tta: bool
+
+    def accuracy(self, split: str) -> str:
+        """The metrics.csv column of ``split``'s accuracy (``"val"`` or ``"test"``), measured
+        as this key measures: ``test_acc``, or ``test_acc_tta`` with TTA."""
+        return f"{split}_acc_tta" if self.tta else f"{split}_acc"
+
+    @property
+    def column(self) -> str:
+        """The metrics.csv column whose maximum is the best epoch."""
+        return self.accuracy(self.split)
+
+    @classmethod
+    def of_checkpoint(cls, state: dict) -> "SelectionKey":
+        """The key a ``best.pt`` was chosen by. It stores the split alone, as the string
+        ``selected_on`` (``"val"`` or ``"test"``; older ones have none: chosen on test), so
+        that any colabkit reads it; TTA shows as the TTA accuracy it holds."""
+        split = state.get("selected_on") or "test"
+        if split not in ("val", "test"):
+            raise ValueError(f"best.pt says it was selected on {split!r}, not 'val' or 'test': "
+                             "export it again from its run folder")
+        return cls(split, state.get("test_acc_tta") is not None)
+
+
+def selection_key(val_accs, tta: bool = False) -> SelectionKey:
+    """What picks a run's best epoch, given its logged validation accuracies (None or NaN
+    where there is none): validation accuracy when the run has a validation split (the
+    honest way), else test accuracy (the report's way); with flip TTA, its accuracy."""
     has_val = any(v is not None and v == v for v in val_accs)  # NaN != NaN
-    return ("val_acc" if has_val else "test_acc") + ("_tta" if tta else "")
+    return SelectionKey("val" if has_val else "test", bool(tta))
 
 
 def save_predictions(path: Path, epoch: int, predictions: dict, labels) -> None:

@@ -161,9 +161,9 @@ def choose_device(device: str | torch.device | None = None) -> torch.device:
     if device is not None:
         device = torch.device(device)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise DeviceError("device 'cuda' was asked for but no CUDA GPU is visible: "
-                               "use {cpu}, or (in Colab) Runtime → Change runtime "
-                               "type → T4 GPU", cpu=setting("device", "cpu"))
+            raise DeviceError(lambda cpu: "device 'cuda' was asked for but no CUDA GPU is "
+                              f"visible: use {cpu}, or (in Colab) Runtime → Change runtime "
+                              "type → T4 GPU", cpu=setting("device", "cpu"))
         return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -221,9 +221,10 @@ def check_gpu(allow_cpu: bool = False, verbose: bool = True) -> GPUInfo:
     else:
         if colab and not allow_cpu:
             raise DeviceError(
-                "This Colab runtime has no GPU: Runtime → Change runtime type → T4 GPU → "
-                "Save, then Run all. If Colab says it cannot connect to a GPU backend due to "
-                "usage limits, try again later, or {allow_cpu} for a slow trial on the CPU.",
+                lambda allow_cpu: "This Colab runtime has no GPU: Runtime → Change runtime "
+                "type → T4 GPU → Save, then Run all. If Colab says it cannot connect to a GPU "
+                f"backend due to usage limits, try again later, or {allow_cpu} for a slow "
+                "trial on the CPU.",
                 allow_cpu=("tick ALLOW_CPU (allow_cpu=True)", "pass --device cpu"))
         info = GPUInfo("cpu", platform.processor() or platform.machine(), 0.0, "-", "fp32",
                        torch.__version__, torch.version.cuda, colab)

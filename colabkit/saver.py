@@ -27,8 +27,8 @@ class Saver:
                  history: list[dict], start: int, labels, tta: bool = False):
         self.storage, self.minutes, self.labels, self.tta = storage, minutes, labels, tta
         self.writer = CheckpointWriter(background=background)
-        key = selection_key([r.get("val_acc") for r in history], tta)
-        self.best_acc = max((r[key] for r in history if r.get(key) is not None), default=-1.0)
+        column = selection_key([r.get("val_acc") for r in history], tta).column
+        self.best_acc = max((r[column] for r in history if r.get(column) is not None), default=-1.0)
         self.saved_epoch = start
         self.snapshot: dict | None = None
         self.best_pending: Best | None = None
@@ -37,11 +37,11 @@ class Saver:
     def epoch_done(self, snapshot: dict, row: dict, final: bool, predictions=None) -> None:
         self.snapshot = snapshot
         key = selection_key([row.get("val_acc")], self.tta)
-        if row[key] > self.best_acc:
-            self.best_acc = row[key]
+        if row[key.column] > self.best_acc:
+            self.best_acc = row[key.column]
             best = {k: snapshot[k] for k in ("format", "epoch", "config", "model", "classes")}
             best.update(test_acc=row["test_acc"], val_acc=row.get("val_acc"),
-                        selected_on=key.split("_")[0])
+                        selected_on=key.split)  # a plain string: SelectionKey.of_checkpoint
             if self.tta:
                 best.update(test_acc_tta=row["test_acc_tta"], val_acc_tta=row.get("val_acc_tta"))
             self.best_pending = Best(best, predictions)

@@ -13,15 +13,17 @@ import pandas as pd
 from . import quota
 from .experiments import PRESETS, QUEUE, run_name, with_recipe
 from .runs import RunDir, find_runs, read_json, read_metrics
-from .storage import Lease
+from .lease import Lease
 
 
 def run_status(run_dir: str | os.PathLike, epochs: int | None = None,
                now: float | None = None) -> dict:
     """Where a run stands, from its folder alone (useful while it trains in another tab):
-    ``state`` is ``finished``, ``running`` (a trainer's heartbeat within three epoch
-    times), ``stalled`` (a trainer holds the folder but has been silent for longer, or is
-    known dead), ``stopped`` (stopped cleanly: run it again to continue) or ``not started``;
+    ``state`` is ``finished``, ``running`` (a trainer holds the folder, and a new one would
+    be refused), ``stalled`` (a trainer holds it but is gone: its process died, or, on
+    another machine, it has been silent past its limit of a few epoch times; running it
+    again resumes it), ``stopped`` (stopped cleanly: run it again to continue) or
+    ``not started``. Running or stalled is the lease's own rule (``Lease.stalled``);
     with epochs done and planned, the last update and an estimate of the time left; for a
     run on Drive, ``drive_growth_gb``: how much Drive's usage grew beyond the run's own
     files over its sessions (``drive.csv``: Trash, or other writers; the mount lags)."""
@@ -35,14 +37,10 @@ def run_status(run_dir: str | os.PathLike, epochs: int | None = None,
     epoch_s = statistics.median(seconds) if seconds else None
     lease = Lease(run.lease)
     holder = lease.holder()
-    fresh = 3 * (epoch_s or 600)  # three epoch times (ten minutes before the first epoch)
     if planned and done >= planned:
         state = "finished"
-    elif holder is not None and not lease.gone(holder) and \
-            now - float(holder.get("heartbeat_unix", 0)) <= fresh:
-        state = "running"
-    elif holder is not None:  # a trainer that died or went silent without letting go
-        state = "stalled"
+    elif holder is not None:  # running exactly while a new trainer would be refused
+        state = "stalled" if lease.stalled(holder, now) else "running"
     elif done == 0:
         state = "not started"
     else:

@@ -32,7 +32,7 @@ from pathlib import Path
 from . import quota, runtime
 from .checkpoint import CheckpointError, find_latest, finish_install
 from .files import atomic_write, explain_os_error, remove_temporaries
-from .lease import STALE_MINUTES, Lease, LeaseHeld, LeaseLost, _start_ticks  # noqa: F401 (re-exported)
+from .lease import STALE_MINUTES, Lease
 from .registry import SettingError, setting
 from .runs import RunDir, write_metrics
 
@@ -90,8 +90,8 @@ class RunStorage:
     def __init__(self, run_dir: str | os.PathLike, *, mirror_minutes: float = 10.0,
                  takeover: bool = False, stale_minutes: float = STALE_MINUTES):
         if mirror_minutes < 0:
-            raise SettingError(f"{{m}} must be >= 0, got {mirror_minutes:g}",
-                               m=setting("mirror_minutes"))
+            raise SettingError(lambda field: f"{field} must be >= 0, got {mirror_minutes:g}",
+                               field=setting("mirror_minutes"))
         self.home = RunDir(run_dir)
         self.drive = is_drive(self.home.path)
         self.work = RunDir(working_copy(self.home.path)) if self.drive else self.home
@@ -337,6 +337,5 @@ class RunStorage:
         return f"{line}\n" if line else ""
 
 
-__all__ = ["RunStorage", "Lease", "LeaseHeld", "LeaseLost", "is_drive", "local_area",
-           "working_copy", "drive_roots"]
+__all__ = ["RunStorage", "is_drive", "local_area", "working_copy", "drive_roots"]
 

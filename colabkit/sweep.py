@@ -16,10 +16,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import Dataset, load_dataset
-from .experiments import PRESETS, Experiment, get_experiment, run_name
+from .experiments import PRESETS, QUEUE, Experiment, get_experiment, run_name
 from .registry import check_keys
 from .runtime import DriveError, flush_drive, flush_seconds
-from .status import QUEUE, queue_status
+from .status import queue_status
 from .train import train
 
 

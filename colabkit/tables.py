@@ -126,18 +126,19 @@ def results_table(runs: pd.DataFrame, by: str = "experiment") -> pd.DataFrame:
     for run, df in runs.groupby("run", sort=True):
         df = df.sort_values("epoch")
         tta = bool(df["tta"].iloc[0]) if "tta" in df else False
-        key, suffix = selection_key(df["val_acc"], tta), "_tta" if tta else ""
-        best = df.loc[df[key].idxmax()]  # first epoch reaching the maximum
+        key = selection_key(df["val_acc"], tta)
+        best = df.loc[df[key.column].idxmax()]  # first epoch reaching the maximum
         per_run.append({
             "run": run, "experiment": df["experiment"].iloc[0], "model": df["model"].iloc[0],
             "recipe": df["recipe"].iloc[0] if "recipe" in df else "report",
             "accuracy": "flip TTA" if tta else "plain",
             "dataset": df["dataset"].iloc[0], "train_images": df["train_images"].iloc[0],
             "width": int(df["width"].iloc[0]), "seed": int(df["seed"].iloc[0]),
-            "augmentation": df["augment"].iloc[0], "selected_on": key.split("_")[0],
-            "best_acc": float(best["test_acc" + suffix]), "best_val_acc": float(best["val_acc" + suffix]),
+            "augmentation": df["augment"].iloc[0], "selected_on": key.split,
+            "best_acc": float(best[key.accuracy("test")]),
+            "best_val_acc": float(best[key.accuracy("val")]),
             "best_acc_plain": float(best["test_acc"]),
-            "best_epoch": int(best["epoch"]), "final_acc": float(df["test_acc" + suffix].iloc[-1]),
+            "best_epoch": int(best["epoch"]), "final_acc": float(df[key.accuracy("test")].iloc[-1]),
             "epochs_done": int(df["epoch"].nunique()),
             "epochs_planned": int(df["epochs_planned"].iloc[0]),
             "hours": float(df["seconds"].sum()) / 3600,

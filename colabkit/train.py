@@ -37,12 +37,13 @@ from .data import Dataset, load_dataset
 from .distributed import Dist
 from .epochs import CompiledOrEager, evaluate, make_optimizer, match_precision, train_epoch
 from .experiments import Experiment, get_experiment
+from .lease import LeaseLost
 from .loader import DeviceLoader
 from .resume import CHECKPOINT_FORMAT, ConfigMismatch, check_config, version_note
 from .runs import selection_key, write_json
 from .runtime import choose_precision, compile_note, environment_record
 from .saver import Saver
-from .storage import LeaseLost, RunStorage
+from .storage import RunStorage
 from .version import colabkit_version
 
 @contextmanager
@@ -82,14 +83,14 @@ def _progress(total: int, initial: int, enabled: bool, desc: str, leave: bool = 
 def _results(exp: Experiment, run_dir, history: list[dict], status: str,
              world: int = 1) -> dict:
     key = selection_key([r.get("val_acc") for r in history], exp.tta)
-    test = "test_acc_tta" if exp.tta else "test_acc"
-    best = max(history, key=lambda r: (r[key], -r["epoch"]), default=None)
+    test = key.accuracy("test")
+    best = max(history, key=lambda r: (r[key.column], -r["epoch"]), default=None)
     return {
         "run_dir": str(run_dir), "experiment": exp.name, "model": exp.model,
         "recipe": exp.recipe, "status": status, "epochs_done": len(history), "epochs": exp.epochs,
-        "selected_on": key.split("_")[0], "accuracy": "flip TTA" if exp.tta else "plain",
+        "selected_on": key.split, "accuracy": "flip TTA" if exp.tta else "plain",
         "best_acc": best[test] if best else None,  # test accuracy at the best epoch
-        "best_val_acc": best.get(key.replace("test", "val")) if best else None,
+        "best_val_acc": best.get(key.accuracy("val")) if best else None,
         "best_epoch": best["epoch"] if best else None,
         "final_acc": history[-1][test] if history else None,
         "train_seconds": sum(r["seconds"] for r in history),
@@ -146,9 +147,9 @@ class Loaders(NamedTuple):
     val: DeviceLoader | None
 
 
-class Trainer(NamedTuple):
-    """What one run trains: ``model`` (the weights saved), ``net`` (what steps: the model,
-    wrapped by DDP and/or compiled), its optimizer and grad scaler, and the loaders."""
+class Parts(NamedTuple):
+    """The parts a run trains with: ``model`` (the weights saved), ``net`` (what steps: the
+    model, wrapped by DDP and/or compiled), its optimizer and grad scaler, and the loaders."""
     model: nn.Module
     net: nn.Module
     optimizer: torch.optim.Optimizer
@@ -156,7 +157,7 @@ class Trainer(NamedTuple):
     loaders: Loaders
 
 
-def _setup(exp: Experiment, data: Dataset, dist: Dist, prec: str, compile: bool) -> Trainer:
+def _setup(exp: Experiment, data: Dataset, dist: Dist, prec: str, compile: bool) -> Parts:
     """Model, optimizer, grad scaler, the network to step (DDP / compiled) and loaders."""
     dev = dist.device
     torch.manual_seed(exp.seed)
@@ -179,24 +180,24 @@ def _setup(exp: Experiment, data: Dataset, dist: Dist, prec: str, compile: bool)
     per_rank = exp.batch_size // dist.world  # DeviceLoader refuses a batch that does not divide
     shard = dict(device=dev, mean=data.mean, std=data.std, rank=dist.rank, world_size=dist.world)
     eval_batch = max(per_rank * 4, 256) * dist.world
-    return Trainer(model, net, optimizer, scaler, Loaders(
+    return Parts(model, net, optimizer, scaler, Loaders(
         DeviceLoader(data.x_train, data.y_train, exp.batch_size, train=True, seed=exp.seed,
                      augment=Augmenter(exp.augment), **shard),
         DeviceLoader(data.x_test, data.y_test, eval_batch, **shard),
         None if data.x_val is None else DeviceLoader(data.x_val, data.y_val, eval_batch, **shard)))
 
 
-def _resume(run: Trainer, state: dict, classes, run_dir, prec: str, dist: Dist, version: dict) -> None:
-    """Load a checkpoint into the run, saying what differs from the run that saved it."""
+def _resume(parts: Parts, state: dict, classes, run_dir, prec: str, dist: Dist, version: dict) -> None:
+    """Load a checkpoint into the run's parts, saying what differs from the run that saved it."""
     if list(state.get("classes", classes)) != list(classes):
         raise ConfigMismatch(f"{run_dir} was trained on the classes {state['classes']}, not "
                              f"{list(classes)}: train in a new run folder.")
     try:
-        run.model.load_state_dict(state["model"])
-        run.optimizer.load_state_dict(state["optimizer"])
-        match_precision(run.optimizer, prec)
+        parts.model.load_state_dict(state["model"])
+        parts.optimizer.load_state_dict(state["optimizer"])
+        match_precision(parts.optimizer, prec)
         if state.get("scaler"):
-            run.scaler.load_state_dict(state["scaler"])
+            parts.scaler.load_state_dict(state["scaler"])
     except (RuntimeError, ValueError, KeyError) as e:
         raise ConfigMismatch(f"the checkpoint in {run_dir} does not fit this model "
                              f"({str(e).splitlines()[0][:200]}): train in a new run folder.") from e
@@ -216,18 +217,18 @@ def _resume(run: Trainer, state: dict, classes, run_dir, prec: str, dist: Dist, 
               "augmentation are unchanged; only BatchNorm statistics see other slices.")
 
 
-def run_epoch(epoch: int, exp: Experiment, run: Trainer, prec: str, dist: Dist,
-              show: bool) -> tuple[dict, dict[str, torch.Tensor]]:
+def train_and_evaluate(epoch: int, exp: Experiment, parts: Parts, prec: str, dist: Dist,
+                       show: bool) -> tuple[dict, dict[str, torch.Tensor]]:
     """Train one epoch and evaluate; the metrics.csv row (sums across DDP ranks) and the
     test predictions, ``pred`` and with TTA ``pred_tta`` (one process only)."""
     dev = dist.device
     lr = exp.lr_at(epoch)
-    for group in run.optimizer.param_groups:
+    for group in parts.optimizer.param_groups:
         group["lr"] = lr
     per_step = None if exp.lr_schedule == "step" else (lambda done: exp.lr_at(epoch, done))
     t0 = time.perf_counter()
-    with _progress(len(run.loaders.train), 0, show, f"epoch {epoch}", leave=False) as bar:
-        sums = train_epoch(run.net, run.loaders.train, epoch, run.optimizer, run.scaler, prec,
+    with _progress(len(parts.loaders.train), 0, show, f"epoch {epoch}", leave=False) as bar:
+        sums = train_epoch(parts.net, parts.loaders.train, epoch, parts.optimizer, parts.scaler, prec,
                            bar, per_step, exp.label_smoothing)
     tr_loss, tr_correct, tr_n = dist.sum(sums.loss, sums.correct,
                                          torch.tensor(float(sums.seen), device=dev))
@@ -236,8 +237,8 @@ def run_epoch(epoch: int, exp: Experiment, run: Trainer, prec: str, dist: Dist,
     t_train = time.perf_counter() - t0
     # every rank evaluates its share with rank 0's BatchNorm statistics: those of the
     # checkpoint, so the logged accuracy is the saved model's
-    dist.broadcast_buffers(run.model)
-    eval_net = run.model if dist.world > 1 else run.net
+    dist.broadcast_buffers(parts.model)
+    eval_net = parts.model if dist.world > 1 else parts.net
     preds = {"pred": [], "pred_tta": []} if dist.world == 1 else None
 
     def split(loader, keep=None):
@@ -247,8 +248,8 @@ def run_epoch(epoch: int, exp: Experiment, run: Trainer, prec: str, dist: Dist,
         sums = [float(v) for v in dist.sum(*[torch.as_tensor(v, device=dev, dtype=torch.float64) for v in sums])]
         return sums[0] / sums[2], 100.0 * sums[1] / sums[2], 100.0 * sums[3] / sums[2] if exp.tta else None
 
-    test_loss, test_acc, test_tta = split(run.loaders.test, preds)
-    val_loss, val_acc, val_tta = split(run.loaders.val) if run.loaders.val is not None else (None, None, None)
+    test_loss, test_acc, test_tta = split(parts.loaders.test, preds)
+    val_loss, val_acc, val_tta = split(parts.loaders.val) if parts.loaders.val is not None else (None, None, None)
     n_tr = float(tr_n)
     row = {"epoch": epoch, "lr": lr, "train_loss": float(tr_loss) / n_tr,
            "train_acc": 100.0 * float(tr_correct) / n_tr, "test_loss": test_loss,
@@ -277,13 +278,13 @@ def _record(storage: RunStorage, exp: Experiment, data: Dataset, model, history,
     storage.check_space(2 * size, size)  # weights + SGD momentum; best.pt: weights
 
 
-def _snapshot(epoch: int, exp: Experiment, run: Trainer, history, dist: Dist, prec: str,
+def _snapshot(epoch: int, exp: Experiment, parts: Parts, history, dist: Dist, prec: str,
               classes, version: dict, schedule_changes) -> dict:
     """The checkpoint of the run after ``epoch``, on the host."""
     return to_host({
         "format": CHECKPOINT_FORMAT, "epoch": epoch, "config": exp.to_dict(),
-        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-        "scaler": run.scaler.state_dict(), "history": list(history),
+        "model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
+        "scaler": parts.scaler.state_dict(), "history": list(history),
         "world_size": dist.world, "precision": prec, "classes": list(classes),
         "colabkit": version, "schedule_changes": schedule_changes})
 
@@ -391,11 +392,11 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
         if start >= exp.epochs:
             return _finished(exp, storage, history, dist, show)
         data = _prepare_data(exp, data, data_root)
-        run, version = _setup(exp, data, dist, prec, compile), colabkit_version()
+        parts, version = _setup(exp, data, dist, prec, compile), colabkit_version()
         if state is not None:
-            _resume(run, state, data.classes, where, prec, dist, version)
+            _resume(parts, state, data.classes, where, prec, dist, version)
         if dist.main:  # the configuration has proven itself: record it
-            _record(storage, exp, data, run.model, history, precision=prec, world_size=dist.world,
+            _record(storage, exp, data, parts.model, history, precision=prec, world_size=dist.world,
                     compile=compile, resumed_from_epoch=start, schedule_changes=changes)
         saver = Saver(storage, dist.device.type == "cuda" if background_save is None else background_save,
                       checkpoint_minutes, history, start, data.y_test, exp.tta)
@@ -411,14 +412,14 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
                                         max_minutes, reserve)):
                     status = "budget"
                     break
-                row, predictions = run_epoch(epoch, exp, run, prec, dist, show)
+                row, predictions = train_and_evaluate(epoch, exp, parts, prec, dist, show)
                 history.append(row)
                 epoch_seconds.append(row["seconds"])
                 if not dist.main:  # rank 0 alone saves and reports
                     continue
                 storage.heartbeat(row["seconds"])  # the lease: this trainer is alive
                 # checkpoint (on the cadence asked; the writer's thread on a GPU)
-                saver.epoch_done(_snapshot(epoch, exp, run, history, dist, prec, data.classes,
+                saver.epoch_done(_snapshot(epoch, exp, parts, history, dist, prec, data.classes,
                                            version, changes),
                                  row, final=epoch == exp.epochs, predictions=predictions)
                 _shown(bar, row, epoch, start, exp, started, max_minutes)

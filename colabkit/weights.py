@@ -26,7 +26,7 @@ from .experiments import PRESETS, QUEUE, Experiment, run_name
 from .files import atomic_write
 from .models import count_parameters
 from .registry import lookup
-from .runs import RunDir, read_json, read_metrics
+from .runs import RunDir, SelectionKey, read_json, read_metrics
 from .version import RELEASE_TAG, REPO_URL, colabkit_version
 
 URL_ENV = "COLABKIT_WEIGHTS_URL"  # a folder (URL) that holds the files instead of the release
@@ -134,7 +134,7 @@ def model_card(run: RunDir, state: dict, cfg: Experiment, name: str, file: str,
                      f"{env.get('val_images', cfg.val_size)} training images (the test set "
                      "never chose it)",
               "test": "the epoch with the best test accuracy (the report's way: the test set "
-                      "chose it, so the figure is optimistic)"}[state.get("selected_on", "test")]
+                      "chose it, so the figure is optimistic)"}[SelectionKey.of_checkpoint(state).split]
     tta = f" {state['test_acc_tta']:.3f}% with flip TTA." if state.get("test_acc_tta") is not None else ""
     val = f" Validation accuracy: {state['val_acc']:.3f}%." if state.get("val_acc") is not None else ""
     acc = state.get("test_acc")

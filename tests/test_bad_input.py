@@ -104,11 +104,11 @@ def _case_damaged_checkpoint(run):
 
 def _case_lease_held(run):
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    from colabkit.storage import Lease, _start_ticks
+    from colabkit.lease import Lease, start_ticks
     me = Lease(run / "lease.json").me
     import time
     (run / "lease.json").write_text(json.dumps({**me, "id": "other", "pid": holder.pid,
-                                                "start": _start_ticks(holder.pid),
+                                                "start": start_ticks(holder.pid),
                                                 "heartbeat_unix": time.time()}))
     return holder
 
@@ -208,7 +208,7 @@ def test_from_python_the_same_errors_name_the_keyword_and_on_the_command_line_th
     is what Python and the notebooks show, cli() what the command line prints."""
     from colabkit import get_experiment, train
     from colabkit.registry import Advice
-    from colabkit.train import ConfigMismatch
+    from colabkit.resume import ConfigMismatch
 
     with pytest.raises(ValueError) as bad_lr:
         get_experiment("basic", lr=-0.5)

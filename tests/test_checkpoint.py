@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from colabkit import checkpoint as ck
-from colabkit.checkpoint import (CheckpointError, CheckpointWriter, find_latest, prev_path, read_checkpoint, save_checkpoint)
+from colabkit.checkpoint import (CheckpointError, CheckpointWriter, find_latest, read_checkpoint, save_checkpoint)
+from colabkit.files import prev_path
 
 
 def _state(epoch):

@@ -17,11 +17,11 @@ from colabkit.checkpoint import CheckpointError, read_checkpoint
 from colabkit.compare import comparison_table
 from colabkit.data import load_dataset
 from colabkit.distributed import Dist
-from colabkit.inspection import InspectionError, inspect
+from colabkit.inspection import InspectionError, inspect_run
 from colabkit.models import build_model
 from colabkit.runs import read_metrics, read_predictions
 from colabkit.tables import load_runs, results_table
-from colabkit.train import _setup, run_epoch, train
+from colabkit.train import _setup, train, train_and_evaluate
 from colabkit.weights import WeightsError, export
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,16 +39,16 @@ def _prepared(exp):
 def test_label_smoothing_reaches_the_training_loss(tiny):
     eps = 0.2
     exp = tiny("basic", label_smoothing=eps, batch_size=128, train_size=128, epochs=1)
-    data, dist, run = _prepared(exp)
-    before = copy.deepcopy(run.model).train()
-    x, y = next(run.loaders.train.epoch(1))  # the one batch of epoch 1, as train_epoch sees it
+    data, dist, parts = _prepared(exp)
+    before = copy.deepcopy(parts.model).train()
+    x, y = next(parts.loaders.train.epoch(1))  # the one batch of epoch 1, as train_epoch sees it
     with torch.no_grad():
         logp = F.log_softmax(before(x).double(), dim=1)
     k = logp.shape[1]
     # (1 - eps) on the true class and eps spread evenly over all k classes
     smoothed = (-(1 - eps) * logp.gather(1, y[:, None]).squeeze(1) - eps / k * logp.sum(1)).mean()
     plain = -logp.gather(1, y[:, None]).mean()
-    row, _ = run_epoch(1, exp, run, "fp32", dist, False)
+    row, _ = train_and_evaluate(1, exp, parts, "fp32", dist, False)
     assert row["train_loss"] == pytest.approx(float(smoothed), rel=1e-5)
     assert abs(float(smoothed) - float(plain)) > 1e-3  # apart by 40x the tolerance above
 
@@ -58,8 +58,8 @@ def test_label_smoothing_reaches_the_training_loss(tiny):
 @pytest.mark.parametrize("nesterov,wd", [(False, 5e-4), (True, 5e-4), (True, 0.0), (False, 1e-2)])
 def test_the_optimizer_steps_with_the_experiments_momentum_weight_decay_and_nesterov(tiny, nesterov, wd):
     exp = tiny("basic", nesterov=nesterov, weight_decay=wd, lr=0.05)
-    _, _, run = _prepared(exp)
-    model, optimizer = run.model, run.optimizer
+    _, _, parts = _prepared(exp)
+    model, optimizer = parts.model, parts.optimizer
     params = [p for p in model.parameters()]
     w0 = [p.detach().clone() for p in params]
     grads = [[torch.randn_like(p, generator=torch.Generator().manual_seed(10 * s + i))
@@ -85,9 +85,9 @@ def test_the_optimizer_steps_with_the_experiments_momentum_weight_decay_and_nest
 # ------------------------------------------------------------------ flip TTA ----
 
 def _steer(monkeypatch, plain, tta):
-    """run_epoch as it is, its accuracies replaced by the test's: ``plain`` and ``tta``
+    """train_and_evaluate as it is, its accuracies replaced by the test's: ``plain`` and ``tta``
     per epoch (test split; the validation split gets the same)."""
-    real = TRAIN_MOD.run_epoch
+    real = TRAIN_MOD.train_and_evaluate
 
     def fake(epoch, exp, *args, **kw):
         row, preds = real(epoch, exp, *args, **kw)
@@ -95,7 +95,7 @@ def _steer(monkeypatch, plain, tta):
         if row.get("val_acc") is not None:
             row.update(val_acc=plain[epoch - 1], val_acc_tta=tta[epoch - 1])
         return row, preds
-    monkeypatch.setattr(TRAIN_MOD, "run_epoch", fake)
+    monkeypatch.setattr(TRAIN_MOD, "train_and_evaluate", fake)
 
 
 @pytest.mark.parametrize("val_size", [None, 32], ids=["on test", "on validation"])
@@ -139,14 +139,14 @@ def test_max_minutes_stops_before_an_epoch_that_would_not_fit(tiny, tmp_path, mo
         return now[0]
     clock.perf_counter = perf_counter
     monkeypatch.setattr(TRAIN_MOD, "time", clock)
-    real = TRAIN_MOD.run_epoch
+    real = TRAIN_MOD.train_and_evaluate
 
     def sixty_seconds(*args, **kw):
         row, preds = real(*args, **kw)
         now[0] += 60.0
         row["seconds"] = 60.0
         return row, preds
-    monkeypatch.setattr(TRAIN_MOD, "run_epoch", sixty_seconds)
+    monkeypatch.setattr(TRAIN_MOD, "train_and_evaluate", sixty_seconds)
     res = train(tiny("basic", epochs=5), tmp_path, progress=False, max_minutes=2.5)
     assert res["status"] == "budget" and res["epochs_done"] == 2
     assert len(read_metrics(tmp_path / "metrics.csv")) == 2
@@ -185,7 +185,7 @@ def test_a_file_holding_a_pickled_object_is_refused_by_every_loader_without_runn
         if (run / name).exists():
             _planted(run / name, marker)
     with pytest.raises(InspectionError):
-        inspect(run, tmp_path / "inspect", images=8)
+        inspect_run(run, tmp_path / "inspect", images=8)
     with pytest.raises(CheckpointError):
         train(tiny("basic", epochs=2), run, progress=False)  # resuming reads last.pt
     # the hub entry: a released file (its name carries its hash) served from a folder

@@ -2,7 +2,7 @@ import json
 
 import torch
 
-from colabkit.__main__ import main
+from colabkit.__main__ import _parser, main
 from colabkit.runs import read_metrics
 
 TINY = ["--dataset", "synthetic", "--width", "4", "--batch-size", "32", "--train-size", "96",
@@ -112,3 +112,18 @@ def test_sweep_passes_every_run_flag_to_its_children_as_train_reads_them():
     assert len(flags) == 19 == len(given) - len([g for g in given if not g.startswith("--")]) - 1
     assert {k: getattr(child, k) for k in flags} == {k: getattr(swept, k) for k in flags}
     assert "--data-root" not in _child_args(swept)
+
+
+def test_the_parser_keeps_its_own_lists_of_flags_and_commands_and_they_are_argparses():
+    """The command line reads its flags and subcommands back from its own lists, kept through
+    argparse's public calls (argparse holds them in private attributes, which a new Python
+    may change). Only this test reads those privates, to check the lists: a flag added
+    around the parser's add_argument or its _Group would be missing from them."""
+    parser = _parser()
+    assert list(parser.commands) == ["info", "demo", "train", "sweep", "report", "inspect", "export"]
+    for name, command in parser.commands.items():
+        theirs = [o for a in command._actions for o in a.option_strings if o.startswith("--")]
+        assert command.flags == theirs, name
+        assert command.summary and command.summary in " ".join(parser.format_help().split())
+    group = parser.commands["train"].parse_args(["--experiment", "basic", "--run-dir", "r"]).run_flags
+    assert "--takeover" in [a.option_strings[0] for a in group] and "--experiment" not in group

@@ -12,6 +12,7 @@ machine, not across machines (oneDNN and ATen choose kernels by CPU), so nothing
 compares a number computed now with one the fixture holds: what holds on any machine is
 that the old folder loads and resumes, that its saved history is kept as it was, and that
 resuming it ends exactly as continuing it without a stop, both computed here."""
+import csv
 import shutil
 from pathlib import Path
 
@@ -49,9 +50,9 @@ def test_a_run_folder_of_colabkit_0_2_0_resumes_and_keeps_its_history(tmp_path):
     assert res["status"] == "finished" and res["epochs_done"] == 3
     rows = read_metrics(run / "metrics.csv")
     assert _det(rows[:2]) == _det(saved)  # the old epochs kept as they were, to the bit
-    with open(run / "metrics.csv") as f, open(FIXTURE / "metrics.csv") as g:
-        cut = lambda line: line.split(",")[:len(DETERMINISTIC_FIELDS)]
-        assert [cut(l) for l in f][:3] == [cut(l) for l in g]  # the very bytes of those columns
+    with open(run / "metrics.csv", newline="") as f, open(FIXTURE / "metrics.csv", newline="") as g:
+        cut = lambda rows: [{k: r[k] for k in DETERMINISTIC_FIELDS} for r in csv.DictReader(rows)]
+        assert cut(f)[:2] == cut(g)  # the very text of those columns, read by name
     state = torch.load(run / "last.pt", weights_only=True)
     assert state["epoch"] == 3 and _det(state["history"][:2]) == _det(saved)
     assert rows[2]["epoch"] == 3 and rows[2]["lr"] == pytest.approx(0.01)  # after milestone 1

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from colabkit.archives import DataError
 from colabkit.augment import Augmenter
-from colabkit.data import CIFAR12_CLASSES, DataError, channel_stats, load_dataset, synthetic
+from colabkit.data import CIFAR12_CLASSES, channel_mean_std, load_dataset, synthetic
 from colabkit.loader import DeviceLoader
 from colabkit.experiments import PRESETS
 
@@ -41,7 +42,7 @@ def test_cifar12_from_real_pickle_formats(cifar_root):
     assert np.array_equal(ds.y_train[30:], np.where(fine < 10, 10, 11))  # fish -> 10, flowers -> 11
     # channels unpacked from CIFAR's planar rows: green 200, blue 100 at pixel (0, 0)
     assert (ds.x_train[:, 0, 0, 1] == 200).all() and (ds.x_train[:, 0, 0, 2] == 100).all()
-    mean, std = channel_stats(ds.x_train)
+    mean, std = channel_mean_std(ds.x_train)
     assert ds.mean == pytest.approx(mean) and all(0 < s < 0.5 for s in ds.std)
 
 
@@ -266,6 +267,18 @@ def test_same_seed_and_epoch_give_identical_batches_another_epoch_another_order(
     assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(ea, eb))
     e4 = list(a.epoch(4))
     assert not torch.equal(torch.cat([y for _, y in ea]), torch.cat([y for _, y in e4]))
+
+
+def test_a_loader_is_iterated_by_epoch_never_bare():
+    """A bare ``for x, y in loader`` once gave epoch 1's order and augmentation in every
+    epoch; it is an error now, saying to name the epoch."""
+    _, loader = _loader()
+    with pytest.raises(TypeError, match=r"depend on the epoch: iterate over loader\.epoch\(n\)"):
+        iter(loader)
+    with pytest.raises(TypeError):
+        next(x for x in loader)
+    first = torch.cat([y for _, y in loader.epoch(1)])
+    assert not torch.equal(first, torch.cat([y for _, y in loader.epoch(2)]))
 
 
 def test_batches_are_normalized_float_in_the_asked_memory_format():

@@ -1,4 +1,6 @@
-"""DDP under torchrun: 2 Gloo processes on the CPU, synthetic data."""
+"""colabkit.distributed: DDP under torchrun, 2 Gloo processes on the CPU, synthetic data;
+and the two calls its error path relies on, each checked on its own."""
+import inspect
 import json
 import os
 import signal
@@ -13,6 +15,7 @@ import torch
 from colabkit.loader import DeviceLoader
 
 from colabkit.data import load_dataset
+from colabkit.distributed import ERROR_KEY, Dist
 from colabkit.experiments import Experiment
 from colabkit.models import build_model
 from colabkit.runs import DETERMINISTIC_FIELDS, read_metrics
@@ -76,7 +79,7 @@ def _evaluate(run):
     model.eval()
     loader = DeviceLoader(data.x_test, data.y_test, 50, mean=data.mean, std=data.std)
     with torch.no_grad():
-        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in loader)
+        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in loader.epoch(0))
     return 100.0 * correct / len(data.y_test)
 
 
@@ -153,3 +156,35 @@ def test_an_error_on_one_rank_ends_every_rank_and_rank_0_names_it(tmp_path, rank
         assert cause in out, out[-3000:]
     assert [r["epoch"] for r in read_metrics(tmp_path / "run" / "metrics.csv")] == [1]
     print(f"rank {rank} raised; every rank had ended {ended - float(marker.read_text()):.1f} s later")
+
+
+def test_the_default_groups_store_is_there_as_dist_takes_it(tmp_path, monkeypatch):
+    """torch has no public way to the default process group's key-value store, through which
+    Dist tells every rank of another's error: it takes torch's private
+    ``distributed_c10d._get_default_store()``. This fails the day torch renames or changes
+    it (Dist then needs another way, such as a TCPStore of its own): a one-process Gloo
+    group, Dist on it as one of two ranks, and an error told through the store."""
+    get = torch.distributed.distributed_c10d._get_default_store
+    assert all(p.default is not p.empty for p in inspect.signature(get).parameters.values())
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}",
+                                         rank=0, world_size=1)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # Dist takes the store only with more than one rank
+    try:
+        dist = Dist(torch.device("cpu"))
+        assert isinstance(dist._store, torch.distributed.Store)
+        dist.fail(RuntimeError("boom"))
+        assert dist._store.get(ERROR_KEY) == b"rank 0: RuntimeError: boom"
+        dist.close()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_a_thread_ends_its_process_at_once_while_the_main_thread_is_blocked():
+    """How a rank leaves a collective that never returns: its watcher thread calls
+    ``os._exit``, which ends the process from any thread, with no cleanup."""
+    script = ("import os, threading, time\n"
+              "threading.Thread(target=lambda: (time.sleep(0.2), os._exit(1))).start()\n"
+              "threading.Event().wait(60)  # blocked, as in a collective\n")
+    start = time.monotonic()
+    assert subprocess.run([sys.executable, "-c", script], timeout=30).returncode == 1
+    assert time.monotonic() - start < 10

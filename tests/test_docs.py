@@ -1,6 +1,5 @@
 """docs/cli.md is the parser's own --help (tools/make_cli_docs.py): a flag added, removed or
 reworded in colabkit/__main__.py without regenerating the page fails here."""
-import argparse
 import sys
 from pathlib import Path
 
@@ -41,9 +40,7 @@ def test_a_flag_added_to_the_parser_makes_the_page_stale(monkeypatch, tmp_path, 
 
     def planted():
         parser = build()
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                action.choices["train"].add_argument("--planted-flag", help="a flag nobody documented")
+        parser.commands["train"].add_argument("--planted-flag", help="a flag nobody documented")
         return parser
 
     monkeypatch.setattr(cli, "_parser", planted)

@@ -1,15 +1,21 @@
-"""Looking inside trained runs: attention hooks, robustness, cost, mistakes."""
+"""Looking inside trained runs (colabkit.inspection): attention hooks, robustness, cost,
+mistakes; and its public name, inspect_run."""
+import inspect as stdlib_inspect
+import sys
+import warnings
+
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+import colabkit
 from colabkit.__main__ import main
 from colabkit.loader import DeviceLoader
 from colabkit.data import synthetic
 from colabkit.inspection import (TRANSFORMS, AttentionHooks, InspectionError, flops_per_image,
-                                 inspect, robustness, stage_ends)
+                                 inspect_run, robustness, stage_ends)
 from colabkit.models import build_model
 from colabkit.runs import read_metrics
 from colabkit.train import train
@@ -26,6 +32,28 @@ def cbam_run(tmp_path_factory):
                          train_size=128, test_size=96)
     train(exp, run, progress=False)
     return run
+
+
+def test_no_public_name_shadows_a_standard_library_module():
+    """``from colabkit import *`` once replaced Python's ``inspect`` module with colabkit's
+    function of that name."""
+    assert set(colabkit.__all__) & sys.stdlib_module_names == set()
+    names: dict = {}
+    exec("import inspect\nfrom colabkit import *", names)
+    assert names["inspect"] is stdlib_inspect and names["inspect_run"] is inspect_run
+
+
+def test_the_old_name_inspect_still_works_and_says_to_call_inspect_run():
+    assert "inspect_run" in colabkit.__all__ and "inspect" not in colabkit.__all__
+    with pytest.warns(DeprecationWarning, match="call inspect_run"):
+        assert colabkit.inspect is inspect_run
+    with pytest.warns(DeprecationWarning):
+        from colabkit import inspect as old
+    assert old is inspect_run
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(AttributeError, match="no attribute 'inspekt'"):
+            colabkit.inspekt  # noqa: B018 - any other missing name is still an AttributeError
 
 
 def test_hooks_capture_every_stage_and_leave_the_output_unchanged():
@@ -69,7 +97,7 @@ def test_hooks_capture_every_stage_and_leave_the_output_unchanged():
 
 
 def test_inspect_writes_every_figure_and_identity_equals_the_logged_accuracy(cbam_run, tmp_path):
-    written = inspect(cbam_run, tmp_path)
+    written = inspect_run(cbam_run, tmp_path)
     names = {p.name for paths in written.values() for p in paths}
     assert {"robustness.csv", "robustness.png", "attention.png", "attention.pdf", "mistakes.png",
             "cost.csv"} <= names
@@ -89,7 +117,7 @@ def test_inspect_writes_every_figure_and_identity_equals_the_logged_accuracy(cba
     model.eval()
     loader = DeviceLoader(data.x_test, data.y_test, 50, mean=data.mean, std=data.std)
     with torch.no_grad():
-        right = sum(int((model(x).argmax(1) == y).sum()) for x, y in loader)
+        right = sum(int((model(x).argmax(1) == y).sum()) for x, y in loader.epoch(0))
     assert table["accuracy"].iloc[0] == pytest.approx(100 * right / len(data.y_test))
     cost = pd.read_csv(tmp_path / "cost.csv").iloc[0]
     assert cost["parameters"] == sum(p.numel() for p in model.parameters()) and cost["gflops_per_image"] > 0
@@ -145,11 +173,11 @@ def test_damaged_best_falls_back_and_says_so_and_an_empty_folder_fails_clearly(c
     raw = (run / "best.pt").read_bytes()
     (run / "best.pt").write_bytes(raw[: len(raw) // 2])
     with pytest.warns(UserWarning, match=r"best\.pt cannot be read.*inspecting last\.pt \(epoch 2\)"):
-        inspect(run, tmp_path / "out", images=32)
+        inspect_run(run, tmp_path / "out", images=32)
     assert (tmp_path / "out" / "robustness.csv").is_file()
     (tmp_path / "empty").mkdir()
     with pytest.raises(InspectionError, match="holds no checkpoint"):
-        inspect(tmp_path / "empty", tmp_path / "o2")
+        inspect_run(tmp_path / "empty", tmp_path / "o2")
     assert main(["inspect", str(tmp_path / "empty"), "--out", str(tmp_path / "o3")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "holds no checkpoint" in err

@@ -14,8 +14,9 @@ import colabkit
 from colabkit.checkpoint import CHECKSUM_KEY, content_hash
 from colabkit.status import status_table
 from colabkit.runs import write_json, write_metrics
-from colabkit.storage import Lease, _start_ticks
-from colabkit.status import QUEUE, queue_status
+from colabkit.experiments import QUEUE
+from colabkit.lease import Lease, start_ticks
+from colabkit.status import queue_status
 from colabkit.sweep import run_queue
 from colabkit.train import train
 
@@ -36,7 +37,7 @@ def _craft(folder, done, epochs=10, lease_pid=None, heartbeat_age=0.0):
     if lease_pid is not None:
         me = Lease(folder / "lease.json").me
         (folder / "lease.json").write_text(json.dumps({**me, "id": "x", "pid": lease_pid,
-                                                       "start": _start_ticks(lease_pid),
+                                                       "start": start_ticks(lease_pid),
                                                        "heartbeat_unix": time.time() - heartbeat_age}))
 
 
@@ -47,7 +48,8 @@ def test_status_of_finished_running_stalled_stopped_and_absent_runs(tmp_path):
     try:
         _craft(tmp_path / "a_finished", 10)
         _craft(tmp_path / "b_running", 4, lease_pid=alive.pid, heartbeat_age=30)
-        _craft(tmp_path / "c_silent", 4, lease_pid=alive.pid, heartbeat_age=3600)  # 60 epoch times
+        # alive on this machine, however silent: running (a new trainer is refused)
+        _craft(tmp_path / "c_silent", 4, lease_pid=alive.pid, heartbeat_age=3600)
         _craft(tmp_path / "d_dead", 4, lease_pid=dead.pid, heartbeat_age=1)
         _craft(tmp_path / "e_stopped", 6)
         table = status_table(tmp_path, ["a_finished", "b_running", "c_silent", "d_dead",
@@ -55,12 +57,48 @@ def test_status_of_finished_running_stalled_stopped_and_absent_runs(tmp_path):
     finally:
         alive.kill()
         alive.wait()
-    assert list(table["state"]) == ["finished", "running", "stalled", "stalled", "stopped",
+    assert list(table["state"]) == ["finished", "running", "running", "stalled", "stopped",
                                     "not started"]
     assert list(table["epochs_done"]) == [10, 4, 4, 4, 6, 0]
     assert table["hours_left"].iloc[0] == 0
     assert table["hours_left"].iloc[1] == pytest.approx(6 * 60 / 3600)  # 6 epochs of 60 s
     assert isinstance(table["last_update"].iloc[1], str) and pd.isna(table["last_update"].iloc[5])
+
+
+@pytest.mark.parametrize("where,age,expected", [
+    ("other-vm", 200, "running"),     # within 3 epoch times
+    ("other-vm", 450, "running"),     # past 3 epoch times, within them plus Drive's lag
+    ("other-vm", 700, "stalled"),     # past both
+    ("alive here", 3600, "running"),  # a live process of this machine, however silent
+    ("dead here", 1, "stalled"),      # a dead process of this machine
+])
+def test_the_status_says_stalled_exactly_when_a_new_trainer_takes_the_folder(tmp_path, where, age, expected):
+    """One liveness rule (``Lease.stalled``): the table cannot say "stalled" of a folder
+    whose lease still refuses a new trainer, nor "running" of one it would give up. Epochs
+    of 100 s: the status once called a holder silent after 300 s, the lease after 600 s."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    if where == "dead here":
+        other.kill()
+        other.wait()
+    folder = tmp_path / "r"
+    try:
+        _craft(folder, 4, lease_pid=other.pid, heartbeat_age=age)
+        lease = folder / "lease.json"
+        record = json.loads(lease.read_text())
+        if where == "other-vm":
+            record.update(host="other-vm", boot_id="other-boot", pid=1)
+        lease.write_text(json.dumps({**record, "epoch_seconds": 100.0}))
+        write_metrics(folder / "metrics.csv", _rows(4, seconds=100.0))
+        state = status_table(tmp_path, ["r"])["state"].iloc[0]
+        try:
+            Lease(lease).acquire()
+            taken = True
+        except colabkit.LeaseHeld:
+            taken = False
+    finally:
+        other.kill()
+        other.wait()
+    assert state == expected and taken == (state == "stalled")
 
 
 def test_queue_estimates_time_left_of_a_run_not_started_from_the_others(tmp_path):

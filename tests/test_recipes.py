@@ -17,7 +17,8 @@ from colabkit.experiments import PRESETS, get_experiment, run_name
 from colabkit.runs import read_metrics, read_predictions, save_predictions, write_json, write_metrics
 from colabkit.status import queue_status
 from colabkit.tables import load_runs, results_table, table_markdown
-from colabkit.train import ConfigMismatch, time_estimate, train
+from colabkit.resume import ConfigMismatch
+from colabkit.train import time_estimate, train
 from conftest import independent_predictions
 
 

@@ -19,7 +19,8 @@ import torch
 from colabkit import files, runtime
 from colabkit.checkpoint import find_latest, read_checkpoint
 from colabkit.runs import DETERMINISTIC_FIELDS, read_json, read_metrics
-from colabkit.storage import Lease, LeaseHeld, RunStorage, _start_ticks, is_drive
+from colabkit.lease import Lease, LeaseHeld, start_ticks
+from colabkit.storage import RunStorage, is_drive
 from colabkit.train import train
 
 HERE = Path(__file__).parent
@@ -332,7 +333,7 @@ def test_space_shortage_is_a_warning_with_the_numbers(tiny, drive, monkeypatch):
 def _foreign_lease(path, pid, host=None, age_minutes=0.0, boot_id=None, **extra):
     lease = Lease(path)
     record = dict(lease.me, id="someone-else", pid=pid, host=host or lease.me["host"],
-                  boot_id=boot_id or lease.me["boot_id"], start=_start_ticks(pid),
+                  boot_id=boot_id or lease.me["boot_id"], start=start_ticks(pid),
                   heartbeat="then", heartbeat_unix=time.time() - 60 * age_minutes, **extra)
     path.parent.mkdir(parents=True, exist_ok=True)
     import json

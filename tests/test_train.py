@@ -18,7 +18,8 @@ from colabkit import loader as loader_mod
 from colabkit import files
 from colabkit.checkpoint import CheckpointError
 from colabkit.runs import DETERMINISTIC_FIELDS, RunDir, RunFolderError, read_metrics
-from colabkit.train import ConfigMismatch, train
+from colabkit.resume import ConfigMismatch
+from colabkit.train import train
 
 HERE = Path(__file__).parent
 ENV = {**os.environ, "PYTHONPATH": str(HERE.parent), "PYTHONUNBUFFERED": "1"}
@@ -466,7 +467,7 @@ def test_a_new_run_folder_says_which_runs_of_its_experiment_stand_beside_it(tiny
 def test_ctrl_c_before_the_first_epoch_says_nothing_was_saved(tiny, tmp_path, monkeypatch, capsys):
     def stop(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(sys.modules["colabkit.train"], "run_epoch", stop)
+    monkeypatch.setattr(sys.modules["colabkit.train"], "train_and_evaluate", stop)
     res = train(tiny("basic", epochs=2), tmp_path, progress=False)
     out = capsys.readouterr().out
     assert res["status"] == "interrupted" and res["epochs_done"] == 0
