@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from colabkit.epochs import forward_backward, make_optimizer  # noqa: E402
+from colabkit.training.epochs import forward_backward, make_optimizer  # noqa: E402
 from colabkit.models import build_model  # noqa: E402
 
 MODELS = {"1": "resnet18", "4": "resnet18_cbam_aspp"}

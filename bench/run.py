@@ -38,12 +38,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from colabkit.augment import Augmenter  # noqa: E402
-from colabkit.data import Dataset, load_cache, save_cache, synthetic  # noqa: E402
-from colabkit.loader import DeviceLoader
+from colabkit.data.augment import Augmenter  # noqa: E402
+from colabkit.data.sources import Dataset, load_cache, save_cache, synthetic  # noqa: E402
+from colabkit.data.loader import DeviceLoader
 from colabkit.experiments import PRESETS, get_experiment  # noqa: E402
 from colabkit.models import build_model  # noqa: E402
-from colabkit.runtime import choose_precision  # noqa: E402
+from colabkit.colab.drive import choose_precision  # noqa: E402
 
 CIFAR12_TRAIN = 55_000
 
@@ -127,7 +127,7 @@ def bench_augment(device, n_images):
 
 def bench_train_model(name, device, batch_size, steps):
     """Images/s of both loops for one model (run in its own process for peak memory)."""
-    from colabkit.epochs import make_optimizer, train_epoch
+    from colabkit.training.epochs import make_optimizer, train_epoch
 
     exp = PRESETS[name]
     n = batch_size * (steps + 1)
@@ -191,8 +191,8 @@ def bench_checkpoint(device, epoch_seconds, saves=3):
     host memory and written on a background thread (CUDA default); and the same with a
     mirror to a Drive-policy folder in the same job (the local-disk copy cost: a real
     Drive mount adds its own, off the training thread on a GPU)."""
-    from colabkit.checkpoint import CheckpointWriter, save_checkpoint, to_host
-    from colabkit.storage import RunStorage
+    from colabkit.rundir.checkpoint import CheckpointWriter, save_checkpoint, to_host
+    from colabkit.colab.storage import RunStorage
 
     model, opt = _model4_state(device)
     res = {}
@@ -229,8 +229,8 @@ def drive_footprint(presets=tuple(PRESETS)):
     small files), what is written (per mirror: a checkpoint, best.pt when it improved,
     the small files), and what reaches Drive's Trash (only replaced small files: every
     file over 1 MB is emptied before it is replaced). Sizes from real checkpoints."""
-    from colabkit.checkpoint import save_checkpoint, to_host
-    from colabkit.runs import write_metrics
+    from colabkit.rundir.checkpoint import save_checkpoint, to_host
+    from colabkit.rundir.runs import write_metrics
 
     rows = []
     with tempfile.TemporaryDirectory() as d:
@@ -265,7 +265,7 @@ def bench_resume(device, images=55_000):
     and verified, the data loaded from that cache, model and optimizer restored)."""
     import importlib
 
-    train_mod = importlib.import_module("colabkit.train")  # the module, not the function
+    train_mod = importlib.import_module("colabkit.training.loop")  # the module, not the function
 
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)

@@ -11,24 +11,21 @@ import sys
 import warnings
 from pathlib import Path
 
-# every module at the top: `python -m colabkit` imports the package first, and its
-# __init__ imports them all, so importing later here would save no start-up time
-from .checkpoint import CheckpointError
-from .archives import DataError
-from .data import SOURCES
+# what every command needs (and torch, which each needs) at the top; what only some commands
+# need (the report's pandas, matplotlib and SciPy; the queue) inside them, so that a
+# `train` process, a sweep's child or a torchrun worker does not load it
+from .colab.device import PRECISIONS, DeviceError, check_gpu
+from .colab.drive import DriveError
+from .colab.lease import LeaseHeld, LeaseLost
+from .data.archives import DataError
+from .data.sources import SOURCES
 from .experiments import DEFAULT_IF_ZERO, FIELDS, PRESETS, RECIPES, get_experiment
-from .inspection import InspectionError, inspect_run
 from .models import count_parameters
-from .report import write_report
-from .runs import RunFolderError
 from .registry import Advice, setting
-from .runtime import PRECISIONS, DeviceError, DriveError, check_gpu
-from .status import status_table
-from .lease import LeaseHeld, LeaseLost
-from .sweep import sweep
-from .tables import ReportError
-from .resume import ConfigMismatch
-from .train import train
+from .rundir.checkpoint import CheckpointError
+from .rundir.runs import RunFolderError
+from .training.loop import train
+from .training.resume import ConfigMismatch
 from .version import __version__
 from .weights import WeightsError, export
 
@@ -275,6 +272,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    from .sweeps import sweep
+
     results = sweep(args.experiments, args.seeds, args.runs_dir, parallel=args.parallel,
                     data_root=args.data_root, cli_args=_child_args(args),
                     recipe=args.recipe or "report", **_overrides(args), **_train_kwargs(args))
@@ -286,6 +285,9 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from .report.status import status_table
+    from .report.write import write_report
+
     written = write_report(args.runs_dir, args.out, confusion=args.confusion,
                            inspect=args.inspect, data_root=args.data_root, device=args.device)
     print(status_table(args.runs_dir).to_string(index=False), end="\n\n")
@@ -295,6 +297,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_inspect(args) -> int:
+    from .report.inspection import inspect_run
+
     written = inspect_run(args.run_dir, args.out, device=args.device, images=args.images,
                           data_root=args.data_root)
     print("wrote", ", ".join(str(p) for paths in written.values() for p in paths))
@@ -312,6 +316,8 @@ def cmd_export(args) -> int:
 
 def cmd_demo(args) -> int:
     """Two small models on synthetic data (a few minutes on 2 CPU cores), then the report."""
+    from .report.write import write_report
+
     home = Path(args.home)
     for name in ("basic", "da_cbam"):
         exp = get_experiment(name, dataset="synthetic", epochs=args.epochs, width=args.width,
@@ -362,9 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"info": cmd_info, "train": cmd_train, "sweep": cmd_sweep, "report": cmd_report,
                 "inspect": cmd_inspect, "demo": cmd_demo, "export": cmd_export}[args.command](args)
-    except (ConfigMismatch, DataError, CheckpointError, ReportError, RunFolderError, DeviceError,
-            LeaseHeld, LeaseLost, DriveError, InspectionError, WeightsError, PermissionError,
-            ValueError) as e:  # the message says what to do
+    # the report's ReportError and InspectionError are ValueErrors
+    except (ConfigMismatch, DataError, CheckpointError, RunFolderError, DeviceError, LeaseHeld,
+            LeaseLost, DriveError, WeightsError, PermissionError, ValueError) as e:  # says what to do
         text = e.cli() if isinstance(e, Advice) else str(e)  # the flag, not the keyword
         print("error: " + " ".join(text.split()), file=sys.stderr)
         return 2

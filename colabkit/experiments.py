@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from .augment import AugmentSpec
+from .data.augment import AugmentSpec
 from .models import build_model
 from .registry import SettingError, check_keys, lookup, setting
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, read_checkpoint
 from .experiments import PRESETS, QUEUE, Experiment, run_name
-from .files import atomic_write
 from .models import count_parameters
 from .registry import lookup
-from .runs import RunDir, SelectionKey, read_json, read_metrics
+from .rundir.checkpoint import CheckpointError, read_checkpoint
+from .rundir.files import atomic_write
+from .rundir.runs import RunDir, SelectionKey, read_json, read_metrics
 from .version import RELEASE_TAG, REPO_URL, colabkit_version
 
 URL_ENV = "COLABKIT_WEIGHTS_URL"  # a folder (URL) that holds the files instead of the release

@@ -15,7 +15,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 import pytest
 
-from colabkit import runtime
+from colabkit.colab import drive
 from colabkit.experiments import get_experiment
 from fake_colab import FakeColab
 
@@ -121,7 +121,7 @@ def fake_colab(monkeypatch, tmp_path):
     for name, module in fake.modules().items():
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setattr(os.path, "ismount", fake.ismount)
-    monkeypatch.setattr(runtime, "DRIVE_MOUNTPOINT", fake.mountpoint)
+    monkeypatch.setattr(drive, "DRIVE_MOUNTPOINT", fake.mountpoint)
     monkeypatch.setenv("COLABKIT_LOCAL", str(tmp_path / "vm" / "content" / "colabkit-local"))
     return fake
 

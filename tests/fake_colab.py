@@ -21,7 +21,7 @@ The simulated VM is one folder, ``vm``:
 
 Every kernel of the VM reads the same folder, so two notebooks see one Drive.
 ``os.path.ismount`` answers for the mount point from the state (the real one asks the
-kernel's mount table); colabkit's ``runtime.DRIVE_MOUNTPOINT`` is pointed at it.
+kernel's mount table); colabkit's ``colab.drive.DRIVE_MOUNTPOINT`` is pointed at it.
 """
 from __future__ import annotations
 
@@ -195,13 +195,13 @@ def install(vm: str | os.PathLike, host: str | None = None, boot_id: str | None 
     fake = FakeColab(vm)
     sys.modules.update(fake.modules())
     os.path.ismount = fake.ismount
-    import colabkit.lease
-    import colabkit.runtime
+    import colabkit.colab.lease
+    import colabkit.colab.drive
 
-    colabkit.runtime.DRIVE_MOUNTPOINT = fake.mountpoint
+    colabkit.colab.drive.DRIVE_MOUNTPOINT = fake.mountpoint
     if host:
         socket.gethostname = lambda: host
     if boot_id:
-        colabkit.lease._boot_id = lambda: boot_id
+        colabkit.colab.lease._boot_id = lambda: boot_id
     return fake
 

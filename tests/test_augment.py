@@ -1,3 +1,4 @@
+"""colabkit.data.augment: batched, seeded augmentations agree with per-image references."""
 import numpy as np
 import pytest
 import torch
@@ -5,7 +6,7 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from colabkit.augment import AugmentSpec, Augmenter, random_crop, rotate
+from colabkit.data.augment import AugmentSpec, Augmenter, random_crop, rotate
 from colabkit.experiments import PRESETS
 
 # Chi-square critical values at p = 0.001 (standard tables): a correct sampler fails

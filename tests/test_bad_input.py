@@ -86,7 +86,7 @@ def _case_damaged_archive(tmp):
 
 
 def _case_other_format(run):
-    from colabkit.checkpoint import CHECKSUM_KEY, content_hash
+    from colabkit.rundir.checkpoint import CHECKSUM_KEY, content_hash
     state = torch.load(run / "last.pt", weights_only=True)
     state["format"] = 99  # a later colabkit's, with a valid checksum
     state[CHECKSUM_KEY] = content_hash(state)
@@ -104,7 +104,7 @@ def _case_damaged_checkpoint(run):
 
 def _case_lease_held(run):
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    from colabkit.lease import Lease, start_ticks
+    from colabkit.colab.lease import Lease, start_ticks
     me = Lease(run / "lease.json").me
     import time
     (run / "lease.json").write_text(json.dumps({**me, "id": "other", "pid": holder.pid,
@@ -208,7 +208,7 @@ def test_from_python_the_same_errors_name_the_keyword_and_on_the_command_line_th
     is what Python and the notebooks show, cli() what the command line prints."""
     from colabkit import get_experiment, train
     from colabkit.registry import Advice
-    from colabkit.resume import ConfigMismatch
+    from colabkit.training.resume import ConfigMismatch
 
     with pytest.raises(ValueError) as bad_lr:
         get_experiment("basic", lr=-0.5)

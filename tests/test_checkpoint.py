@@ -1,3 +1,4 @@
+"""colabkit.rundir.checkpoint, colabkit.rundir.files: checkpoints that verify, written whole or not at all."""
 import errno
 import os
 import re
@@ -6,9 +7,9 @@ import warnings
 import pytest
 import torch
 
-from colabkit import checkpoint as ck
-from colabkit.checkpoint import (CheckpointError, CheckpointWriter, find_latest, read_checkpoint, save_checkpoint)
-from colabkit.files import prev_path
+from colabkit.rundir import checkpoint as ck
+from colabkit.rundir.checkpoint import (CheckpointError, CheckpointWriter, find_latest, read_checkpoint, save_checkpoint)
+from colabkit.rundir.files import prev_path
 
 
 def _state(epoch):

@@ -13,19 +13,19 @@ import torch
 import torch.nn.functional as F
 
 from colabkit import weights
-from colabkit.checkpoint import CheckpointError, read_checkpoint
-from colabkit.compare import comparison_table
-from colabkit.data import load_dataset
-from colabkit.distributed import Dist
-from colabkit.inspection import InspectionError, inspect_run
+from colabkit.rundir.checkpoint import CheckpointError, read_checkpoint
+from colabkit.report.compare import comparison_table
+from colabkit.data.sources import load_dataset
+from colabkit.training.distributed import Dist
+from colabkit.report.inspection import InspectionError, inspect_run
 from colabkit.models import build_model
-from colabkit.runs import read_metrics, read_predictions
-from colabkit.tables import load_runs, results_table
-from colabkit.train import _setup, train, train_and_evaluate
+from colabkit.rundir.runs import read_metrics, read_predictions
+from colabkit.report.tables import load_runs, results_table
+from colabkit.training.loop import _setup, train, train_and_evaluate
 from colabkit.weights import WeightsError, export
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_MOD = sys.modules["colabkit.train"]
+TRAIN_MOD = sys.modules["colabkit.training.loop"]
 
 
 def _prepared(exp):

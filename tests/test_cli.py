@@ -1,9 +1,10 @@
+"""colabkit.__main__: the command line, its flags and its one-line errors."""
 import json
 
 import torch
 
 from colabkit.__main__ import _parser, main
-from colabkit.runs import read_metrics
+from colabkit.rundir.runs import read_metrics
 
 TINY = ["--dataset", "synthetic", "--width", "4", "--batch-size", "32", "--train-size", "96",
         "--test-size", "48", "--device", "cpu", "--quiet"]

@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from colabkit.experiments import get_experiment
-from colabkit.runs import DETERMINISTIC_FIELDS, read_metrics
-from colabkit.train import train
+from colabkit.rundir.runs import DETERMINISTIC_FIELDS, read_metrics
+from colabkit.training.loop import train
 
 FIXTURE = Path(__file__).parent / "fixtures" / "colabkit-0.2.0-da_cbam_aspp"
 

@@ -5,9 +5,9 @@ at the first forward, or at the first backward (AOTAutograd compiles it lazily).
 import pytest
 import torch
 
-from colabkit.runs import DETERMINISTIC_FIELDS, read_metrics
-from colabkit.runtime import compile_note
-from colabkit.train import train
+from colabkit.rundir.runs import DETERMINISTIC_FIELDS, read_metrics
+from colabkit.colab.device import compile_note
+from colabkit.training.loop import train
 
 pytestmark = pytest.mark.xdist_group("test_compile")  # its module fixture, trained once: one worker
 

@@ -18,13 +18,13 @@ import torch
 # before the first cuBLAS handle: the deterministic tests need its fixed workspace
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
-from colabkit.augment import Augmenter
-from colabkit.loader import DeviceLoader
-from colabkit.data import synthetic
+from colabkit.data.augment import Augmenter
+from colabkit.data.loader import DeviceLoader
+from colabkit.data.sources import synthetic
 from colabkit.experiments import PRESETS, get_experiment
 from colabkit.models import build_model
-from colabkit.runs import DETERMINISTIC_FIELDS, read_metrics
-from colabkit.train import train
+from colabkit.rundir.runs import DETERMINISTIC_FIELDS, read_metrics
+from colabkit.training.loop import train
 
 pytestmark = pytest.mark.cuda
 REPO = Path(__file__).resolve().parents[1]
@@ -117,7 +117,7 @@ def test_cbam_backward_has_a_deterministic_cuda_kernel():
 def test_training_steps_never_wait_for_the_gpu(precision):
     """No host sync in a training step, fp16's GradScaler included (the fused SGD takes
     its found-inf flag on the device): CUDA's sync debug mode raises at any."""
-    from colabkit.epochs import make_optimizer, train_epoch
+    from colabkit.training.epochs import make_optimizer, train_epoch
 
     if precision == "bf16" and torch.cuda.get_device_capability()[0] < 8:
         pytest.skip("bf16 needs sm_80 or newer")
@@ -140,8 +140,8 @@ def test_training_steps_never_wait_for_the_gpu(precision):
 
 
 def test_cost_measures_the_training_configuration_on_cuda():
-    from colabkit.inspection import cost
-    from colabkit.runtime import choose_precision
+    from colabkit.report.inspection import cost
+    from colabkit.colab.device import choose_precision
 
     row = cost(_exp(), 12, "cuda", batch=32, steps=1)
     assert row["precision"] == choose_precision(torch.device("cuda")) and row["channels_last"] is True
@@ -149,7 +149,7 @@ def test_cost_measures_the_training_configuration_on_cuda():
 
 
 def test_background_writer_on_cuda_saves_at_the_last_finished_epoch_on_interrupt(tmp_path, monkeypatch):
-    import colabkit.loader as loader_mod
+    import colabkit.data.loader as loader_mod
 
     real = loader_mod.DeviceLoader.epoch
 
@@ -181,8 +181,8 @@ def test_channels_last_batches_and_cuda_generator_are_deterministic():
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_memory_of_a_training_step_at_batch_128_stays_under_5_gb(name):
-    from colabkit.epochs import autocast, make_optimizer
-    from colabkit.runtime import choose_precision
+    from colabkit.training.epochs import autocast, make_optimizer
+    from colabkit.colab.device import choose_precision
 
     dev = torch.device("cuda")
     prec = choose_precision(dev)
@@ -229,7 +229,7 @@ def _fell_back(out: str) -> None:
 
 
 def test_compiled_logits_equal_eager_ones_within_fp16_tolerance():
-    from colabkit.epochs import CompiledOrEager, autocast
+    from colabkit.training.epochs import CompiledOrEager, autocast
 
     torch.manual_seed(0)
     model = build_model("resnet18_cbam_aspp", 12, width=16).cuda().eval()

@@ -1,3 +1,4 @@
+"""colabkit.data.sources, colabkit.data.archives, colabkit.data.loader: data sets built, cached and batched."""
 import tarfile
 import urllib.error
 import urllib.request
@@ -7,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from colabkit.archives import DataError
-from colabkit.augment import Augmenter
-from colabkit.data import CIFAR12_CLASSES, channel_mean_std, load_dataset, synthetic
-from colabkit.loader import DeviceLoader
+from colabkit.data.archives import DataError
+from colabkit.data.augment import Augmenter
+from colabkit.data.sources import CIFAR12_CLASSES, channel_mean_std, load_dataset, synthetic
+from colabkit.data.loader import DeviceLoader
 from colabkit.experiments import PRESETS
 
 from conftest import write_cifar10, write_cifar100, write_image_folder
@@ -103,7 +104,7 @@ def _archive(root, folder_name, out):
 def test_archives_on_drive_are_extracted_locally_and_only_the_cache_goes_to_drive(tmp_path, monkeypatch):
     import dataclasses
 
-    from colabkit import archives
+    from colabkit.data import archives
 
     src, drive_root, local = tmp_path / "src", tmp_path / "drive" / "data", tmp_path / "local"
     write_cifar10(src)
@@ -126,7 +127,7 @@ def test_archives_on_drive_are_extracted_locally_and_only_the_cache_goes_to_driv
 def test_half_extracted_folder_is_rebuilt_from_the_archive_never_trusted(tmp_path, monkeypatch):
     import dataclasses
 
-    from colabkit import archives
+    from colabkit.data import archives
 
     root = tmp_path / "data"
     y_train, _ = write_cifar10(root)
@@ -168,7 +169,7 @@ def test_a_download_is_installed_whole_when_its_md5_checks_out_and_never_otherwi
     download leaves neither the archive nor a temporary behind."""
     import hashlib
 
-    from colabkit.archives import download
+    from colabkit.data.archives import download
 
     served = tmp_path / "served.tar.gz"
     served.write_bytes(b"CIFAR bytes" * 100_000)

@@ -1,4 +1,4 @@
-"""colabkit.distributed: DDP under torchrun, 2 Gloo processes on the CPU, synthetic data;
+"""colabkit.training.distributed: DDP under torchrun, 2 Gloo processes on the CPU, synthetic data;
 and the two calls its error path relies on, each checked on its own."""
 import inspect
 import json
@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from colabkit.loader import DeviceLoader
+from colabkit.data.loader import DeviceLoader
 
-from colabkit.data import load_dataset
-from colabkit.distributed import ERROR_KEY, Dist
+from colabkit.data.sources import load_dataset
+from colabkit.training.distributed import ERROR_KEY, Dist
 from colabkit.experiments import Experiment
 from colabkit.models import build_model
-from colabkit.runs import DETERMINISTIC_FIELDS, read_metrics
-from colabkit.train import train
+from colabkit.rundir.runs import DETERMINISTIC_FIELDS, read_metrics
+from colabkit.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 # two workers on two cores: one OpenMP thread each, not two

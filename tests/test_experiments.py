@@ -1,10 +1,11 @@
+"""colabkit.experiments: the Experiment, its presets, ablations and recipes."""
 import dataclasses
 import json
 
 import pytest
 import torch
 
-from colabkit.augment import AugmentSpec
+from colabkit.data.augment import AugmentSpec
 from colabkit.experiments import PRESETS, Experiment, get_experiment
 
 ANGLES = [0.0, 30.0, 330.0, 60.0, 300.0, 90.0, 270.0]

@@ -1,4 +1,4 @@
-"""Looking inside trained runs (colabkit.inspection): attention hooks, robustness, cost,
+"""Looking inside trained runs (colabkit.report.inspection): attention hooks, robustness, cost,
 mistakes; and its public name, inspect_run."""
 import inspect as stdlib_inspect
 import sys
@@ -12,13 +12,13 @@ from torch import nn
 
 import colabkit
 from colabkit.__main__ import main
-from colabkit.loader import DeviceLoader
-from colabkit.data import synthetic
-from colabkit.inspection import (TRANSFORMS, AttentionHooks, InspectionError, flops_per_image,
+from colabkit.data.loader import DeviceLoader
+from colabkit.data.sources import synthetic
+from colabkit.report.inspection import (TRANSFORMS, AttentionHooks, InspectionError, flops_per_image,
                                  inspect_run, robustness, stage_ends)
 from colabkit.models import build_model
-from colabkit.runs import read_metrics
-from colabkit.train import train
+from colabkit.rundir.runs import read_metrics
+from colabkit.training.loop import train
 from conftest import drawn_png
 
 pytestmark = pytest.mark.xdist_group("test_inspection")  # its module fixture, trained once: one worker
@@ -141,7 +141,7 @@ def test_a_model_invariant_to_horizontal_flips_scores_the_same_under_flip():
     assert table.loc["hflip", "accuracy"] == table.loc["identity", "accuracy"]
     assert len(plain) == 9
     # the same on the logits, and not for the other transforms
-    from colabkit.inspection import predict
+    from colabkit.report.inspection import predict
     model, cpu = _FlipInvariant(), torch.device("cpu")
     with torch.no_grad():
         ident = predict(model, data, cpu)
@@ -150,7 +150,7 @@ def test_a_model_invariant_to_horizontal_flips_scores_the_same_under_flip():
 
 
 def test_transforms_are_the_flips_and_rotations_they_name():
-    from colabkit.inspection import transform
+    from colabkit.report.inspection import transform
     x = torch.rand(2, 3, 8, 8)
     assert torch.equal(transform(x, "hflip"), x.flip(3)) and torch.equal(transform(x, "vflip"), x.flip(2))
     assert torch.equal(transform(x, "rot90"), torch.rot90(x, 1, (2, 3)))  # counter-clockwise
@@ -184,7 +184,7 @@ def test_damaged_best_falls_back_and_says_so_and_an_empty_folder_fails_clearly(c
 
 
 def test_report_inspect_draws_all_runs_side_by_side(cbam_run, tmp_path):
-    from colabkit.report import write_report
+    from colabkit.report.write import write_report
     written = write_report(cbam_run.parent, tmp_path, inspect=True)
     assert tmp_path / "robustness_all.png" in written["robustness_all"]
     assert tmp_path / "inspect" / "run" / "attention.png" in written["inspect_run"]
@@ -204,8 +204,8 @@ def test_cost_measures_the_step_training_takes(monkeypatch, precision, dtype):
     """Autocast in the training precision (auto: as train chooses; fp32 on the CPU), the
     training step's code and its optimizer (fused in fp16): what the first convolution
     computes in."""
-    import colabkit.epochs as epochs_mod
-    import colabkit.inspection as inspection_mod
+    import colabkit.training.epochs as epochs_mod
+    import colabkit.report.inspection as inspection_mod
     from colabkit.experiments import get_experiment
 
     from colabkit.experiments import Experiment

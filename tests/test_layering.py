@@ -1,4 +1,4 @@
-"""The package's floors (docs/design.md, "The floors"): each module imports only modules listed above
+"""colabkit (every module, and colabkit.version): the package's floors (docs/design.md, "The floors"): each module imports only modules listed above
 it, at the top of the file, and stays small enough to read in one sitting; and a name of the
 package means one thing."""
 import ast
@@ -7,49 +7,115 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "colabkit"
-# floor by floor, as in docs/design.md; a module may import only modules before it here
-ORDER = ["version", "registry", "files", "augment", "models", "stats", "plotting", "quota",
-         "runtime", "experiments", "runs", "checkpoint",
-         "lease", "storage",
-         "archives", "data", "loader", "distributed", "epochs", "resume", "saver", "train", "inspection", "weights",
-         "status", "tables", "figures", "compare", "report", "sweep",
-         "__main__"]
+# The floors, bottom to top, as in docs/design.md: the modules at the package's top and its
+# wings (subpackages), each wing's modules in their own order. A module may import only
+# modules before it here: down the wings, and down inside its wing.
+FLOORS = [
+    ("colabkit", ["version", "registry", "models"]),
+    ("rundir", ["rundir.files", "rundir.runs", "rundir.checkpoint"]),
+    ("colab", ["colab.drive", "colab.device", "colab.places", "colab.quota", "colab.lease",
+               "colab.storage"]),
+    ("data", ["data.augment", "data.archives", "data.sources", "data.loader"]),
+    ("colabkit", ["experiments"]),
+    ("training", ["training.distributed", "training.epochs", "training.resume", "training.saver",
+                  "training.loop"]),
+    ("report", ["report.stats", "report.plotting", "report.tables", "report.figures",
+                "report.compare", "report.status", "report.inspection", "report.write"]),
+    ("colabkit", ["weights", "sweeps", "__main__"]),
+]
+ORDER = [m for _, modules in FLOORS for m in modules]
+WINGS = sorted({w for w, _ in FLOORS} - {"colabkit"})
+# what a wing may not stand on although it lies below: reading CIFAR needs to know where
+# Drive is (colab.places, colab.drive), never the mirror, the lease or Drive's quota
+NEVER = {"data": {"colab.quota", "colab.lease", "colab.storage"}}
 # imported where used, with the reason: google.colab exists only inside Colab; IPython
 # (the notebook display) only where a notebook runs: a server, a torchrun node or a
-# bare GPU machine has neither, and the package must import and train there
+# bare GPU machine has neither, and the package must import and train there; tensorboard
+# is optional outside Colab. The command line imports each command's modules in it.
 LAZY = {"google.colab", "IPython", "IPython.display"}
 
 
-def _imports(path):
-    """(colabkit modules imported, imports found inside functions)."""
-    tree = ast.parse(path.read_text())
+def _modules() -> dict[str, Path]:
+    """Every module of the package by its dotted name under colabkit (``colab.lease``);
+    a wing's ``__init__`` by the wing's name, the package's own as ``__init__``."""
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+        if parts[-1] == "__init__" and len(parts) > 1:
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _resolve(module: str, node: ast.ImportFrom) -> set[str]:
+    """The modules of the package that a relative import in ``module`` names."""
+    package = module.split(".") if module in WINGS else module.split(".")[:-1]
+    base = package[:len(package) - (node.level - 1)]
+    target = base + (node.module.split(".") if node.module else [])
+    dotted = ".".join(target)
+    if dotted in MODULES and not (PACKAGE / dotted.replace(".", "/")).is_dir():
+        return {dotted}
+    return {".".join(target + [a.name]) for a in node.names}  # from a package: its modules
+
+
+def _imports(module):
+    """(modules of the package imported at the top, imports found inside functions)."""
+    tree = ast.parse(MODULES[module].read_text())
     inner = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
              for n in ast.walk(f) if n is not f}
     ours, hidden = set(), []
     for node in ast.walk(tree):
         if not isinstance(node, (ast.Import, ast.ImportFrom)):
             continue
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            ours |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+        if isinstance(node, ast.ImportFrom) and node.level >= 1:
+            ours |= _resolve(module, node)
         names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or "."]
-        if id(node) in inner and not set(names) <= LAZY:
-            hidden.append(f"{path.name}:{node.lineno}")
+        if id(node) in inner and not set(names) <= LAZY and module != "__main__":
+            hidden.append(f"{module}:{node.lineno}")
     return ours, hidden
 
 
-def test_every_module_imports_only_modules_above_it_and_only_at_the_top():
-    modules = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
-    assert sorted(ORDER) == modules, "add the new module to ORDER and to docs/design.md, \"The floors\""
-    up, hidden = [], []
+def test_every_module_imports_only_modules_below_it_and_only_at_the_top():
+    listed = set(ORDER) | set(WINGS) | {"__init__"}
+    assert sorted(MODULES) == sorted(listed), \
+        "add the new module to FLOORS and to docs/design.md, \"The floors\""
+    up, hidden, never = [], [], []
     for name in ORDER:
-        ours, inner = _imports(PACKAGE / f"{name}.py")
+        ours, inner = _imports(name)
         hidden += inner
-        up += [f"{name} -> {m}" for m in ours if m not in ORDER[:ORDER.index(name)]]
-    assert up == [] and hidden == []
+        up += [f"{name} -> {m}" for m in sorted(ours) if m not in ORDER[:ORDER.index(name)]]
+        wing = name.split(".")[0]
+        never += [f"{name} -> {m}" for m in sorted(ours) if m in NEVER.get(wing, ())]
+    assert up == [], "a module imports only modules below it: move the shared piece down"
+    assert hidden == [] and never == []
+
+
+def test_a_wing_says_what_it_is_for_and_imports_nothing():
+    """Importing a wing costs nothing; its __init__ is the few lines a newcomer reads."""
+    for wing in WINGS:
+        tree = ast.parse(MODULES[wing].read_text())
+        doc = ast.get_docstring(tree)
+        assert doc and len(doc.splitlines()) >= 3, wing
+        assert [n for n in tree.body if not isinstance(n, ast.Expr)] == [], wing
+        modules = [m.split(".")[1] for m in ORDER if m.startswith(wing + ".")]
+        assert all(f"``{m}``" in doc for m in modules), (wing, modules)
+
+
+def test_each_module_has_a_test_file_that_says_so():
+    """A maintainer finds a module's tests in tests/test_<module>.py, or in the file whose
+    first line names it (``colabkit.colab.lease`` in test_storage.py's)."""
+    tests = {p.stem.removeprefix("test_"): p.read_text(encoding="utf-8").splitlines()[0]
+             for p in (REPO / "tests").glob("test_*.py")}
+    named = set(re.findall(r"\bcolabkit\.([\w.]+\w)", " ".join(tests.values())))
+    orphans = [m for m in ORDER if m.split(".")[-1] not in tests and m not in named]
+    assert orphans == [], "name each module in the first line of the test file that holds it"
 
 
 def test_no_module_passes_500_lines():
-    sizes = {p.name: len(p.read_text().splitlines()) for p in PACKAGE.glob("*.py")}
+    sizes = {m: len(p.read_text().splitlines()) for m, p in MODULES.items()}
     assert {n: k for n, k in sizes.items() if k > 500} == {}
 
 
@@ -58,10 +124,10 @@ def test_no_two_modules_define_a_function_or_class_of_the_same_name():
     images, and the loader's normalization tensors) took different inputs and gave different
     outputs, and a reader of one call could not tell which."""
     where: dict[str, list[str]] = {}
-    for path in sorted(PACKAGE.glob("*.py")):
+    for module, path in sorted(MODULES.items()):
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                where.setdefault(node.name, []).append(path.stem)
+                where.setdefault(node.name, []).append(module)
     assert {name: mods for name, mods in where.items() if len(mods) > 1} == {}
 
 
@@ -76,7 +142,7 @@ RUN_NAMES = {"run_name": "a run's folder name", "run_status": "where a run stand
 
 def test_run_in_a_name_means_a_run():
     unknown, not_a_folder = [], []
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in sorted(MODULES.values()):
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
@@ -93,7 +159,7 @@ def test_run_in_a_name_means_a_run():
 def _defined(module: str) -> set[str]:
     """The names a module of the package defines at its top level (not those it imports)."""
     names = set()
-    for node in ast.parse((PACKAGE / f"{module}.py").read_text()).body:
+    for node in ast.parse(MODULES[module].read_text()).body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(node.name)
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
@@ -107,21 +173,28 @@ def test_each_name_is_imported_from_the_module_that_defines_it():
     names, its private ``_start_ticks`` among them) ties the reader to that module's imports:
     the package and the tests import from where a name is defined, and no module imports
     another's private name."""
-    defined = {p.stem: _defined(p.stem) for p in PACKAGE.glob("*.py")}
+    defined = {m: _defined(m) for m in MODULES}
     passed_on, private = [], []
-    for path in [*PACKAGE.glob("*.py"), *(REPO / "tests").glob("*.py")]:
+    files = [(m, p) for m, p in MODULES.items()] + [(None, p) for p in (REPO / "tests").glob("*.py")]
+    for module_of_file, path in files:
         for node in ast.walk(ast.parse(path.read_text())):
-            if not isinstance(node, ast.ImportFrom) or not node.module:
+            if not isinstance(node, ast.ImportFrom):
                 continue
-            if node.level == 1 and path.parent == PACKAGE:
-                module = node.module
-            elif node.level == 0 and node.module.startswith("colabkit."):
-                module = node.module.split(".")[1]
+            if node.level >= 1 and module_of_file is not None and node.module:
+                targets = _resolve(module_of_file, node)
+                if {t.rpartition(".")[0] for t in targets} & set(WINGS) and \
+                        all(t.rpartition(".")[2] in [a.name for a in node.names] for t in targets):
+                    continue  # modules from a wing: from ..colab import quota
+            elif node.level == 0 and (node.module or "").startswith("colabkit."):
+                targets = {node.module.removeprefix("colabkit.")}
             else:
                 continue
+            if len(targets) != 1 or next(iter(targets)) not in defined or next(iter(targets)) in WINGS:
+                continue  # modules from a wing
+            module = next(iter(targets))
             names = [a.name for a in node.names]
             passed_on += [f"{path.name}: {n} from {module}" for n in names if n not in defined[module]]
-            if path.parent == PACKAGE:
+            if module_of_file is not None:
                 private += [f"{path.name}: {n} from {module}" for n in names if n.startswith("_") and not n.endswith("__")]
     assert passed_on == [], "import each name from the module that defines it"
     assert private == [], "a private name stays in its module: make it public, or move it"
@@ -141,7 +214,7 @@ PRIVATE_USES = {
 
 def test_no_module_reads_a_private_attribute_of_another_object_unless_listed():
     found = []
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in sorted(MODULES.values()):
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Attribute) or not node.attr.startswith("_") \
                     or node.attr.endswith("__"):
@@ -157,7 +230,9 @@ def test_the_design_page_lists_the_modules_in_the_same_order():
     text = (REPO / "docs" / "design.md").read_text(encoding="utf-8")
     section = text[text.index("## The floors"):]
     block = section[section.index("```") + 3:]
-    listed = re.findall(r"^    (\w+) {2,}\S", block[:block.index("```")], re.M)
+    block = block[block.index("```") + 3:]  # the second block: module by module
+    block = block[block.index("```") + 3:]
+    listed = re.findall(r"^    ([\w.]+) {2,}\S", block[:block.index("```")], re.M)
     assert listed == ORDER
 
 
@@ -169,7 +244,7 @@ def test_the_version_is_written_once():
     assert 'dynamic = ["version"]' in toml and 'attr = "colabkit.version.__version__"' in toml
     project = toml[toml.index("[project]"):toml.index("\n[", toml.index("[project]"))]
     assert not re.search(r"^version\s*=", project, re.M)
-    stated = [p for p in PACKAGE.glob("*.py") if re.search(r'__version__\s*=\s*"', p.read_text())]
+    stated = [p for p in MODULES.values() if re.search(r'__version__\s*=\s*"', p.read_text())]
     assert stated == [PACKAGE / "version.py"]
 
 

@@ -1,3 +1,4 @@
+"""colabkit.models: ResNet18, CBAM, the ASPP and SPP heads, against hand-written references."""
 import pytest
 import torch
 import torch.nn.functional as F

@@ -53,7 +53,7 @@ def test_every_command_runs_where_ipython_and_ipywidgets_are_missing(tmp_path):
 
 
 def test_a_shell_without_ipython_is_not_a_notebook_and_live_curves_stay_silent(monkeypatch):
-    from colabkit.figures import LiveCurves
+    from colabkit.report.figures import LiveCurves
 
     monkeypatch.setitem(sys.modules, "IPython", None)
     LiveCurves()({"epoch": 1}, [])  # no ImportError: nothing to draw on
@@ -61,7 +61,7 @@ def test_a_shell_without_ipython_is_not_a_notebook_and_live_curves_stay_silent(m
 
 def test_live_curves_still_draw_in_a_notebook(monkeypatch):
     """The display moved inside the function: in a notebook (a ZMQ shell) it still shows."""
-    from colabkit.figures import LiveCurves
+    from colabkit.report.figures import LiveCurves
 
     shown = []
     handle = types.SimpleNamespace(update=lambda image: shown.append(("update", image)))

@@ -18,7 +18,7 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, DeadKernelError
 
-from colabkit.runs import DETERMINISTIC_FIELDS, read_metrics
+from colabkit.rundir.runs import DETERMINISTIC_FIELDS, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -205,7 +205,7 @@ def test_report_notebook_runs_with_no_run_or_one_and_writes_before_it_shows(pres
     """Run all on a Drive with no run yet, or with only model 1 done: every cell runs,
     the files are written, and the comparison cell says it needs two experiments."""
     if present:
-        from colabkit.train import train
+        from colabkit.training.loop import train
         train(tiny("basic", epochs=2), tmp_path / "runs" / "01_resnet18_basic-2ep", progress=False)
     monkeypatch.setenv("COLABKIT_HOME", str(tmp_path))  # the kernel inherits it
     nb = _with_parameters(REPO / "notebooks" / "05_report.ipynb", {})
@@ -360,8 +360,8 @@ def test_notebook_01_on_colab_resumes_after_a_disconnect_refuses_a_live_second_k
     fails; a second live kernel on a folder is refused; the queue trains the rest with a
     browser that never answers, waiting no longer than colabkit's timeouts."""
     from fake_colab import FakeColab
-    from colabkit import runtime
-    from colabkit.lease import STALE_EPOCHS, UPLOAD_LAG_S, Lease
+    from colabkit.colab import drive
+    from colabkit.colab.lease import STALE_EPOCHS, UPLOAD_LAG_S, Lease
 
     vm = tmp_path / "vm"
     fake = FakeColab(vm)
@@ -428,8 +428,8 @@ def test_notebook_01_on_colab_resumes_after_a_disconnect_refuses_a_live_second_k
     assert [c["call"] for c in made] == ["mount", "request_auth", "flush_and_unmount", "mount",
                                          "request_auth"]  # one flush, at the queue's end
     assert [c["waited_ms"] for c in made if c["call"] == "request_auth"] == \
-        [runtime.MOUNT_TIMEOUT_MS, runtime.REMOUNT_TIMEOUT_MS]  # bounded by colabkit's timeouts
-    assert made[2]["timeout_ms"] == runtime.FLUSH_TIMEOUT_MS
+        [drive.MOUNT_TIMEOUT_MS, drive.REMOUNT_TIMEOUT_MS]  # bounded by colabkit's timeouts
+    assert made[2]["timeout_ms"] == drive.FLUSH_TIMEOUT_MS
     assert "Drive: the remount failed (mount failed) at the end of the queue" in text
     # 7. the status table once, naming every queued run
     assert len(re.findall(r"\brun +experiment +state\b", text)) == 1, text[:3000]

@@ -1,4 +1,4 @@
-"""The queue of the report's four runs, the status of run folders, and version pinning."""
+"""colabkit.sweeps, colabkit.report.status: The queue of the report's four runs, the status of run folders, and version pinning."""
 import json
 import re
 import subprocess
@@ -11,14 +11,14 @@ import torch
 
 import colabkit
 
-from colabkit.checkpoint import CHECKSUM_KEY, content_hash
-from colabkit.status import status_table
-from colabkit.runs import write_json, write_metrics
+from colabkit.rundir.checkpoint import CHECKSUM_KEY, content_hash
+from colabkit.report.status import status_table
+from colabkit.rundir.runs import read_metrics, write_json, write_metrics
 from colabkit.experiments import QUEUE
-from colabkit.lease import Lease, start_ticks
-from colabkit.status import queue_status
-from colabkit.sweep import run_queue
-from colabkit.train import train
+from colabkit.colab.lease import Lease, start_ticks
+from colabkit.report.status import queue_status
+from colabkit.sweeps import run_queue
+from colabkit.training.loop import train
 
 
 def _rows(n, seconds=60.0, end=None):
@@ -140,7 +140,7 @@ def test_a_resumed_run_of_another_colabkit_version_warns_naming_both(tiny, tmp_p
 
 def test_a_run_with_a_validation_split_logs_it_and_picks_best_on_it(tiny, tmp_path):
     res = train(tiny("basic", epochs=3, val_size=32), tmp_path, progress=False)
-    rows = __import__("colabkit").runs.read_metrics(tmp_path / "metrics.csv")
+    rows = read_metrics(tmp_path / "metrics.csv")
     assert all(r["val_acc"] is not None and r["val_loss"] is not None for r in rows)
     best = max(rows, key=lambda r: (r["val_acc"], -r["epoch"]))
     assert (res["best_epoch"], res["best_acc"], res["selected_on"]) == (best["epoch"], best["test_acc"], "val")
@@ -156,7 +156,7 @@ def test_sweep_of_two_experiments_and_two_seeds_resumes_after_a_kill_and_skips_t
     import signal
     from pathlib import Path
 
-    from colabkit.runs import read_metrics
+    from colabkit.rundir.runs import read_metrics
     runs = tmp_path / "sweep"  # 3 epochs, not the recipe's 300: <experiment>-3ep-s<seed>
     cmd = [sys.executable, "-m", "colabkit", "sweep", "--experiments", "basic", "cbam", "--seeds",
            "0", "1", "--runs-dir", str(runs), "--dataset", "synthetic", "--epochs", "3",
@@ -188,7 +188,7 @@ def test_sweep_of_two_experiments_and_two_seeds_resumes_after_a_kill_and_skips_t
 
 @pytest.mark.integration
 def test_parallel_sweep_runs_children_and_collects_their_summaries(tmp_path):
-    from colabkit.sweep import sweep
+    from colabkit.sweeps import sweep
     res = sweep(["basic"], [0, 1], tmp_path, parallel=2,
                 cli_args=["--dataset", "synthetic", "--epochs", "1", "--width", "4", "--batch-size",
                           "32", "--train-size", "64", "--test-size", "32", "--device", "cpu"])
@@ -197,8 +197,8 @@ def test_parallel_sweep_runs_children_and_collects_their_summaries(tmp_path):
 
 
 def test_a_queue_on_drive_flushes_once_at_its_end_and_a_failed_flush_does_not_stop_it(fake_colab):
-    from colabkit import runtime
-    home = runtime.mount_drive()
+    from colabkit.colab import drive
+    home = drive.mount_drive()
     fake_colab.set(flush="fail")
     settings = dict(dataset="synthetic", epochs=1, batch_size=32, width=4, train_size=64,
                     test_size=32, device="cpu", mirror_minutes=0)

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from colabkit import quota
-from colabkit.status import status_table
-from colabkit.train import train
+from colabkit.colab import quota
+from colabkit.report.status import status_table
+from colabkit.training.loop import train
 
 GB = 1_000_000_000
 _TRASH = {"root": None, "bytes": 0}

@@ -10,15 +10,15 @@ import torch
 import torch.nn.functional as F
 
 from colabkit.__main__ import main
-from colabkit.augment import Augmenter, cutout, random_crop
-from colabkit.compare import comparison_table
-from colabkit.data import load_dataset
+from colabkit.data.augment import Augmenter, cutout, random_crop
+from colabkit.report.compare import comparison_table
+from colabkit.data.sources import load_dataset
 from colabkit.experiments import PRESETS, get_experiment, run_name
-from colabkit.runs import read_metrics, read_predictions, save_predictions, write_json, write_metrics
-from colabkit.status import queue_status
-from colabkit.tables import load_runs, results_table, table_markdown
-from colabkit.resume import ConfigMismatch
-from colabkit.train import time_estimate, train
+from colabkit.rundir.runs import read_metrics, read_predictions, save_predictions, write_json, write_metrics
+from colabkit.report.status import queue_status
+from colabkit.report.tables import load_runs, results_table, table_markdown
+from colabkit.training.resume import ConfigMismatch
+from colabkit.training.loop import time_estimate, train
 from conftest import independent_predictions
 
 

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from colabkit.archives import DataError
-from colabkit.data import build_folder, synthetic
+from colabkit.data.archives import DataError
+from colabkit.data.sources import build_folder, synthetic
 from colabkit.experiments import get_experiment
-from colabkit.lease import Lease, LeaseHeld, start_ticks
-from colabkit.loader import DeviceLoader
+from colabkit.colab.lease import Lease, LeaseHeld, start_ticks
+from colabkit.data.loader import DeviceLoader
 from colabkit.registry import Advice, SettingError, setting
-from colabkit.resume import CHECKPOINT_FORMAT, ConfigMismatch, check_config
-from colabkit.runs import RunDir, write_json
-from colabkit.runtime import DeviceError, choose_device
-from colabkit.storage import RunStorage
+from colabkit.training.resume import CHECKPOINT_FORMAT, ConfigMismatch, check_config
+from colabkit.rundir.runs import RunDir, write_json
+from colabkit.colab.device import DeviceError, choose_device
+from colabkit.colab.storage import RunStorage
 
 # each breaks str.format its own way: KeyError, IndexError, ValueError ("Single '}'")
 BRACES = ["{x}", "{}", "a}b{c"]

@@ -1,3 +1,6 @@
+"""colabkit.report.write, colabkit.report.tables, colabkit.report.figures, colabkit.report.compare, colabkit.report.stats, colabkit.report.plotting
+
+The report from run folders alone."""
 import shutil
 
 import numpy as np
@@ -5,11 +8,11 @@ import pandas as pd
 import pytest
 
 from colabkit.experiments import get_experiment
-from colabkit.figures import FIGURES, plot_curves
-from colabkit.tables import ReportError, load_runs, results_table, table_markdown
-from colabkit.report import confusion_matrix, per_class_accuracy, write_report
-from colabkit.runs import read_metrics, write_metrics
-from colabkit.train import train
+from colabkit.report.figures import FIGURES, plot_curves
+from colabkit.report.tables import ReportError, load_runs, results_table, table_markdown
+from colabkit.report.write import confusion_matrix, per_class_accuracy, write_report
+from colabkit.rundir.runs import read_metrics, write_metrics
+from colabkit.training.loop import train
 from conftest import drawn_png, independent_predictions
 
 pytestmark = pytest.mark.xdist_group("test_report")  # its module fixture, trained once: one worker
@@ -165,8 +168,8 @@ def test_the_confusion_matrix_comes_from_predictions_npz_and_the_model_path_agre
     independent count of the saved labels and predictions gives."""
     import shutil
 
-    import colabkit.report as report_mod
-    from colabkit.runs import read_predictions
+    import colabkit.report.write as report_mod
+    from colabkit.rundir.runs import read_predictions
 
     run = tmp_path / "run"
     shutil.copytree(runs_dir / "basic_s0", run)
@@ -192,7 +195,7 @@ def test_the_confusion_matrix_ignores_flip_tta_and_predictions_of_another_epoch(
     epoch than best.pt's is not the best epoch's: the network is run instead."""
     import shutil
 
-    from colabkit.runs import read_predictions, save_predictions
+    from colabkit.rundir.runs import read_predictions, save_predictions
 
     run = tmp_path / "run"
     shutil.copytree(runs_dir / "basic_s0", run)
@@ -220,7 +223,7 @@ def test_committed_figures_table_is_what_the_committed_logs_give():
 # ------------------------------------------------------------ comparisons ----
 
 def test_mcnemar_exact_p_values_agree_with_a_hand_count():
-    from colabkit.stats import mcnemar
+    from colabkit.report.stats import mcnemar
     # 12 discordant images, 10 against 2: 2 * (C(12,0) + C(12,1) + C(12,2)) / 2**12
     assert mcnemar(10, 2) == pytest.approx(2 * (1 + 12 + 66) / 4096)
     assert mcnemar(2, 10) == mcnemar(10, 2) and mcnemar(5, 5) == 1.0 and mcnemar(0, 0) == 1.0
@@ -233,7 +236,7 @@ def test_mcnemar_exact_p_values_agree_with_a_hand_count():
 
 
 def test_welch_interval_and_bootstrap_agree_with_independent_computations():
-    from colabkit.stats import paired_bootstrap, welch_interval
+    from colabkit.report.stats import paired_bootstrap, welch_interval
     # means 91 and 93, variances 1: se = sqrt(2/3), df = 4, t = 2.776
     lo, hi = welch_interval([90, 91, 92], [92, 93, 94])
     h = 2.776 * (2 / 3) ** 0.5
@@ -256,8 +259,8 @@ def test_welch_interval_and_bootstrap_agree_with_independent_computations():
 
 
 def test_comparison_pairs_experiments_on_the_same_test_images(runs_dir, tmp_path):
-    from colabkit.compare import comparison_table
-    from colabkit.runs import read_predictions
+    from colabkit.report.compare import comparison_table
+    from colabkit.rundir.runs import read_predictions
     table = comparison_table(runs_dir)
     row = table[(table["a"] == "basic") & (table["b"] == "da")].iloc[0]
     pa, pb = (read_predictions(runs_dir / r / "predictions.npz") for r in ("basic_s0", "da"))
@@ -272,7 +275,7 @@ def test_comparison_pairs_experiments_on_the_same_test_images(runs_dir, tmp_path
 
 
 def test_predictions_file_holds_the_best_epochs_test_predictions(runs_dir):
-    from colabkit.runs import read_predictions
+    from colabkit.rundir.runs import read_predictions
     p = read_predictions(runs_dir / "basic_s0" / "predictions.npz")
     rows = read_metrics(runs_dir / "basic_s0" / "metrics.csv")
     best = max(rows, key=lambda r: (r["test_acc"], -r["epoch"]))
@@ -280,7 +283,7 @@ def test_predictions_file_holds_the_best_epochs_test_predictions(runs_dir):
     assert 100 * (p["pred"] == p["label"]).mean() == pytest.approx(best["test_acc"])
     # the same predictions from best.pt's weights, computed without colabkit's evaluation
     import torch
-    from colabkit.data import load_dataset
+    from colabkit.data.sources import load_dataset
     state = torch.load(runs_dir / "basic_s0" / "best.pt", weights_only=True)
     assert state["epoch"] == best["epoch"]
     data = load_dataset("synthetic", seed=0).subset(128, 64, 0)
@@ -289,7 +292,7 @@ def test_predictions_file_holds_the_best_epochs_test_predictions(runs_dir):
 
 
 def test_best_epoch_is_chosen_on_validation_when_there_is_one(tmp_path):
-    from colabkit.runs import write_json
+    from colabkit.rundir.runs import write_json
     run = tmp_path / "r"
     run.mkdir()
     write_json(run / "config.json", _tiny("basic", val_size=20).to_dict())
@@ -299,7 +302,7 @@ def test_best_epoch_is_chosen_on_validation_when_there_is_one(tmp_path):
     write_metrics(run / "metrics.csv", rows)
     r = results_table(load_runs(tmp_path), by="run").iloc[0]
     assert (r["best_epoch"], r["best_acc"], r["selected_on"]) == (3, 55.0, "val")  # not epoch 2's 60
-    from colabkit.train import _results
+    from colabkit.training.loop import _results
     res = _results(_tiny("basic", val_size=20), run, read_metrics(run / "metrics.csv"), "finished")
     assert (res["best_epoch"], res["best_acc"], res["best_val_acc"]) == (3, 55.0, 70.0)
 
@@ -316,7 +319,7 @@ def test_short_runs_never_stand_beside_the_reports_numbers(runs_dir):
 
 
 def test_the_sentence_keeps_the_recipe_question_apart_from_mcnemars():
-    from colabkit.compare import _sentence
+    from colabkit.report.compare import _sentence
     wide = _sentence("a", "b", 2.0, -1.0, 5.0, "over seeds, 3 and 3 runs", 1e-9, 100, 200, 2000, 3)
     assert "The interval over seeds includes 0: these seeds do not show that one recipe beats the other" in wide
     assert "the trained models disagree beyond chance" in wide
@@ -328,7 +331,7 @@ def test_the_sentence_keeps_the_recipe_question_apart_from_mcnemars():
 
 def _fake_run(folder, exp, accs):
     """A run folder as train() leaves it, with chosen test accuracies (one per epoch)."""
-    from colabkit.runs import write_json
+    from colabkit.rundir.runs import write_json
     folder.mkdir(parents=True)
     write_json(folder / "config.json", exp.to_dict())
     write_metrics(folder / "metrics.csv", [
@@ -384,7 +387,7 @@ def test_a_run_whose_schedule_changed_mid_run_is_never_the_reports_setting(tmp_p
 
 
 def test_one_experiment_gives_no_comparison_and_says_why(tmp_path):
-    from colabkit.compare import COMPARISON_COLUMNS, comparison_sentences, comparison_table
+    from colabkit.report.compare import COMPARISON_COLUMNS, comparison_sentences, comparison_table
     _fake_run(tmp_path / "runs" / "basic-s0", get_experiment("basic", epochs=2, seed=0), [10.0, 20.0])
     _fake_run(tmp_path / "runs" / "basic-s1", get_experiment("basic", epochs=2, seed=1), [10.0, 30.0])
     comparison = comparison_table(tmp_path / "runs")

@@ -1,12 +1,12 @@
-"""colabkit.runs: a run folder's contract, its metrics.csv columns and the key that picks a
-run's best epoch (and colabkit.saver, which writes that key into best.pt)."""
+"""colabkit.rundir.runs: a run folder's contract, its metrics.csv columns and the key that picks a
+run's best epoch (and colabkit.training.saver, which writes that key into best.pt)."""
 import pytest
 
-from colabkit.checkpoint import read_checkpoint
-from colabkit.runs import (DETERMINISTIC_FIELDS, METRIC_FIELDS, TTA_FIELDS, WALL_CLOCK_FIELDS,
+from colabkit.rundir.checkpoint import read_checkpoint
+from colabkit.rundir.runs import (DETERMINISTIC_FIELDS, METRIC_FIELDS, TTA_FIELDS, WALL_CLOCK_FIELDS,
                            SelectionKey, format_row, selection_key)
-from colabkit.saver import Saver
-from colabkit.storage import RunStorage
+from colabkit.training.saver import Saver
+from colabkit.colab.storage import RunStorage
 
 
 def test_each_metric_column_is_in_one_named_set_and_the_exact_ones_hold_no_clock():

@@ -1,4 +1,4 @@
-"""Google Drive as it behaves, simulated: a folder given the Drive policy by
+"""colabkit.colab.storage, colabkit.colab.lease, colabkit.colab.places: Google Drive as it behaves, simulated: a folder given the Drive policy by
 COLABKIT_DRIVE, a local working area in COLABKIT_LOCAL, and the faults of a Drive mount
 (ENOTCONN, EIO, ENOSPC, 0-byte files after a lost upload, a second runtime)."""
 import errno
@@ -16,12 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from colabkit import files, runtime
-from colabkit.checkpoint import find_latest, read_checkpoint
-from colabkit.runs import DETERMINISTIC_FIELDS, read_json, read_metrics
-from colabkit.lease import Lease, LeaseHeld, start_ticks
-from colabkit.storage import RunStorage, is_drive
-from colabkit.train import train
+from colabkit.rundir import files
+from colabkit.colab import drive as colab_drive  # the fixture below is named drive
+from colabkit.rundir.checkpoint import find_latest, read_checkpoint
+from colabkit.rundir.runs import DETERMINISTIC_FIELDS, read_json, read_metrics
+from colabkit.colab.lease import Lease, LeaseHeld, start_ticks
+from colabkit.colab.storage import RunStorage
+from colabkit.colab.places import is_drive
+from colabkit.training.loop import train
 
 HERE = Path(__file__).parent
 
@@ -76,7 +78,7 @@ def _same(a, b):
 def test_drive_policy_applies_below_the_configured_folders(drive, tmp_path, monkeypatch):
     d, _ = drive
     assert is_drive(d / "runs" / "x") and not is_drive(tmp_path / "elsewhere")
-    monkeypatch.setattr(runtime, "DRIVE_MOUNTPOINT", str(tmp_path / "content" / "drive"))
+    monkeypatch.setattr(colab_drive, "DRIVE_MOUNTPOINT", str(tmp_path / "content" / "drive"))
     assert is_drive(tmp_path / "content" / "drive" / "MyDrive" / "runs")
 
 
@@ -200,12 +202,12 @@ def test_mirror_cadence_copies_at_the_end_even_when_no_interval_passed(tiny, dri
 
 
 def test_end_of_run_releases_the_lease_then_flushes_drive_the_way_colab_uploads_it(tiny, fake_colab):
-    home = runtime.mount_drive()
+    home = colab_drive.mount_drive()
     assert is_drive(home)
     train(tiny("basic", epochs=1), home / "runs" / "x", progress=False)
     assert [c["call"] for c in fake_colab.calls()] == ["mount", "flush_and_unmount", "mount"]
     assert [c["timeout_ms"] for c in fake_colab.calls()] == \
-        [runtime.MOUNT_TIMEOUT_MS, runtime.FLUSH_TIMEOUT_MS, runtime.REMOUNT_TIMEOUT_MS]
+        [colab_drive.MOUNT_TIMEOUT_MS, colab_drive.FLUSH_TIMEOUT_MS, colab_drive.REMOUNT_TIMEOUT_MS]
     assert read_checkpoint(home / "runs" / "x" / "last.pt")["epoch"] == 1
     assert Lease(home / "runs" / "x" / "lease.json").holder() is None  # let go
 
@@ -213,7 +215,7 @@ def test_end_of_run_releases_the_lease_then_flushes_drive_the_way_colab_uploads_
 @pytest.mark.parametrize("fault", ["flush", "remount"])
 def test_a_failed_flush_or_remount_at_the_stop_is_one_warning_and_the_lease_is_released(
         tiny, fake_colab, capsys, fault):
-    home = runtime.mount_drive()
+    home = colab_drive.mount_drive()
     run = home / "runs" / "y"
     fake_colab.set(**({"flush": "fail"} if fault == "flush" else {"browser": "never"}))
     with pytest.warns(UserWarning) as said:
@@ -226,14 +228,14 @@ def test_a_failed_flush_or_remount_at_the_stop_is_one_warning_and_the_lease_is_r
     assert "run colabkit.mount_drive()" in lines[0] or "run colabkit.flush_drive()" in lines[0]
     assert "The Drive copy is up to date (epoch 2)" in capsys.readouterr().out
     fake_colab.set(browser="answers", flush="ok")
-    home = runtime.mount_drive()
+    home = colab_drive.mount_drive()
     assert Lease(run / "lease.json").holder() is None  # let go before the flush: it reached Drive
     assert read_checkpoint(run / "last.pt")["epoch"] == 2
 
 
 def test_nothing_is_written_under_an_unmounted_mountpoint_and_the_mirror_catches_up(
         tiny, fake_colab, capsys):
-    home = runtime.mount_drive()
+    home = colab_drive.mount_drive()
     run = home / "runs" / "z"
     mp = Path(fake_colab.mountpoint)
     seen = {}
@@ -263,25 +265,25 @@ def test_nothing_is_written_under_an_unmounted_mountpoint_and_the_mirror_catches
 
 def test_a_drive_run_folder_without_its_mount_is_refused_before_anything_is_written(tiny, fake_colab):
     run = Path(fake_colab.mountpoint) / "MyDrive" / "colabkit" / "runs" / "w"
-    with pytest.raises(runtime.DriveError, match=r"Drive is not mounted .*run colabkit.mount_drive\(\)"):
+    with pytest.raises(colab_drive.DriveError, match=r"Drive is not mounted .*run colabkit.mount_drive\(\)"):
         train(tiny("basic", epochs=1), run, progress=False)
     assert not Path(fake_colab.mountpoint).exists()
 
 
 def test_the_budget_leaves_time_for_the_flush(tiny, fake_colab, monkeypatch):
-    train_module = sys.modules["colabkit.train"]  # colabkit.train is also the function
+    train_module = sys.modules["colabkit.training.loop"]  # the module, not the function colabkit.train
     assert not train_module.over_budget(3300, [60.0], 60)  # 55 min + one epoch fit an hour ...
     assert train_module.over_budget(3300, [60.0], 60, reserve_s=360)  # ... not with the flush
     assert not train_module.over_budget(0, [60.0], 4, reserve_s=3600)  # at most a quarter
-    home = runtime.mount_drive()
+    home = colab_drive.mount_drive()
     assert RunStorage(home / "runs" / "b").stop_seconds() == \
-        (runtime.FLUSH_TIMEOUT_MS + runtime.REMOUNT_TIMEOUT_MS) / 1000
+        (colab_drive.FLUSH_TIMEOUT_MS + colab_drive.REMOUNT_TIMEOUT_MS) / 1000
     assert RunStorage(home / "runs" / "b").stop_seconds(flush=False) == 0
     seen = []
     real = train_module.over_budget
     monkeypatch.setattr(train_module, "over_budget", lambda *a: seen.append(a[3]) or real(*a))
     train(tiny("basic", epochs=2), home / "runs" / "b", progress=False, max_minutes=1e3)
-    assert seen and set(seen) == {(runtime.FLUSH_TIMEOUT_MS + runtime.REMOUNT_TIMEOUT_MS) / 1000}
+    assert seen and set(seen) == {(colab_drive.FLUSH_TIMEOUT_MS + colab_drive.REMOUNT_TIMEOUT_MS) / 1000}
 
 
 def test_mirroring_every_epoch_says_what_it_writes_to_drive_per_hour(tiny, drive, capsys):
@@ -301,7 +303,7 @@ def test_mirroring_every_epoch_says_what_it_writes_to_drive_per_hour(tiny, drive
 
 def test_quota_is_checked_at_every_mirror_not_only_at_the_stop(tiny, drive, monkeypatch):
     d, _ = drive
-    from colabkit import quota
+    from colabkit.colab import quota
     grown = {"used": 0}
     real = quota.usage
     monkeypatch.setattr(quota, "usage", lambda p: (real(p)[0] + grown["used"], real(p)[1]))
@@ -367,7 +369,7 @@ def test_a_dead_vm_is_resumed_after_a_few_of_its_epoch_times_and_says_so(tiny, t
     """A disconnect: the lease names another host and boot, heartbeat some minutes old, and
     the epoch time it measured. Refused (saying when it counts as gone) until 3 epoch
     times plus Drive's upload lag have passed; then resumed with no takeover."""
-    from colabkit.lease import STALE_EPOCHS, UPLOAD_LAG_S
+    from colabkit.colab.lease import STALE_EPOCHS, UPLOAD_LAG_S
     lease = tmp_path / "lease.json"
     limit_min = (STALE_EPOCHS * 60 + UPLOAD_LAG_S) / 60
     assert Lease(lease).limit_seconds({"epoch_seconds": 60}) == 480 == limit_min * 60
@@ -504,7 +506,7 @@ def test_sigkill_anywhere_with_a_new_vm_each_time_ends_as_an_uninterrupted_run(t
 
 
 def test_temporaries_of_this_and_earlier_versions_are_recognised_and_removed(tmp_path):
-    from colabkit.files import remove_temporaries, temp_path
+    from colabkit.rundir.files import remove_temporaries, temp_path
     keep = ["last.pt", "last.prev.pt", "metrics.csv", ".origin", ".tmpnotes"]
     for name in keep:
         (tmp_path / name).write_text("x")

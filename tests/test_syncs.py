@@ -1,4 +1,4 @@
-"""No host sync per training step, in any precision. A read of a device tensor from the
+"""colabkit.training.epochs: no host sync per training step, in any precision. A read of a device tensor from the
 host (``.item()``, ``float(t)``, ``if t:``, ``.cpu()``, ...) makes the CPU wait for the GPU
 to finish, every step; on the CPU nothing waits, so here the reads are counted instead:
 the Python calls that would sync on a GPU, and the aten calls beneath them
@@ -11,13 +11,13 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from colabkit.augment import Augmenter
-from colabkit.data import synthetic
-from colabkit.epochs import train_epoch
+from colabkit.data.augment import Augmenter
+from colabkit.data.sources import synthetic
+from colabkit.training.epochs import train_epoch
 from colabkit.experiments import PRESETS
-from colabkit.loader import DeviceLoader
+from colabkit.data.loader import DeviceLoader
 from colabkit.models import build_model
-from colabkit.epochs import make_optimizer
+from colabkit.training.epochs import make_optimizer
 
 READS = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__", "nonzero")
 SYNCING_OPS = {"_local_scalar_dense", "nonzero", "is_nonzero", "equal"}
@@ -114,8 +114,8 @@ def test_fused_sgd_takes_the_same_steps_as_the_unfused_one():
 def test_a_checkpoint_of_the_unfused_optimizer_resumes_fused_in_fp16(tmp_path, tiny):
     """Checkpoints written before the optimizer was fused hold ``fused: None`` in their
     param groups; loading them must not turn the step back to one GradScaler cannot feed."""
-    from colabkit.checkpoint import read_checkpoint, save_checkpoint
-    from colabkit.train import train
+    from colabkit.rundir.checkpoint import read_checkpoint, save_checkpoint
+    from colabkit.training.loop import train
 
     exp = tiny(epochs=1)
     train(exp, tmp_path, precision="fp16", progress=False)
@@ -131,8 +131,8 @@ def test_a_checkpoint_of_the_unfused_optimizer_resumes_fused_in_fp16(tmp_path, t
 def test_fp32_and_bf16_keep_the_default_sgd_whose_numbers_earlier_runs_have(tmp_path, tiny):
     """The fused kernel rounds differently: only fp16, whose scaler needs it, takes it; a
     checkpoint of an fp16 run resumed in fp32 steps unfused again."""
-    from colabkit.checkpoint import read_checkpoint
-    from colabkit.train import train
+    from colabkit.rundir.checkpoint import read_checkpoint
+    from colabkit.training.loop import train
 
     model = build_model("resnet18", 12, width=4)
     for precision in ("fp32", "bf16"):

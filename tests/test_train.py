@@ -1,3 +1,6 @@
+"""colabkit.training.loop, colabkit.training.resume, colabkit.training.saver, colabkit.training.epochs
+
+train() learns, checkpoints, and resumes as if it had never stopped."""
 import csv
 import errno
 import io
@@ -13,13 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from colabkit import checkpoint as ck
-from colabkit import loader as loader_mod
-from colabkit import files
-from colabkit.checkpoint import CheckpointError
-from colabkit.runs import DETERMINISTIC_FIELDS, RunDir, RunFolderError, read_metrics
-from colabkit.resume import ConfigMismatch
-from colabkit.train import train
+from colabkit.rundir import checkpoint as ck
+from colabkit.data import loader as loader_mod
+from colabkit.rundir import files
+from colabkit.rundir.checkpoint import CheckpointError
+from colabkit.rundir.runs import DETERMINISTIC_FIELDS, RunDir, RunFolderError, read_metrics
+from colabkit.training.resume import ConfigMismatch
+from colabkit.training.loop import train
 
 HERE = Path(__file__).parent
 ENV = {**os.environ, "PYTHONPATH": str(HERE.parent), "PYTHONUNBUFFERED": "1"}
@@ -240,7 +243,7 @@ def test_finished_run_returns_at_once_without_data_or_training(tiny, tmp_path, m
 
     def no_data(*a, **k):
         raise AssertionError("a finished run must not load data")
-    monkeypatch.setattr(sys.modules["colabkit.train"], "load_dataset", no_data)
+    monkeypatch.setattr(sys.modules["colabkit.training.loop"], "load_dataset", no_data)
     again = train(exp, tmp_path, progress=False)
     assert again["status"] == "finished" and again["best_acc"] == first["best_acc"]
     assert again["history"] == first["history"]
@@ -293,7 +296,7 @@ def test_disk_errors_stop_training_clearly_and_keep_the_previous_checkpoint(tiny
 def test_unwritable_run_folder_or_unknown_experiment_fail_before_training(tmp_path, monkeypatch):
     def no_data(*a, **k):
         raise AssertionError("must fail before loading data")
-    monkeypatch.setattr(sys.modules["colabkit.train"], "load_dataset", no_data)
+    monkeypatch.setattr(sys.modules["colabkit.training.loop"], "load_dataset", no_data)
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(PermissionError, match="cannot write to the run folder"):
@@ -467,7 +470,7 @@ def test_a_new_run_folder_says_which_runs_of_its_experiment_stand_beside_it(tiny
 def test_ctrl_c_before_the_first_epoch_says_nothing_was_saved(tiny, tmp_path, monkeypatch, capsys):
     def stop(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(sys.modules["colabkit.train"], "train_and_evaluate", stop)
+    monkeypatch.setattr(sys.modules["colabkit.training.loop"], "train_and_evaluate", stop)
     res = train(tiny("basic", epochs=2), tmp_path, progress=False)
     out = capsys.readouterr().out
     assert res["status"] == "interrupted" and res["epochs_done"] == 0
@@ -510,7 +513,7 @@ def test_training_and_evaluation_compute_the_logits_in_the_precision_asked(tmp_p
 def test_the_grad_scalers_state_is_restored_on_resume(tmp_path, tiny):
     """fp16's loss scale and its growth count carry on from the checkpoint: a scaler started
     afresh would be back at 2**16 with its count from 0."""
-    from colabkit.checkpoint import read_checkpoint, save_checkpoint
+    from colabkit.rundir.checkpoint import read_checkpoint, save_checkpoint
 
     train(tiny(epochs=1), tmp_path, precision="fp16", progress=False)
     state = read_checkpoint(tmp_path / "last.pt")

@@ -13,10 +13,10 @@ import torch
 
 from colabkit import weights
 from colabkit.__main__ import main
-from colabkit.data import load_dataset
+from colabkit.data.sources import load_dataset
 from colabkit.models import build_model
-from colabkit.runs import read_json, read_predictions
-from colabkit.train import train
+from colabkit.rundir.runs import read_json, read_predictions
+from colabkit.training.loop import train
 from conftest import independent_predictions
 
 pytestmark = pytest.mark.xdist_group("test_weights")  # its module fixture, trained once: one worker

@@ -18,8 +18,8 @@ from matplotlib.figure import Figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from colabkit.augment import Augmenter  # noqa: E402
-from colabkit.data import load_dataset  # noqa: E402
+from colabkit.data.augment import Augmenter  # noqa: E402
+from colabkit.data.sources import load_dataset  # noqa: E402
 from colabkit.experiments import get_experiment  # noqa: E402
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import time
 from typing import NamedTuple
 
-from .checkpoint import CheckpointWriter, save_checkpoint
-from .runs import save_predictions, selection_key, write_metrics
-from .storage import RunStorage
+from ..colab.storage import RunStorage
+from ..rundir.checkpoint import CheckpointWriter, save_checkpoint
+from ..rundir.runs import save_predictions, selection_key, write_metrics
 
 
 class Best(NamedTuple):

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as distributed
 from torch import nn
 
-from .runtime import choose_device
+from ..colab.device import choose_device
 
 
 ERROR_KEY, COUNT_KEY, SEEN_KEY = "colabkit/error", "colabkit/errors", "colabkit/error-seen"

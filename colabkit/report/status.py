@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import quota
-from .experiments import PRESETS, QUEUE, run_name, with_recipe
-from .runs import RunDir, find_runs, read_json, read_metrics
-from .lease import Lease
+from ..colab import quota
+from ..colab.lease import Lease
+from ..experiments import PRESETS, QUEUE, run_name, with_recipe
+from ..rundir.runs import RunDir, find_runs, read_json, read_metrics
 
 
 def run_status(run_dir: str | os.PathLike, epochs: int | None = None,

@@ -12,9 +12,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import empty_then_remove, temp_path
-from .registry import Advice
-from .storage import is_drive, local_area
+from ..colab.places import is_drive, local_area
+from ..registry import Advice
+from ..rundir.files import empty_then_remove, temp_path
 
 
 class DataError(Advice):

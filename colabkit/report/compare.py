@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data.sources import CIFAR10_CLASSES, CIFAR12_CLASSES
+from ..experiments import ABLATIONS, PRESETS, RECIPES, REPORT_MODELS, run_name
+from ..rundir.runs import find_runs, read_json, read_predictions
 from . import stats
-from .data import CIFAR10_CLASSES, CIFAR12_CLASSES
-from .experiments import ABLATIONS, PRESETS, RECIPES, REPORT_MODELS, run_name
-from .runs import find_runs, read_json, read_predictions
 from .tables import load_runs, results_table
 
 

@@ -22,10 +22,10 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
+from ..registry import SettingError, lookup, setting
+from ..rundir.files import atomic_write
 from .archives import (CIFAR_ARCHIVES, COMPLETE, DataError, cifar_folder, find_archive,
                        missing_hint, work_root)
-from .files import atomic_write
-from .registry import SettingError, lookup, setting
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")

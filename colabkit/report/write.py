@@ -13,16 +13,16 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from .archives import DataError
-from .checkpoint import read_checkpoint
+from ..data.archives import DataError
+from ..data.loader import DeviceLoader
+from ..data.sources import load_dataset
+from ..experiments import Experiment
+from ..rundir.checkpoint import read_checkpoint
+from ..rundir.runs import RunDir, find_runs, read_predictions
 from .compare import comparison_sentences, comparison_table, per_class_table
-from .data import load_dataset
-from .experiments import Experiment
 from .figures import FIGURES, plot_confusion, plot_curves
 from .inspection import InspectionError, inspect_run, plot_robustness
-from .loader import DeviceLoader
 from .plotting import save_figure
-from .runs import RunDir, find_runs, read_predictions
 from .status import status_table
 from .tables import ReportError, load_runs, results_table, table_markdown
 

@@ -11,7 +11,7 @@ bit for bit). On a GPU that holds only where its kernels are deterministic: unde
 ``torch.use_deterministic_algorithms(True)``, which also turns cuDNN's autotuning off,
 on the same GPU and software (tests/test_cuda.py checks it; not yet run on a GPU); by
 default the autotuned kernels make it close, not equal. Where the files live
-(a local working copy mirrored to Google Drive, the lease) is ``storage.py``'s concern.
+(a local working copy mirrored to Google Drive, the lease) is ``colab.storage``'s concern.
 """
 from __future__ import annotations
 
@@ -31,20 +31,21 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from .augment import Augmenter
-from .checkpoint import to_host
-from .data import Dataset, load_dataset
+from ..colab.device import choose_precision, compile_note, environment_record
+from ..colab.lease import LeaseLost
+from ..colab.storage import RunStorage
+from ..data.augment import Augmenter
+from ..data.loader import DeviceLoader
+from ..data.sources import Dataset, load_dataset
+from ..experiments import Experiment, get_experiment
+from ..rundir.checkpoint import to_host
+from ..rundir.runs import selection_key, write_json
+from ..version import colabkit_version
 from .distributed import Dist
 from .epochs import CompiledOrEager, evaluate, make_optimizer, match_precision, train_epoch
-from .experiments import Experiment, get_experiment
-from .lease import LeaseLost
-from .loader import DeviceLoader
 from .resume import CHECKPOINT_FORMAT, ConfigMismatch, check_config, version_note
-from .runs import selection_key, write_json
-from .runtime import choose_precision, compile_note, environment_record
 from .saver import Saver
-from .storage import RunStorage
-from .version import colabkit_version
+
 
 @contextmanager
 def _sigterm_as_interrupt():

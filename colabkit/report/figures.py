@@ -8,8 +8,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ..registry import lookup
 from .plotting import png_bytes
-from .registry import lookup
 
 
 FIGURES = {  # metric -> (file stem, title, y label); numbered as in the report

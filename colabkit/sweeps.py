@@ -15,12 +15,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .data import Dataset, load_dataset
+from .colab.drive import DriveError, flush_drive, flush_seconds
+from .data.sources import Dataset, load_dataset
 from .experiments import PRESETS, QUEUE, Experiment, get_experiment, run_name
 from .registry import check_keys
-from .runtime import DriveError, flush_drive, flush_seconds
-from .status import queue_status
-from .train import train
+from .report.status import queue_status
+from .training.loop import train
 
 
 def _split(settings: dict) -> tuple[dict, dict]:

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .augment import AugmentSpec
-from .experiments import REPORTED_BEST, Experiment, run_name
-from .runs import METRIC_FIELDS, find_runs, read_json, read_metrics, selection_key
+from ..data.augment import AugmentSpec
+from ..experiments import REPORTED_BEST, Experiment, run_name
+from ..rundir.runs import METRIC_FIELDS, find_runs, read_json, read_metrics, selection_key
 
 
 class ReportError(ValueError):

@@ -9,8 +9,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ..registry import SettingError, setting
 from .augment import Augmenter, Part
-from .registry import SettingError, setting
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -27,7 +27,7 @@ def unit_float(x: torch.Tensor) -> torch.Tensor:
 
 
 def normalization_tensors(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """A data set's per-channel ``mean`` and ``std`` (``data.channel_mean_std``) as the
+    """A data set's per-channel ``mean`` and ``std`` (``data.sources.channel_mean_std``) as the
     (1, C, 1, 1) tensors on ``device`` that images are normalized with, ``(x - mean) / std``,
     in training and inspection alike."""
     return (torch.tensor(mean, device=device, dtype=torch.float32).view(1, -1, 1, 1),

@@ -22,9 +22,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from .files import atomic_write, empty_then_remove, explain_os_error
-from .runs import read_json
-from .registry import Advice
+from ..registry import Advice
+from ..rundir.files import atomic_write, empty_then_remove, explain_os_error
+from ..rundir.runs import read_json
 
 STALE_EPOCHS = 3       # a holder silent for this many of its epoch times ...
 UPLOAD_LAG_S = 5 * 60  # ... plus Drive's usual upload lag (minutes) is gone

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .loader import DeviceLoader
+from ..data.loader import DeviceLoader
 
 
 def make_optimizer(model: torch.nn.Module, *, lr: float, momentum: float, weight_decay: float,

@@ -13,71 +13,25 @@ the VM's disk and make the next mount refuse): Drive counts as down then. A stop
 raises because of Drive. A run folder elsewhere is its own working copy and behaves as a
 local disk.
 
-A folder is "on Drive" when it lies under the Colab mount point or under one of the
-folders in ``$COLABKIT_DRIVE`` (``os.pathsep``-separated: Dropbox, OneDrive, network
-mounts, and the tests' simulation).
+Which folders are "on Drive", and where the working copy goes, is ``colab.places``'s.
 """
 from __future__ import annotations
 
 import errno
-import hashlib
 import math
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
-from . import quota, runtime
-from .checkpoint import CheckpointError, find_latest, finish_install
-from .files import atomic_write, explain_os_error, remove_temporaries
+from ..registry import SettingError, setting
+from ..rundir.checkpoint import CheckpointError, find_latest, finish_install
+from ..rundir.files import atomic_write, explain_os_error, remove_temporaries
+from ..rundir.runs import RunDir, write_metrics
+from . import quota, drive
 from .lease import STALE_MINUTES, Lease
-from .registry import SettingError, setting
-from .runs import RunDir, write_metrics
-
-DRIVE_ENV, LOCAL_ENV = "COLABKIT_DRIVE", "COLABKIT_LOCAL"
-
-
-# ------------------------------------------------------------------ where ----
-
-def drive_roots() -> list[Path]:
-    roots = [Path(runtime.DRIVE_MOUNTPOINT)]
-    roots += [Path(p).expanduser() for p in os.environ.get(DRIVE_ENV, "").split(os.pathsep) if p]
-    return [r.resolve() for r in roots]
-
-
-def is_drive(path: str | os.PathLike) -> bool:
-    """True if ``path`` lies on Google Drive (or a folder given the Drive policy)."""
-    p = Path(path).expanduser().resolve()
-    return any(p == r or r in p.parents for r in drive_roots())
-
-
-def local_area() -> Path:
-    """The local working area: ``$COLABKIT_LOCAL``, else ``/content/colabkit-local`` in
-    Colab, else ``<tmp>/colabkit-local``."""
-    if os.environ.get(LOCAL_ENV):
-        return Path(os.environ[LOCAL_ENV]).expanduser().resolve()
-    return Path("/content/colabkit-local") if runtime.in_colab() else \
-        Path(tempfile.gettempdir()) / "colabkit-local"
-
-
-def working_copy(run_dir: Path) -> Path:
-    """``<local area>/<run name>``; a second Drive folder of the same name gets its own
-    (the origin is recorded in ``.origin``)."""
-    run_dir = Path(run_dir).expanduser().resolve()
-    local = local_area() / run_dir.name
-    origin = local / ".origin"
-    try:
-        if origin.is_file() and origin.read_text(encoding="utf-8") != str(run_dir):
-            local = local_area() / f"{run_dir.name}-{hashlib.sha1(str(run_dir).encode()).hexdigest()[:8]}"
-        local.mkdir(parents=True, exist_ok=True)
-        (local / ".origin").write_text(str(run_dir), encoding="utf-8")
-    except OSError as e:
-        raise PermissionError(f"cannot create the local working copy {local} ({e}): set "
-                              f"{LOCAL_ENV} to a folder on a local disk you can write to") from e
-    return local
-
+from .places import is_drive, working_copy
 
 # ---------------------------------------------------------------- storage ----
 
@@ -107,21 +61,21 @@ class RunStorage:
 
     def live(self) -> bool:
         """False while the Drive folder's mount is down: then nothing is written there."""
-        return not self.drive or runtime.mount_live(self.home.path)
+        return not self.drive or drive.mount_live(self.home.path)
 
     def stop_seconds(self, flush: bool = True) -> float:
         """The most a stop can take beyond the last mirror: the flush of Drive and the
         remount, each bounded by its timeout (in Colab, for a folder under the mount)."""
-        return runtime.flush_seconds(self.home.path) if flush and self.drive else 0.0
+        return drive.flush_seconds(self.home.path) if flush and self.drive else 0.0
 
     # ---- start
     def open(self) -> dict | None:
         """Claim the folder (lease), remove leftovers and finish interrupted installs;
         return the newest checkpoint that verifies, local or Drive, or None."""
         if not self.live():
-            raise runtime.DriveError(
+            raise drive.DriveError(
                 f"{self.home.path} is on Google Drive, but Drive is not mounted at "
-                f"{runtime.DRIVE_MOUNTPOINT}: run colabkit.mount_drive() (approve Drive access), "
+                f"{drive.DRIVE_MOUNTPOINT}: run colabkit.mount_drive() (approve Drive access), "
                 "then train again.")
         self.home.ensure_writable()
         self.lease.acquire(self.takeover)
@@ -207,7 +161,7 @@ class RunStorage:
         self._last_mirror = time.monotonic()
         try:
             if not self.live():
-                raise OSError(errno.ENOTCONN, f"Drive is not mounted at {runtime.DRIVE_MOUNTPOINT}")
+                raise OSError(errno.ENOTCONN, f"Drive is not mounted at {drive.DRIVE_MOUNTPOINT}")
             wrote = 0
             if force or self.mirrored_epoch < epoch:
                 wrote += self.work.last.stat().st_size
@@ -246,7 +200,7 @@ class RunStorage:
                               stacklevel=2)
 
     def _measure(self, event: str, epoch: int) -> None:
-        """A row of ``drive.csv``: Drive's used and total bytes and the run's own (quota.py).
+        """A row of ``drive.csv``: Drive's used and total bytes and the run's own (colab.quota).
         A working copy new to this VM first takes the rows already on Drive."""
         log, home_log = self.work.drive_log, self.home.drive_log
         if not self.live():  # statvfs of the bare mount point would measure the VM's disk
@@ -304,8 +258,8 @@ class RunStorage:
             return note
         if flush:
             try:
-                runtime.flush_drive(self.home.path)
-            except runtime.DriveError as e:
+                drive.flush_drive(self.home.path)
+            except drive.DriveError as e:
                 warnings.warn(self._flush_advice(e), stacklevel=3)
         if self.behind or self.mirrored_epoch < self.local_epoch:
             return (f"{note}The Drive copy is behind: epoch {self.mirrored_epoch} on Drive, epoch "
@@ -313,7 +267,7 @@ class RunStorage:
                     "Drive works: the copy catches up.")
         return f"{note}The Drive copy is up to date (epoch {self.mirrored_epoch})."
 
-    def _flush_advice(self, e: runtime.DriveError) -> str:
+    def _flush_advice(self, e: drive.DriveError) -> str:
         where = (f"Drive has epoch {self.mirrored_epoch} in its cache, uploading by itself while "
                  "this runtime lives" if not e.flushed else f"Drive has epoch {self.mirrored_epoch}")
         if self.local_epoch > self.mirrored_epoch:
@@ -337,5 +291,5 @@ class RunStorage:
         return f"{line}\n" if line else ""
 
 
-__all__ = ["RunStorage", "is_drive", "local_area", "working_copy", "drive_roots"]
+__all__ = ["RunStorage"]
 

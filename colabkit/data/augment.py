@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .registry import check_keys
+from ..registry import check_keys
 
 
 class Part(NamedTuple):

@@ -3,9 +3,9 @@ was trained with, the schedule its epochs were trained on, and the runs beside i
 are ``ConfigMismatch`` with one line saying what to do; nothing here writes."""
 from __future__ import annotations
 
-from .experiments import Experiment
-from .registry import Advice, setting
-from .runs import RunDir, find_runs, read_json, read_metrics
+from ..experiments import Experiment
+from ..registry import Advice, setting
+from ..rundir.runs import RunDir, find_runs, read_json, read_metrics
 
 CHECKPOINT_FORMAT = 1
 

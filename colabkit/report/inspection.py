@@ -10,7 +10,7 @@ checkpoint that does), rebuilds the run's test split, and writes:
   forward hooks on the model's own CBAM modules (Woo et al., ECCV 2018);
 - ``robustness.csv``/``.png``: test accuracy under each test-time transform - identity,
   horizontal and vertical flips, rotations by 30, 60, 90, 270, 300 and 330 degrees (the
-  training code's ``augment.rotate``);
+  training code's ``data.augment.rotate``);
 - ``cost.csv``: parameters, forward GFLOPs per image (``torch.utils.flop_counter``), peak
   memory of a training step at batch 128, training and inference images/s, measured as
   training runs on that device (its precision; channels_last on CUDA);
@@ -31,17 +31,17 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch.utils.flop_counter import FlopCounterMode
 
-from .augment import rotate
-from .checkpoint import CheckpointError, find_latest, read_checkpoint
-from .data import load_dataset
-from .epochs import autocast, forward_backward, make_optimizer
-from .experiments import Experiment
-from .loader import normalization_tensors, unit_float
-from .models import CBAM, count_parameters
+from ..colab.device import choose_precision
+from ..data.augment import rotate
+from ..data.loader import normalization_tensors, unit_float
+from ..data.sources import load_dataset
+from ..experiments import Experiment
+from ..models import CBAM, count_parameters
+from ..registry import lookup
+from ..rundir.checkpoint import CheckpointError, find_latest, read_checkpoint
+from ..rundir.runs import RunDir
+from ..training.epochs import autocast, forward_backward, make_optimizer
 from .plotting import save_figure
-from .registry import lookup
-from .runs import RunDir
-from .runtime import choose_precision
 
 TRANSFORMS = ("identity", "hflip", "vflip", "rot30", "rot60", "rot90", "rot270", "rot300", "rot330")
 
