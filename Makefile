@@ -20,9 +20,10 @@ PYTHON_COLAB ?= $(or $(shell p=$$(pyenv prefix 3.13 2>/dev/null) && echo $$p/bin
 COLAB_VENV ?= .venv-colab
 COLAB_PY := $(COLAB_VENV)/bin/python
 
-# one worker per core (pytest-xdist); the tests that share a trained fixture stay on one
-# worker (xdist_group); each run ends with its 15 slowest tests, so a slowdown shows
-PYTEST_ARGS ?= -q -n auto --dist loadgroup --durations=15
+# one worker per core (pytest-xdist), each taking whole test files, so a module's trained
+# fixture is trained once and the tests of a file share nothing with another worker's;
+# each run ends with its 15 slowest tests, so a slowdown shows
+PYTEST_ARGS ?= -q -n auto --dist loadfile --durations=15
 
 .PHONY: demo test test-fast test-colab release-check cli-docs figures bench clean
 

@@ -43,7 +43,7 @@ from colabkit.data.sources import Dataset, load_cache, save_cache, synthetic  # 
 from colabkit.data.loader import DeviceLoader
 from colabkit.experiments import PRESETS, get_experiment  # noqa: E402
 from colabkit.models import build_model  # noqa: E402
-from colabkit.colab.drive import choose_precision  # noqa: E402
+from colabkit.colab.device import choose_precision  # noqa: E402
 
 CIFAR12_TRAIN = 55_000
 

@@ -15,7 +15,6 @@ from colabkit.__main__ import main
 
 from conftest import write_cifar10, write_image_folder
 
-pytestmark = pytest.mark.xdist_group("test_bad_input")  # its module fixture, trained once: one worker
 
 TINY = ["--dataset", "synthetic", "--width", "4", "--batch-size", "32", "--train-size", "96",
         "--test-size", "48", "--device", "cpu", "--quiet"]

@@ -9,7 +9,6 @@ from colabkit.rundir.runs import DETERMINISTIC_FIELDS, read_metrics
 from colabkit.colab.device import compile_note
 from colabkit.training.loop import train
 
-pytestmark = pytest.mark.xdist_group("test_compile")  # its module fixture, trained once: one worker
 
 
 class FailsInBackward(torch.autograd.Function):

@@ -23,8 +23,7 @@ from colabkit.training.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 # two workers on two cores: one OpenMP thread each, not two
-# torchrun starts real processes; ddp_run is trained once, on one worker
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("test_distributed")]
+pytestmark = pytest.mark.integration  # torchrun starts real processes
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 ARGS = ["--experiment", "da", "--dataset", "synthetic", "--width", "4", "--batch-size", "32",
         "--train-size", "192", "--test-size", "96", "--device", "cpu", "--quiet"]

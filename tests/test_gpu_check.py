@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "gpu_check.sh"
 # the rehearsal runs a dozen Python processes: minutes on 2 busy cores, past the suite's
 # 600 s per test when the cores are shared
-pytestmark = [pytest.mark.timeout(1800), pytest.mark.xdist_group("test_gpu_check")]  # one rehearsal
+pytestmark = pytest.mark.timeout(1800)
 STAGES = ["machine", "speed", "cuda-tests", "pace", "recipe-fast", "recipe-report", "table", "bench"]
 
 

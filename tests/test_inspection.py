@@ -21,7 +21,6 @@ from colabkit.rundir.runs import read_metrics
 from colabkit.training.loop import train
 from conftest import drawn_png
 
-pytestmark = pytest.mark.xdist_group("test_inspection")  # its module fixture, trained once: one worker
 
 
 @pytest.fixture(scope="module")

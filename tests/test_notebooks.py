@@ -186,7 +186,6 @@ def _text(nb):
 
 
 @pytest.mark.integration
-@pytest.mark.xdist_group("executed notebooks")  # one run of the five
 @pytest.mark.parametrize("path", TRAINING, ids=lambda p: p.name)
 def test_training_notebook_runs_headless_and_trains(executed, home, path):
     text = _text(executed[path.name])
@@ -221,7 +220,6 @@ def test_report_notebook_runs_with_no_run_or_one_and_writes_before_it_shows(pres
 
 
 @pytest.mark.integration
-@pytest.mark.xdist_group("executed notebooks")  # one run of the five
 def test_report_notebook_draws_from_the_four_runs(executed, home):
     text = _text(executed["05_report.ipynb"])
     for path in TRAINING:
@@ -232,7 +230,6 @@ def test_report_notebook_draws_from_the_four_runs(executed, home):
 
 
 @pytest.mark.integration
-@pytest.mark.xdist_group("executed notebooks")  # one run of the five
 def test_notebook_02_resumes_after_the_kernel_dies_mid_training(executed, home, tmp_path):
     run = tmp_path / "runs" / "02_resnet18_da-3ep"
     params = {**SMOKE, "EPOCHS": 3}

@@ -15,7 +15,6 @@ from colabkit.rundir.runs import read_metrics, write_metrics
 from colabkit.training.loop import train
 from conftest import drawn_png, independent_predictions
 
-pytestmark = pytest.mark.xdist_group("test_report")  # its module fixture, trained once: one worker
 
 
 def _tiny(name, **kw):

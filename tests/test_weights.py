@@ -19,7 +19,6 @@ from colabkit.rundir.runs import read_json, read_predictions
 from colabkit.training.loop import train
 from conftest import independent_predictions
 
-pytestmark = pytest.mark.xdist_group("test_weights")  # its module fixture, trained once: one worker
 
 REPO = Path(__file__).resolve().parents[1]
 

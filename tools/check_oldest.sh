@@ -24,4 +24,4 @@ print("imported every colabkit module with numpy", numpy.__version__, "pandas", 
       "matplotlib", matplotlib.__version__, "tqdm", tqdm.__version__, "ipywidgets",
       ipywidgets.__version__, "pillow", PIL.__version__, "torch", torch.__version__)
 PY
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider -n auto --dist loadgroup -m "not integration"
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider -n auto --dist loadfile -m "not integration"
