@@ -22,6 +22,8 @@ from colabkit.models import build_model
 from colabkit.rundir.runs import read_metrics, read_predictions
 from colabkit.report.tables import load_runs, results_table
 from colabkit.training.loop import _setup, train, train_and_evaluate
+from colabkit.data.loader import run_loaders
+from colabkit.data.augment import Augmenter
 from colabkit.weights import WeightsError, export
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,9 +31,11 @@ TRAIN_MOD = sys.modules["colabkit.training.loop"]
 
 
 def _prepared(exp):
-    data = load_dataset("synthetic").subset(exp.train_size, exp.test_size, exp.seed)
+    data = load_dataset("synthetic").for_run(exp.val_size, exp.train_size, exp.test_size, exp.seed)
     dist = Dist(torch.device("cpu"))
-    return data, dist, _setup(exp, data, dist, "fp32", False)
+    loaders = run_loaders(data, exp.batch_size, seed=exp.seed, augment=Augmenter(exp.augment),
+                          device=dist.device)
+    return data, dist, _setup(exp, data.num_classes, loaders, dist, "fp32", False)
 
 
 # ------------------------------------------------------------ label smoothing ----

@@ -366,3 +366,16 @@ def test_the_synthetic_set_is_the_same_at_every_load_and_a_change_to_one_copy_st
     a.y_test[:] = 0
     b = load_dataset("synthetic")
     assert np.array_equal(b.x_train, fresh.x_train) and np.array_equal(b.y_test, fresh.y_test)
+
+
+def test_a_runs_splits_hold_out_the_same_validation_images_whatever_its_training_subset():
+    """Dataset.for_run holds the validation images out first, then takes the subsets: a
+    smaller train_size never moves an image between validation and training."""
+    ds = synthetic(train_size=240, test_size=60, seed=3)
+    small = ds.for_run(24, 48, 30, seed=5)
+    large = ds.for_run(24, 120, 30, seed=5)
+    assert np.array_equal(small.x_val, large.x_val) and len(small.y_val) == 24
+    assert (len(small.y_train), len(large.y_train), len(small.y_test)) == (48, 120, 30)
+    val = {bytes(x) for x in small.x_val}
+    assert not val & {bytes(x) for x in large.x_train}
+    assert np.array_equal(ds.for_run(None, 48, 30, seed=5).x_train, ds.subset(48, 30, 5).x_train)

@@ -137,7 +137,8 @@ def test_no_two_modules_define_a_function_or_class_of_the_same_name():
 RUN_NAMES = {"run_name": "a run's folder name", "run_status": "where a run stands",
              "run_queue": "a queue of runs, trained in turn",
              "run_growth": "Drive's growth beyond a run's own files",
-             "_run_flags": "the flags of a run, shared by train and sweep"}
+             "_run_flags": "the flags of a run, shared by train and sweep",
+             "run_loaders": "the loaders of a run's splits on the device"}
 
 
 def test_run_in_a_name_means_a_run():

@@ -4,6 +4,8 @@ augmentation drawn from a generator fixed by (seed, epoch). Under DDP each proce
 its slice of every global batch, augmented exactly as in one process."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from typing import Iterator
 
 import numpy as np
@@ -94,3 +96,25 @@ class DeviceLoader:
                 x = self.augment(x, g, part)
             x = ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
             yield x, self.y[idx]
+
+
+class Loaders(NamedTuple):
+    """One run's splits on the device: the training split (shuffled and augmented per
+    epoch), the test split and the validation split (None without one)."""
+    train: DeviceLoader
+    test: DeviceLoader
+    val: DeviceLoader | None
+
+
+def run_loaders(data, batch_size: int, *, seed: int, augment: Augmenter, device, rank: int = 0,
+                world_size: int = 1) -> Loaders:
+    """A run's loaders from its ``Dataset`` (``data.sources``): ``batch_size`` is the
+    global batch; evaluation takes larger batches, as many per rank as a step's four (at
+    least 256 in all), since it keeps no activations for a backward pass."""
+    shard = dict(device=device, mean=data.mean, std=data.std, rank=rank, world_size=world_size)
+    eval_batch = max(batch_size // world_size * 4, 256) * world_size
+    return Loaders(
+        DeviceLoader(data.x_train, data.y_train, batch_size, train=True, seed=seed, augment=augment,
+                     **shard),
+        DeviceLoader(data.x_test, data.y_test, eval_batch, **shard),
+        None if data.x_val is None else DeviceLoader(data.x_val, data.y_val, eval_batch, **shard))

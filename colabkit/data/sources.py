@@ -62,6 +62,13 @@ class Dataset:
                 f"{len(self.y_test):,} test images of {self.x_train.shape[1]}x"
                 f"{self.x_train.shape[2]}, {self.num_classes} classes {list(self.classes)})")
 
+    def for_run(self, val_size: int | None, train_size: int | None, test_size: int | None,
+                seed: int) -> "Dataset":
+        """The splits one run trains on: the validation hold-out first (so the same images
+        are held out for any ``train_size``), then the seeded subsets."""
+        data = self.holdout(val_size, seed) if val_size else self
+        return data.subset(train_size, test_size, seed)
+
     def holdout(self, val_size: int, seed: int = 0) -> "Dataset":
         """Move ``val_size`` training images, stratified by class and seeded, into a
         validation split (``x_val``, ``y_val``): each class keeps its share (largest

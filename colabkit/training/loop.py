@@ -35,7 +35,7 @@ from ..colab.device import choose_precision, compile_note, environment_record
 from ..colab.lease import LeaseLost
 from ..colab.storage import RunStorage
 from ..data.augment import Augmenter
-from ..data.loader import DeviceLoader
+from ..data.loader import Loaders, run_loaders
 from ..data.sources import Dataset, load_dataset
 from ..experiments import Experiment, get_experiment
 from ..rundir.checkpoint import to_host
@@ -133,21 +133,6 @@ def time_estimate(epochs_left: int, epoch_seconds: float, minutes_used: float,
             "again in the next session to continue.")
 
 
-def _prepare_data(exp: Experiment, data: Dataset | None, data_root) -> Dataset:
-    """The run's splits: the data set (loaded unless given), its validation hold-out,
-    then the seeded subsets."""
-    data = data or load_dataset(exp.dataset, data_root)
-    if exp.val_size:  # held out before the subset: the same images for any train_size
-        data = data.holdout(exp.val_size, exp.seed)
-    return data.subset(exp.train_size, exp.test_size, exp.seed)
-
-
-class Loaders(NamedTuple):
-    train: DeviceLoader
-    test: DeviceLoader
-    val: DeviceLoader | None
-
-
 class Parts(NamedTuple):
     """The parts a run trains with: ``model`` (the weights saved), ``net`` (what steps: the
     model, wrapped by DDP and/or compiled), its optimizer and grad scaler, and the loaders."""
@@ -158,13 +143,14 @@ class Parts(NamedTuple):
     loaders: Loaders
 
 
-def _setup(exp: Experiment, data: Dataset, dist: Dist, prec: str, compile: bool) -> Parts:
-    """Model, optimizer, grad scaler, the network to step (DDP / compiled) and loaders."""
+def _setup(exp: Experiment, num_classes: int, loaders: Loaders, dist: Dist, prec: str,
+           compile: bool) -> Parts:
+    """Model, optimizer, grad scaler and the network to step (DDP / compiled)."""
     dev = dist.device
     torch.manual_seed(exp.seed)
     # channels_last feeds the GPU's tensor cores; on the CPU, oneDNN's channels_last
     # convolution backward can stall on narrow layers (seen with torch 2.14), so not there
-    model = exp.network(data.num_classes).to(
+    model = exp.network(num_classes).to(
         dev, memory_format=torch.channels_last if dev.type == "cuda" else torch.contiguous_format)
     optimizer = make_optimizer(model, lr=exp.lr, momentum=exp.momentum, precision=prec,
                                weight_decay=exp.weight_decay, nesterov=exp.nesterov)
@@ -178,18 +164,13 @@ def _setup(exp: Experiment, data: Dataset, dist: Dist, prec: str, compile: bool)
         if dist.main and (note := compile_note(dev)):
             print(note)
         net = CompiledOrEager(net)
-    per_rank = exp.batch_size // dist.world  # DeviceLoader refuses a batch that does not divide
-    shard = dict(device=dev, mean=data.mean, std=data.std, rank=dist.rank, world_size=dist.world)
-    eval_batch = max(per_rank * 4, 256) * dist.world
-    return Parts(model, net, optimizer, scaler, Loaders(
-        DeviceLoader(data.x_train, data.y_train, exp.batch_size, train=True, seed=exp.seed,
-                     augment=Augmenter(exp.augment), **shard),
-        DeviceLoader(data.x_test, data.y_test, eval_batch, **shard),
-        None if data.x_val is None else DeviceLoader(data.x_val, data.y_val, eval_batch, **shard)))
+    return Parts(model, net, optimizer, scaler, loaders)
 
 
-def _resume(parts: Parts, state: dict, classes, run_dir, prec: str, dist: Dist, version: dict) -> None:
-    """Load a checkpoint into the run's parts, saying what differs from the run that saved it."""
+def _resume(parts: Parts, state: dict, fixed: dict, run_dir, dist: Dist) -> None:
+    """Load a checkpoint into the run's parts, saying what differs from the run that saved it
+    (``fixed``: what this run's checkpoints will say of it, ``_fixed``)."""
+    classes, prec, version = fixed["classes"], fixed["precision"], fixed["colabkit"]
     if list(state.get("classes", classes)) != list(classes):
         raise ConfigMismatch(f"{run_dir} was trained on the classes {state['classes']}, not "
                              f"{list(classes)}: train in a new run folder.")
@@ -279,15 +260,20 @@ def _record(storage: RunStorage, exp: Experiment, data: Dataset, model, history,
     storage.check_space(2 * size, size)  # weights + SGD momentum; best.pt: weights
 
 
-def _snapshot(epoch: int, exp: Experiment, parts: Parts, history, dist: Dist, prec: str,
-              classes, version: dict, schedule_changes) -> dict:
+def _fixed(data, dist: Dist, prec: str, changes) -> dict:
+    """What every checkpoint of this call says of the run beside its epoch's state: the
+    classes, how it is trained (processes, precision), the colabkit that trains it and the
+    schedule changes allowed. Built once; ``_resume`` compares a checkpoint's with it."""
+    return {"world_size": dist.world, "precision": prec, "classes": list(data.classes),
+            "colabkit": colabkit_version(), "schedule_changes": changes}
+
+
+def _snapshot(epoch: int, exp: Experiment, parts: Parts, history, fixed: dict) -> dict:
     """The checkpoint of the run after ``epoch``, on the host."""
     return to_host({
         "format": CHECKPOINT_FORMAT, "epoch": epoch, "config": exp.to_dict(),
         "model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
-        "scaler": parts.scaler.state_dict(), "history": list(history),
-        "world_size": dist.world, "precision": prec, "classes": list(classes),
-        "colabkit": version, "schedule_changes": schedule_changes})
+        "scaler": parts.scaler.state_dict(), "history": list(history), **fixed})
 
 
 def _open(storage: RunStorage, dist: Dist) -> dict | None:
@@ -392,10 +378,16 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
         start, show = len(history), progress and dist.main
         if start >= exp.epochs:
             return _finished(exp, storage, history, dist, show)
-        data = _prepare_data(exp, data, data_root)
-        parts, version = _setup(exp, data, dist, prec, compile), colabkit_version()
+        # the run's splits, and its loaders on the device (the data wing's): after this the
+        # loop reads only the classes and the test labels of the data
+        data = (data or load_dataset(exp.dataset, data_root)).for_run(
+            exp.val_size, exp.train_size, exp.test_size, exp.seed)
+        loaders = run_loaders(data, exp.batch_size, seed=exp.seed, augment=Augmenter(exp.augment),
+                              device=dist.device, rank=dist.rank, world_size=dist.world)
+        parts = _setup(exp, data.num_classes, loaders, dist, prec, compile)
+        fixed = _fixed(data, dist, prec, changes)
         if state is not None:
-            _resume(parts, state, data.classes, where, prec, dist, version)
+            _resume(parts, state, fixed, where, dist)
         if dist.main:  # the configuration has proven itself: record it
             _record(storage, exp, data, parts.model, history, precision=prec, world_size=dist.world,
                     compile=compile, resumed_from_epoch=start, schedule_changes=changes)
@@ -420,9 +412,8 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
                     continue
                 storage.heartbeat(row["seconds"])  # the lease: this trainer is alive
                 # checkpoint (on the cadence asked; the writer's thread on a GPU)
-                saver.epoch_done(_snapshot(epoch, exp, parts, history, dist, prec, data.classes,
-                                           version, changes),
-                                 row, final=epoch == exp.epochs, predictions=predictions)
+                saver.epoch_done(_snapshot(epoch, exp, parts, history, fixed), row,
+                                 final=epoch == exp.epochs, predictions=predictions)
                 _shown(bar, row, epoch, start, exp, started, max_minutes)
                 if on_epoch is not None:
                     on_epoch(row, history)
