@@ -74,3 +74,18 @@ def test_the_rehearsal_trains_both_recipes_into_one_table_without_the_pace_run(r
     assert "cuda" in (out / "cuda-tests.txt").read_text()  # collected; skipped on the CPU
     bench = (out / "bench.md").read_text()
     assert "augmentation" in bench and "Drive footprint" in bench
+
+
+def test_a_stage_that_fails_makes_the_command_fail_and_the_others_still_run(tmp_path):
+    """docs/benchmarks.md: the command exits non-zero when any stage fails. A Python that
+    builds the rehearsal's archive (``python -``) and fails every other command (exit 3):
+    each stage runs, is marked rc=3 in summary.txt, and the command's status is 1."""
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\n[ "$1" = "-" ] && exec {sys.executable} "$@"\nexit 3\n')
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", str(SCRIPT), "--rehearse", str(out)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHON": str(fake), "TMPDIR": str(tmp_path)}, timeout=300)
+    ran = re.findall(r"^(\S+)\s+rc=(\d+)", (out / "summary.txt").read_text(), re.M)
+    assert [name for name, _ in ran] == STAGES and {rc for _, rc in ran} == {"3"}, ran
+    assert proc.returncode == 1, proc.stdout[-2000:]
