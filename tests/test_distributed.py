@@ -172,6 +172,7 @@ def test_the_default_groups_store_is_there_as_dist_takes_it(tmp_path, monkeypatc
         dist = Dist(torch.device("cpu"))
         assert isinstance(dist._store, torch.distributed.Store)
         dist.fail(RuntimeError("boom"))
+        assert dist._store.check([ERROR_KEY])  # written; get() would wait for it otherwise
         assert dist._store.get(ERROR_KEY) == b"rank 0: RuntimeError: boom"
         dist.close()
     finally:
