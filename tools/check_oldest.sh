@@ -17,8 +17,8 @@ python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --no-deps -e .
 "$VENV/bin/python" - <<'PY'
 import importlib, pkgutil, colabkit
-for m in pkgutil.iter_modules(colabkit.__path__):
-    importlib.import_module(f"colabkit.{m.name}")
+for m in pkgutil.walk_packages(colabkit.__path__, "colabkit."):
+    importlib.import_module(m.name)
 import numpy, pandas, matplotlib, tqdm, ipywidgets, PIL, scipy, torch
 print("imported every colabkit module with numpy", numpy.__version__, "pandas", pandas.__version__,
       "matplotlib", matplotlib.__version__, "tqdm", tqdm.__version__, "ipywidgets",
