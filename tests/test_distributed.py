@@ -179,6 +179,36 @@ def test_the_default_groups_store_is_there_as_dist_takes_it(tmp_path, monkeypatc
         torch.distributed.destroy_process_group()
 
 
+def test_close_waits_for_the_watcher_to_leave_the_store_before_the_group_goes(tmp_path, monkeypatch):
+    """A rank's watcher thread calls the group's store every 0.2 s; close() must not tear
+    the group down while it is inside such a call (a finished rank then died of SIGABRT,
+    "terminate called without an active exception"). A store whose check takes 0.5 s:
+    close() returns only after that call has returned."""
+    import threading
+
+    class SlowStore:
+        def __init__(self):
+            self.entered, self.left = threading.Event(), threading.Event()
+
+        def check(self, keys):
+            self.entered.set()
+            time.sleep(0.5)
+            self.left.set()
+            return False
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}",
+                                         rank=0, world_size=1)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # Dist watches the store only with more than one rank
+    try:
+        dist = Dist(torch.device("cpu"))
+        dist._store = store = SlowStore()
+        assert store.entered.wait(5)
+        dist.close()
+        assert store.left.is_set()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
 def test_a_thread_ends_its_process_at_once_while_the_main_thread_is_blocked():
     """How a rank leaves a collective that never returns: its watcher thread calls
     ``os._exit``, which ends the process from any thread, with no cleanup."""

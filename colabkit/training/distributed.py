@@ -49,11 +49,13 @@ class Dist:
         self.device = choose_device(self.device)
         self.main = self.rank == 0
         self._store, self._done, self._failing = None, threading.Event(), threading.Event()
+        self._watcher: threading.Thread | None = None
         if self.world > 1:
             # torch has no public way to the default group's key-value store: this private
             # one is held by tests/test_distributed.py, which fails the day torch changes it
             self._store = distributed.distributed_c10d._get_default_store()
-            threading.Thread(target=self._watch, name="colabkit-ranks", daemon=True).start()
+            self._watcher = threading.Thread(target=self._watch, name="colabkit-ranks", daemon=True)
+            self._watcher.start()
 
     def fail(self, error: BaseException) -> None:
         """Tell every rank that this one stops with ``error``, so that they stop too
@@ -129,6 +131,12 @@ class Dist:
             distributed.barrier()
 
     def close(self) -> None:
+        """Stop the watcher, then the process group. The watcher is joined first: a thread
+        still inside a call of the store while the group (and its store) is torn down ended
+        a finished rank with "terminate called without an active exception" (SIGABRT,
+        torch 2.11, seen once in a CI run)."""
         self._done.set()
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join(timeout=10 * WATCH_SECONDS)
         if self.owns_group:
             distributed.destroy_process_group()
