@@ -389,8 +389,10 @@ def load_dataset(name: str = "cifar12", root: str | os.PathLike = "data", *,
     lookup(SOURCES, name, "dataset")
     root = Path(root).expanduser()
     if name == "synthetic":
-        ds = _synthetic_set()  # fixed content; subsets below are seeded
-        return replace(ds, **{k: getattr(ds, k).copy() for k in _ARRAYS}).subset(train_size, test_size, seed)
+        # fixed content, generated once; the seeded subset (or the whole set) is copied, so
+        # no caller shares arrays with the cache
+        ds = _synthetic_set().subset(train_size, test_size, seed)
+        return replace(ds, **{k: np.array(getattr(ds, k)) for k in _ARRAYS})
 
     fingerprint = _fingerprint(root) if name == "folder" and root.exists() else ""
     cache_path = (root.parent if root.is_file() else root) / f"colabkit-{name}.npz"
