@@ -8,6 +8,8 @@ time, so the tests do not depend on how fast the machine is.
 - ``truncate``: SIGKILL at the N-th emptying of a file before it is replaced (Drive's Trash
   rule);
 - ``copyfileobj``: SIGKILL in the middle of the N-th copy to Drive (part of the bytes written);
+- ``term``: SIGTERM (as Colab, ``kill`` or torchrun sends it) at the N-th rename whose
+  arguments contain MATCH; the process handles it as it will;
 - ``step``: SIGKILL at the start of the N-th optimizer step (anywhere in training);
 - ``pause``: once a ``metrics.csv`` whose path contains MATCH holds N rows, create the file
   named by ``$CRASH_MARKER`` and wait there for the test to kill the process (or, with
@@ -17,7 +19,7 @@ time, so the tests do not depend on how fast the machine is.
   ``$CRASH_MARKER``;
 - ``none``: no stop.
 
-usage: python crash_child.py {replace|truncate|copyfileobj|step|pause|raise|none} N MATCH colabkit-args...
+usage: python crash_child.py {replace|truncate|copyfileobj|term|step|pause|raise|none} N MATCH colabkit-args...
 As a module: ``arm(kind, n, match)`` sets the same trap in this process (a notebook kernel).
 """
 import os
@@ -33,7 +35,7 @@ def die():
 
 def arm(kind: str, n: int, match: str, marker: str | None = None) -> None:
     parts = [m for m in match.split("&") if m]
-    calls, paused = 0, []
+    calls, paused, fired = 0, [], []
     marker = marker or os.environ.get("CRASH_MARKER")
 
     def hit(args) -> bool:
@@ -101,6 +103,15 @@ def arm(kind: str, n: int, match: str, marker: str | None = None) -> None:
                 raise RuntimeError(f"planted failure on rank {match}")
             return real_step(self, *args, **kwargs)
         torch.optim.SGD.step = step
+    elif kind == "term":
+        real_replace = os.replace
+
+        def replace(*args, **kwargs):
+            if hit(args) and not fired:  # once: hit() stays true until the next match
+                fired.append(n)
+                os.kill(os.getpid(), signal.SIGTERM)
+            return real_replace(*args, **kwargs)
+        os.replace = replace
     elif kind == "pause":
         os.replace = pausing(os.replace)
     elif kind != "none":

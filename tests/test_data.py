@@ -1,5 +1,6 @@
 """colabkit.data.sources, colabkit.data.archives, colabkit.data.loader: data sets built, cached and batched."""
 import tarfile
+from pathlib import Path
 import urllib.error
 import urllib.request
 import warnings
@@ -379,3 +380,24 @@ def test_a_runs_splits_hold_out_the_same_validation_images_whatever_its_training
     val = {bytes(x) for x in small.x_val}
     assert not val & {bytes(x) for x in large.x_train}
     assert np.array_equal(ds.for_run(None, 48, 30, seed=5).x_train, ds.subset(48, 30, 5).x_train)
+
+
+def test_no_data_cache_is_written_under_colabs_mount_point_while_drive_is_not_mounted(fake_colab):
+    """A Drive data root whose mount dropped: the data set is built from the folders
+    already extracted on this VM, and its cache is not written under the mount point,
+    where it would live on the VM's disk and make the next drive.mount refuse."""
+    from colabkit.colab.drive import mount_drive
+    from colabkit.colab.places import local_area
+
+    mp = Path(fake_colab.mountpoint)
+    home = mount_drive()
+    fake_colab.flush_and_unmount()  # the drop: an empty folder on the VM's disk
+    write_cifar10(local_area() / "data", per_class_train=3, per_class_test=2)
+    with pytest.warns(UserWarning, match=r"the data cache .* is not written: Drive is not mounted "
+                                         r"at .*colabkit\.mount_drive\(\)"):
+        ds = load_dataset("cifar10", home / "data", download=False)
+    assert len(ds.y_train) == 30 and list(mp.iterdir()) == []
+    mount_drive()  # does not refuse: nothing was written there
+    assert not (home / "data").exists()
+    ds = load_dataset("cifar10", home / "data", download=False)  # mounted: cached on Drive
+    assert (home / "data" / "colabkit-cifar10.npz").is_file()

@@ -29,7 +29,7 @@ ARGS = ["--experiment", "da", "--dataset", "synthetic", "--width", "4", "--batch
         "--train-size", "192", "--test-size", "96", "--device", "cpu", "--quiet"]
 
 
-def torchrun(run_dir, epochs, pause_at=None, marker=None, trap=None):
+def torchrun(run_dir, epochs, pause_at=None, marker=None, trap=None, env=None):
     """``torchrun ... -m colabkit train``; with ``pause_at=N`` each worker runs through
     tests/crash_child.py and rank 0 waits, to be killed, once N epochs are in metrics.csv;
     with ``trap=(kind, n, match)``, that trap of crash_child.py."""
@@ -38,7 +38,7 @@ def torchrun(run_dir, epochs, pause_at=None, marker=None, trap=None):
         [str(REPO / "tests" / "crash_child.py"), *map(str, trap)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            *what, "train", "--run-dir", str(run_dir), "--epochs", str(epochs), *ARGS]
-    return subprocess.Popen(cmd, env={**ENV, "CRASH_MARKER": str(marker)}, stdout=subprocess.PIPE,
+    return subprocess.Popen(cmd, env={**ENV, "CRASH_MARKER": str(marker), **(env or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
 
@@ -155,6 +155,23 @@ def test_an_error_on_one_rank_ends_every_rank_and_rank_0_names_it(tmp_path, rank
         assert cause in out, out[-3000:]
     assert [r["epoch"] for r in read_metrics(tmp_path / "run" / "metrics.csv")] == [1]
     print(f"rank {rank} raised; every rank had ended {ended - float(marker.read_text()):.1f} s later")
+
+
+def test_rank_0_ended_by_another_ranks_error_mirrors_and_lets_go_of_the_lease(tmp_path):
+    """Rank 1 raises in epoch 3 (its 14th step) while rank 0 waits for it in a collective:
+    rank 0's watcher ends it, as a kill would, but first closes the run as a stop does.
+    Drive (mirrored at epoch 1 only, on a 10-minute cadence) receives epoch 2, and the
+    lease is let go, so the next start is not refused."""
+    drive, local = tmp_path / "drive", tmp_path / "local"
+    run = drive / "runs" / "w"
+    proc = torchrun(run, 4, marker=tmp_path / "raised", trap=("raise", 14, 1),
+                    env={"COLABKIT_DRIVE": str(drive), "COLABKIT_LOCAL": str(local)})
+    out, _ = proc.communicate(timeout=600)  # ends a hung test only
+    assert proc.returncode != 0 and "error: rank 1: RuntimeError: planted failure" in out, out[-3000:]
+    assert [r["epoch"] for r in read_metrics(run / "metrics.csv")] == [1, 2], out[-3000:]
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 2
+    lease = json.loads((run / "lease.json").read_text()) if (run / "lease.json").exists() else None
+    assert lease is None or lease.get("released"), lease
 
 
 def test_the_default_groups_store_is_there_as_dist_takes_it(tmp_path, monkeypatch):

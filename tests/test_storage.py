@@ -13,13 +13,14 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from colabkit.rundir import files
 from colabkit.colab import drive as colab_drive  # the fixture below is named drive
 from colabkit.rundir.checkpoint import find_latest, read_checkpoint
-from colabkit.rundir.runs import DETERMINISTIC_FIELDS, read_json, read_metrics
+from colabkit.rundir.runs import DETERMINISTIC_FIELDS, read_json, read_metrics, read_predictions
 from colabkit.colab.lease import Lease, LeaseHeld, start_ticks
 from colabkit.colab.storage import RunStorage
 from colabkit.colab.places import is_drive
@@ -233,34 +234,164 @@ def test_a_failed_flush_or_remount_at_the_stop_is_one_warning_and_the_lease_is_r
     assert read_checkpoint(run / "last.pt")["epoch"] == 2
 
 
-def test_nothing_is_written_under_an_unmounted_mountpoint_and_the_mirror_catches_up(
-        tiny, fake_colab, capsys):
+def _best_epoch(rows):
+    """The epoch a run selects (no validation split, no TTA: the highest test accuracy,
+    the earliest of equals), computed from metrics.csv alone."""
+    best = max(float(r["test_acc"]) for r in rows)
+    return min(int(r["epoch"]) for r in rows if float(r["test_acc"]) == best)
+
+
+def _forced_mounts(fake):
+    return [c for c in fake.calls() if c["call"] == "mount" and c["force_remount"]]
+
+
+@pytest.mark.parametrize("back", ["at a mirror", "at the stop", "never"])
+def test_the_night_drive_drops_after_epoch_1_and_comes_back_by_itself(
+        tiny, fake_colab, capsys, monkeypatch, back):
+    """The report's night: Drive's mount drops after epoch 1's mirror (the mount point an
+    empty folder on the VM's disk) and nobody is at the browser. After epoch 2 a remount
+    works again ("at a mirror": attempts may follow each other at once; "at the stop": the
+    backoff holds the next attempt back until the stop's last one), or it never does."""
     home = colab_drive.mount_drive()
-    run = home / "runs" / "z"
+    run = home / "runs" / "night"
     mp = Path(fake_colab.mountpoint)
-    seen = {}
+    epochs = 4 if back == "at a mirror" else 3
+    if back == "at a mirror":
+        monkeypatch.setattr(colab_drive, "REMOUNT_FIRST_WAIT_S", 0.0)
+        monkeypatch.setattr(colab_drive, "REMOUNT_SHARE", 1.0)  # no wait after an attempt
+    left = {}
 
-    def drive_drops(row, history):
-        if row["epoch"] == 1:  # the mount drops after epoch 1's mirror ...
+    def night(row, history):
+        if row["epoch"] == 1:
             fake_colab.flush_and_unmount()
-        elif row["epoch"] == 3:  # ... and epochs 2 and 3 found it down
-            seen["left"] = sorted(p.name for p in mp.iterdir())
-            fake_colab.mount(str(mp))  # refuses if anything was written there meanwhile
+            fake_colab.set(browser="never")
+        elif row["epoch"] == 2:
+            left["mount point"] = sorted(p.name for p in mp.iterdir())  # after a failed attempt
+            if back != "never":
+                fake_colab.set(browser="answers")
 
-    with pytest.warns(UserWarning) as said:
-        res = train(tiny("basic", epochs=4), run, progress=False, mirror_minutes=0,
-                    on_epoch=drive_drops, flush=False)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        res = train(tiny("basic", epochs=epochs), run, progress=False, mirror_minutes=0,
+                    on_epoch=night)
     said = [str(w.message) for w in said]
-    assert seen["left"] == []  # no folder, no lease, no metrics on the VM's disk
-    assert sum("could not copy the run to Drive" in m for m in said) == 1
-    # the lease was not even tried: the mount said Drive was down
-    assert [m for m in said if "could not renew the lease" in m] == \
-        [f"could not renew the lease {run / 'lease.json'} (the Drive mount is down); training goes on"]
-    assert res["epochs_done"] == 4
     out = capsys.readouterr().out
-    assert "Drive is back: the run is copied up to epoch 4" in out
-    assert read_checkpoint(run / "last.pt")["epoch"] == 4 and read_checkpoint(run / "last.prev.pt")["epoch"] == 1
-    assert [r["epoch"] for r in read_metrics(run / "metrics.csv")] == [1, 2, 3, 4]
+    assert res["epochs_done"] == epochs
+    assert left["mount point"] == []  # nothing under the dead mount point, ever
+    assert sum("could not copy the run to Drive" in m for m in said) == 1
+    forced = _forced_mounts(fake_colab)
+    assert all(c["timeout_ms"] == colab_drive.REMOUNT_TIMEOUT_MS for c in forced)
+    # epoch 2's mirror tries; then epoch 3's ("at a mirror") or the stop's
+    assert len(forced) == 2, forced
+    local = fake_colab.vm / "content" / "colabkit-local" / "night"
+    fake_colab.set(browser="answers")
+    if back == "never":
+        assert not any("flush" in c["call"] for c in fake_colab.calls()[2:])  # nothing to flush
+        last = out.strip().splitlines()[-1]
+        assert last == (f"The Drive copy is behind: epoch 1 on Drive, epoch {epochs} in the local "
+                        f"copy {local}. Drive's mount is down: 2 attempt(s) to mount it again "
+                        "failed (mount failed). Run again when Drive works: the copy catches up.")
+        colab_drive.mount_drive()
+        assert read_checkpoint(run / "last.pt")["epoch"] == 1
+        assert [r["epoch"] for r in read_metrics(run / "metrics.csv")] == [1]
+        return
+    assert "Drive's mount had dropped: mounted again at" in out
+    assert "Drive is back: the run is copied up to epoch 3" in out
+    assert out.strip().splitlines()[-1] == f"The Drive copy is up to date (epoch {epochs})."
+    # the stop: remount if down, mirror, then the lease released and Drive flushed
+    calls = [c["call"] for c in fake_colab.calls()]
+    assert calls[-2:] == ["flush_and_unmount", "mount"]
+    assert Lease(run / "lease.json").holder() is None
+    rows = read_metrics(run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))
+    assert read_checkpoint(run / "last.pt")["epoch"] == epochs
+    best = _best_epoch(rows)
+    assert read_checkpoint(run / "best.pt")["epoch"] == best
+    assert read_predictions(run / "predictions.npz")["epoch"] == best
+    assert read_metrics(run / "metrics.csv") == read_metrics(local / "metrics.csv")
+
+
+def test_a_night_without_drive_spends_at_most_one_percent_of_it_on_remount_attempts(
+        fake_colab, monkeypatch):
+    """Eight hours of 60-second epochs, a mirror after each, Drive down all night and
+    nobody at the browser: each attempt waits REMOUNT_TIMEOUT_MS for an answer (a clock
+    that only the waits and the epochs move). The attempts back off, and the time they
+    take is at most 1% of the night, plus the stop's last attempt."""
+    colab_drive.mount_drive()
+    fake_colab.flush_and_unmount()
+    fake_colab.set(browser="never", scale=0.0)
+    clock = [0.0]
+    real_mount = sys.modules["google.colab.drive"].mount
+
+    def mount(*args, **kwargs):
+        clock[0] += kwargs["timeout_ms"] / 1000  # nobody answers: the whole timeout
+        return real_mount(*args, **kwargs)
+
+    monkeypatch.setattr(sys.modules["google.colab.drive"], "mount", mount)
+    remount = colab_drive.Remount(clock=lambda: clock[0])
+    night, epoch, tries = 8 * 3600.0, 60.0, []
+    while clock[0] < night:
+        clock[0] += epoch
+        before = clock[0]
+        assert not remount()
+        if clock[0] > before:
+            tries.append(before)
+    spent = len(tries) * colab_drive.REMOUNT_TIMEOUT_MS / 1000
+    assert spent == remount.spent_s and len(_forced_mounts(fake_colab)) == len(tries)
+    assert spent <= 0.01 * clock[0] + colab_drive.REMOUNT_TIMEOUT_MS / 1000, (len(tries), spent)
+    gaps = [b - a for a, b in zip(tries, tries[1:])]
+    assert gaps == sorted(gaps) and min(gaps) >= 99 * 60  # each attempt waits 99 times its cost
+    assert not remount(force=True) and len(_forced_mounts(fake_colab)) == len(tries) + 1
+    fake_colab.set(browser="answers")
+    assert remount(force=True) and (remount.attempts, remount.spent_s) == (0, 0.0)
+    print(f"{len(tries)} attempts in {clock[0] / 3600:.1f} h: {spent / 60:.0f} min "
+          f"({100 * spent / clock[0]:.2f}% of the night)")
+
+
+def test_on_a_time_cadence_drive_gets_the_best_epochs_checkpoint_and_predictions(
+        tiny, drive, monkeypatch):
+    """Mirrors at epoch 1 and at the stop only. The best epoch (2) falls between them and
+    the epochs after it are no best: Drive still ends with epoch 2's best.pt and the
+    predictions.npz of that same epoch, as in the working copy."""
+    d, local = drive
+    loop = sys.modules["colabkit.training.loop"]
+    real = loop.train_and_evaluate
+    scripted = {1: 10.0, 2: 50.0, 3: 30.0, 4: 20.0}  # test accuracy, epoch by epoch
+
+    def scripted_epoch(epoch, *args, **kwargs):
+        row, preds = real(epoch, *args, **kwargs)
+        return {**row, "test_acc": scripted[epoch]}, preds
+
+    monkeypatch.setattr(loop, "train_and_evaluate", scripted_epoch)
+    run = d / "runs" / "cadence"
+    train(tiny("basic", epochs=4), run, progress=False, mirror_minutes=1e6)
+    assert read_checkpoint(run / "last.prev.pt")["epoch"] == 1  # the first mirror, then the stop's
+    assert read_checkpoint(run / "best.pt")["epoch"] == 2
+    on_drive, kept = read_predictions(run / "predictions.npz"), read_predictions(local / "cadence" / "predictions.npz")
+    assert on_drive["epoch"] == 2 and np.array_equal(on_drive["pred"], kept["pred"])
+    assert np.array_equal(on_drive["label"], kept["label"])
+
+
+def test_a_stop_whose_last_checkpoint_write_fails_still_releases_the_lease(tiny, drive, monkeypatch):
+    """The local disk fills at the last epoch's checkpoint: the error reaches the caller,
+    and the stop still closes the storage. The lease is let go, and Drive keeps the last
+    checkpoint that verifies, with its metrics."""
+    d, _ = drive
+    saver = sys.modules["colabkit.training.saver"]
+    real = saver.save_checkpoint
+
+    def full(state, path, **kwargs):
+        if state["epoch"] == 3 and Path(path).name == "last.pt":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(state, path, **kwargs)
+
+    monkeypatch.setattr(saver, "save_checkpoint", full)
+    run = d / "runs" / "full"
+    with pytest.raises(OSError, match="No space left"):
+        train(tiny("basic", epochs=3), run, progress=False, mirror_minutes=0)
+    assert Lease(run / "lease.json").holder() is None
+    state = read_checkpoint(run / "last.pt")  # verifies, or raises
+    assert state["epoch"] == 2 and [r["epoch"] for r in read_metrics(run / "metrics.csv")] == [1, 2]
 
 
 def test_a_drive_run_folder_without_its_mount_is_refused_before_anything_is_written(tiny, fake_colab):

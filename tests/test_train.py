@@ -187,6 +187,33 @@ def test_sigterm_checkpoints_and_exits_with_resume_message(tmp_path):
     assert 2 <= saved < 50 and len(read_metrics(tmp_path / "metrics.csv")) == saved
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("when", ["setup", "epoch"])
+def test_sigterm_at_any_point_lets_go_of_the_lease_and_mirrors_what_there_is(tmp_path, when):
+    """SIGTERM (Colab, kill, torchrun) while the run is set up (its config.json being
+    written, before any epoch) or at epoch 2's checkpoint: the process ends by itself (130),
+    the lease on Drive is let go, so the next start is never refused, and Drive holds
+    every epoch that finished."""
+    drive, local = tmp_path / "drive", tmp_path / "local"
+    run = drive / "runs" / "t"
+    env = {**ENV, "COLABKIT_DRIVE": str(drive), "COLABKIT_LOCAL": str(local)}
+    args = ["--experiment", "basic", "--dataset", "synthetic", "--epochs", "4", "--width", "4",
+            "--batch-size", "32", "--train-size", "64", "--test-size", "32", "--mirror-minutes", "1e6"]
+    trap = ("term", "1", "config.json") if when == "setup" else ("term", "2", "last.pt&.tmp-")
+    proc = subprocess.run(_cli(run, args, trap), env=env, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 130, out[-3000:]
+    lease = json.loads((run / "lease.json").read_text()) if (run / "lease.json").exists() else None
+    assert lease is None or lease.get("released"), lease
+    if when == "setup":
+        assert "Interrupted before training started" in out and not (run / "last.pt").exists()
+    else:  # epoch 2's checkpoint was being installed: epoch 1 is the last that finished
+        assert "Interrupted after epoch" in out
+        assert torch.load(run / "last.pt", weights_only=True)["epoch"] >= 1
+        assert [r["epoch"] for r in read_metrics(run / "metrics.csv")] == \
+            [r["epoch"] for r in read_metrics(local / "t" / "metrics.csv")]
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip", "missing"])
 def test_damaged_newest_checkpoint_resumes_from_previous(tiny, tmp_path, reference, damage):
     exp = tiny("basic", epochs=3)

@@ -5,8 +5,11 @@ need it, never at module top.
 """
 from __future__ import annotations
 
+import math
 import os
+import time
 from pathlib import Path
+from typing import Callable
 
 DRIVE_MOUNTPOINT = "/content/drive"
 
@@ -27,6 +30,13 @@ def in_colab() -> bool:
 MOUNT_TIMEOUT_MS = 120_000
 REMOUNT_TIMEOUT_MS = 60_000
 FLUSH_TIMEOUT_MS = 5 * 60_000  # a run's few files upload in well under this
+# A mount that dropped is mounted again by colabkit at a mirror (``Remount``). A failed
+# attempt costs up to REMOUNT_TIMEOUT_MS (nobody answers the browser's request); attempts
+# back off (1 min, 2, 4, ... at most 30 min apart), and the wait after one is at least
+# 99 times what it cost, so failed attempts take at most 1% of the time Drive is down.
+REMOUNT_FIRST_WAIT_S = 60.0
+REMOUNT_MAX_WAIT_S = 30 * 60.0
+REMOUNT_SHARE = 0.01
 
 
 class DriveError(RuntimeError):
@@ -96,6 +106,48 @@ def mount_drive(folder: str = "colabkit", mountpoint: str | None = None,
     home.mkdir(parents=True, exist_ok=True)
     print(f"Drive mounted: runs and data go to {home}")
     return home
+
+
+class Remount:
+    """Drive's mount brought back while it is down, by colabkit itself: each call that is
+    due makes one ``drive.mount(force_remount=True)`` bounded by ``REMOUNT_TIMEOUT_MS``
+    (``force_remount`` first unmounts the dead FUSE mount, which a plain mount would take
+    for mounted). Calls between attempts cost nothing. Outside Colab, nothing to do.
+
+    ``attempts`` and ``spent_s``: failed attempts since the mount was last seen live, and
+    the seconds they took; ``error``: the last one's cause."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self.attempts, self.spent_s, self.error = 0, 0.0, ""
+        self._next = -math.inf
+
+    def __call__(self, force: bool = False) -> bool:
+        """True when Drive is mounted (now, or again after an attempt made here because
+        one was due, or ``force``: the stop's last chance)."""
+        if drive_mounted():
+            self.attempts, self.spent_s, self._next = 0, 0.0, -math.inf
+            return True
+        if not in_colab() or (not force and self.clock() < self._next):
+            return False
+        from google.colab import drive
+
+        start = self.clock()
+        try:
+            drive.mount(DRIVE_MOUNTPOINT, force_remount=True, timeout_ms=REMOUNT_TIMEOUT_MS)
+            self.error = "it was not mounted after drive.mount"
+        except Exception as e:  # noqa: BLE001 - ValueError from drive.mount; anything else
+            self.error = str(e) or type(e).__name__  # (no kernel to ask: a `!python` child)
+        if drive_mounted():
+            print(f"Drive's mount had dropped: mounted again at {DRIVE_MOUNTPOINT}.")
+            self.attempts, self.spent_s, self._next = 0, 0.0, -math.inf
+            return True
+        cost = self.clock() - start
+        self.attempts += 1
+        self.spent_s += cost
+        backoff = min(REMOUNT_FIRST_WAIT_S * 2 ** (self.attempts - 1), REMOUNT_MAX_WAIT_S)
+        self._next = self.clock() + max(backoff, cost * (1 / REMOUNT_SHARE - 1))
+        return False
 
 
 def flush_seconds(path: str | os.PathLike) -> float:

@@ -21,6 +21,7 @@ import errno
 import math
 import os
 import shutil
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -58,6 +59,9 @@ class RunStorage:
         self._best_pending = False
         self._last_mirror = -math.inf
         self._said_rate = self._said_quota = False
+        self._remount = drive.Remount()  # a dropped mount, mounted again at a mirror
+        self._lock = threading.RLock()  # a rank's watcher may close while a mirror runs
+        self._closed: str | None = None
 
     def live(self) -> bool:
         """False while the Drive folder's mount is down: then nothing is written there."""
@@ -157,10 +161,15 @@ class RunStorage:
 
     def mirror(self, epoch: int, force: bool = False) -> bool:
         """Copy the working copy's newest checkpoint (and best.pt if it changed, and the
-        small files) to Drive. A Drive fault warns and is retried at the next mirror."""
+        small files) to Drive. A Drive fault warns and is retried at the next mirror; a
+        dropped mount is first mounted again, when an attempt is due (``drive.Remount``)."""
+        with self._lock:
+            return self._closed is None and self._mirror(epoch, force)  # closed: let go
+
+    def _mirror(self, epoch: int, force: bool) -> bool:
         self._last_mirror = time.monotonic()
         try:
-            if not self.live():
+            if not self.live() and not self._remount():
                 raise OSError(errno.ENOTCONN, f"Drive is not mounted at {drive.DRIVE_MOUNTPOINT}")
             wrote = 0
             if force or self.mirrored_epoch < epoch:
@@ -242,18 +251,29 @@ class RunStorage:
 
     # ---- stop
     def close(self, flush: bool = True) -> str:
-        """At every stop: the last mirror, the lease released, Drive flushed. Never raises
-        because of Drive: a failed flush or remount is one warning saying what is on
-        Drive, what is only in the working copy and what to run. Returns a line saying
-        where the run's newest state is."""
+        """At every stop, once: a dropped mount mounted again (one last attempt, backoff or
+        not), the last mirror, the lease released, Drive flushed. Never raises because of
+        Drive: a failed flush or remount is one warning saying what is on Drive, what is
+        only in the working copy and what to run. Returns a line saying where the run's
+        newest state is. A second call (another thread: a rank's watcher) returns it too."""
+        with self._lock:
+            if self._closed is None:
+                self._closed = self._close(flush)
+            return self._closed
+
+    def _close(self, flush: bool) -> str:
         note = ""
         try:
             if self.drive:
+                if not self.live():
+                    self._remount(force=True)
                 if self.mirrored_epoch < self.local_epoch or self._best_pending:
-                    self.mirror(self.local_epoch)
+                    self._mirror(self.local_epoch, False)
                 note = self._quota_note()
         finally:
-            self.lease.release()  # before the flush, so that the flush uploads it too
+            # before the flush, so that the flush uploads it too (released after it, the
+            # release would wait in Drive's cache, lost with the VM)
+            self.lease.release()
         if not self.drive:
             return note
         if flush:
@@ -262,9 +282,11 @@ class RunStorage:
             except drive.DriveError as e:
                 warnings.warn(self._flush_advice(e), stacklevel=3)
         if self.behind or self.mirrored_epoch < self.local_epoch:
+            tried = (f" Drive's mount is down: {self._remount.attempts} attempt(s) to mount it "
+                     f"again failed ({self._remount.error})." if self._remount.attempts else "")
             return (f"{note}The Drive copy is behind: epoch {self.mirrored_epoch} on Drive, epoch "
-                    f"{self.local_epoch} in the local copy {self.work.path}. Run again when "
-                    "Drive works: the copy catches up.")
+                    f"{self.local_epoch} in the local copy {self.work.path}.{tried} Run again "
+                    "when Drive works: the copy catches up.")
         return f"{note}The Drive copy is up to date (epoch {self.mirrored_epoch})."
 
     def _flush_advice(self, e: drive.DriveError) -> str:

@@ -22,6 +22,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
+from ..colab import drive
 from ..registry import SettingError, lookup, setting
 from ..rundir.files import atomic_write
 from .archives import (CIFAR_ARCHIVES, COMPLETE, DataError, cifar_folder, find_archive,
@@ -400,7 +401,13 @@ def load_dataset(name: str = "cifar12", root: str | os.PathLike = "data", *,
     if ds is None:
         build = {"cifar12": build_cifar12, "cifar10": build_cifar10}.get(name)
         ds = build(root, download) if build else build_folder(root)
-        if cache:
+        if cache and not drive.mount_live(cache_path):
+            # under Colab's Drive mount point while Drive is not mounted: the file would land
+            # on the VM's disk, be lost with it, and make the next drive.mount refuse
+            warnings.warn(f"the data cache {cache_path} is not written: Drive is not mounted at "
+                          f"{drive.DRIVE_MOUNTPOINT}. Run colabkit.mount_drive() first, and the next "
+                          "load reads the cache instead of building the data set again")
+        elif cache:
             try:
                 save_cache(ds, cache_path, fingerprint)
             except OSError as e:

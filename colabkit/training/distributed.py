@@ -6,13 +6,15 @@ A rank that raises while the others wait in a collective would leave them there 
 the backend's timeout (NCCL's: 10 minutes), then crashing with no cause shown. So the
 failing rank writes its error to the group's key-value store, a thread on every rank
 watches for it, and a rank that sees another's error ends its process at once (rank 0
-first naming the cause), as a kill would: checkpoints are kill-safe."""
+first naming the cause, then running ``on_kill``: the last mirror, the lease released),
+as a kill would: checkpoints are kill-safe."""
 from __future__ import annotations
 
 import os
 import sys
 import threading
 import time
+from typing import Callable
 
 import torch
 import torch.distributed as distributed
@@ -50,6 +52,9 @@ class Dist:
         self.main = self.rank == 0
         self._store, self._done, self._failing = None, threading.Event(), threading.Event()
         self._watcher: threading.Thread | None = None
+        # what a rank ended by another's error does first (training sets it: the stop's
+        # last mirror and the lease released), while its main thread may wait in a collective
+        self.on_kill: Callable[[], object] | None = None
         if self.world > 1:
             # torch has no public way to the default group's key-value store: this private
             # one is held by tests/test_distributed.py, which fails the day torch changes it
@@ -93,6 +98,11 @@ class Dist:
                 return  # this rank failed too (the same error): it ends by itself, cleanly
             if self.main:
                 self._name_cause(text)
+            if self.on_kill is not None:
+                try:
+                    self.on_kill()
+                except BaseException as e:  # noqa: BLE001 - the process ends below regardless
+                    print(f"rank {self.rank}: could not close the run ({e})", file=sys.stderr, flush=True)
             # a kill: this rank may be blocked in a collective that never returns. os._exit
             # is documented (the underscore is historic) and ends the process from any thread
             os._exit(1)

@@ -49,8 +49,9 @@ from .saver import Saver
 
 @contextmanager
 def _sigterm_as_interrupt():
-    """SIGTERM (Colab shutting down, ``kill``, a scheduler) ends training as the stop
-    button does: with a checkpoint at the last finished epoch."""
+    """SIGTERM (Colab shutting down, ``kill``, torchrun ending its workers, a scheduler)
+    ends training as the stop button does: with a checkpoint at the last finished epoch,
+    the last mirror and the lease released. Also usable as a decorator."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -336,6 +337,7 @@ def _say_stopped(status: str, saved_epoch: int, exp: Experiment, where, max_minu
         print(note)
 
 
+@_sigterm_as_interrupt()  # from the lease's start to its release, not only the epochs
 def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
           data: Dataset | None = None, data_root: str | os.PathLike = "data",
           device: str | torch.device | None = None, precision: str = "auto",
@@ -371,6 +373,8 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
     storage = RunStorage(run_dir, mirror_minutes=mirror_minutes, takeover=takeover)
     where, saver, status, lost = storage.home.path, None, "finished", False
     state = _open(storage, dist)
+    # a rank ended by another's error (the watcher) closes as a stop does: mirror, release
+    dist.on_kill = lambda: _close(dist, saver, storage, lost, flush)
     try:
         state = state if dist.main else storage.load()  # the others read it once it is safe
         changes = check_config(state, exp, storage.home, allow_config_change, dist.main)
@@ -396,7 +400,7 @@ def train(experiment: Experiment | str, run_dir: str | os.PathLike, *,
         # the budget's estimate of an epoch: this call's epochs, or the run's last ones
         epoch_seconds = [r["seconds"] for r in history[-3:] if r.get("seconds")]
         reserve = storage.stop_seconds(flush)  # the stop at the budget flushes Drive
-        with _progress(exp.epochs, start, show, exp.name) as bar, _sigterm_as_interrupt():
+        with _progress(exp.epochs, start, show, exp.name) as bar:
             if show and start:
                 bar.write(f"Resuming {where} at epoch {start + 1}/{exp.epochs}.")
             for epoch in range(start + 1, exp.epochs + 1):

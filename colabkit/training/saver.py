@@ -4,6 +4,7 @@ scaler, the history), ``best.pt`` and the best epoch's ``predictions.npz``, then
 (every epoch, or every N minutes), always at the end, on the writer's thread on a GPU."""
 from __future__ import annotations
 
+import threading
 import time
 from typing import NamedTuple
 
@@ -33,6 +34,7 @@ class Saver:
         self.snapshot: dict | None = None
         self.best_pending: Best | None = None
         self.last_save = time.perf_counter()
+        self._lock = threading.Lock()  # a rank's watcher may close while the loop commits
 
     def epoch_done(self, snapshot: dict, row: dict, final: bool, predictions=None) -> None:
         self.snapshot = snapshot
@@ -49,6 +51,10 @@ class Saver:
             self.commit()
 
     def commit(self) -> None:
+        with self._lock:
+            self._commit()
+
+    def _commit(self) -> None:
         snap, best, work, storage = self.snapshot, self.best_pending, self.storage.work, self.storage
         if snap is None or self.saved_epoch >= snap["epoch"]:
             return
