@@ -71,6 +71,7 @@ figures: $(VENV)/.installed
 	$(PY) -m colabkit report logs --out figures
 	$(PY) -m colabkit report logs/ablations --out figures/ablations
 	$(PY) -m colabkit report logs/recipes --out figures/recipes
+	$(PY) -m colabkit tensorboard logs
 
 bench: $(VENV)/.installed
 	$(PY) bench/run.py --device cpu

@@ -20,6 +20,8 @@ _WHERE = {
     "DeviceError": "colab.device", "check_gpu": "colab.device",
     "DriveError": "colab.drive", "mount_drive": "colab.drive", "flush_drive": "colab.drive",
     "in_colab": "colab.drive",
+    "show_tensorboard": "colab.board", "tensorboard_logdir": "colab.board",
+    "write_tensorboard": "rundir.events",
     "LeaseHeld": "colab.lease",
     "train": "training.loop",
     "load_runs": "report.tables", "results_table": "report.tables",

@@ -158,6 +158,10 @@ def _parser() -> _Parser:
     x.add_argument("run_dir")
     x.add_argument("--out", required=True)
     x.add_argument("--name", help="default: the preset, with _fast for the fast recipe")
+
+    b = p.add_command(sub, "tensorboard", help="TensorBoard event files for run folders that "
+                                              "have only metrics.csv (older runs, logs/)")
+    b.add_argument("runs_dir", help="a folder of run folders, at any depth")
     return p
 
 
@@ -296,6 +300,23 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_tensorboard(args) -> int:
+    from .rundir.events import write_tensorboard
+
+    try:
+        written = write_tensorboard(args.runs_dir)
+    except (ImportError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not written:
+        print(f"error: no run folder with a metrics.csv under {args.runs_dir}: name the folder "
+              "that holds the run folders", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} event file(s) under {args.runs_dir}, one per run folder with a "
+          f"metrics.csv. View them: tensorboard --logdir {args.runs_dir}")
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from .report.inspection import inspect_run
 
@@ -367,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
                                                       file=sys.stderr)
     try:
         return {"info": cmd_info, "train": cmd_train, "sweep": cmd_sweep, "report": cmd_report,
-                "inspect": cmd_inspect, "demo": cmd_demo, "export": cmd_export}[args.command](args)
+                "inspect": cmd_inspect, "demo": cmd_demo, "export": cmd_export,
+                "tensorboard": cmd_tensorboard}[args.command](args)
     # the report's ReportError and InspectionError are ValueErrors
     except (ConfigMismatch, DataError, CheckpointError, RunFolderError, DeviceError, LeaseHeld,
             LeaseLost, DriveError, WeightsError, PermissionError, ValueError) as e:  # says what to do

@@ -121,7 +121,8 @@ def test_the_parser_keeps_its_own_lists_of_flags_and_commands_and_they_are_argpa
     may change). Only this test reads those privates, to check the lists: a flag added
     around the parser's add_argument or its _Group would be missing from them."""
     parser = _parser()
-    assert list(parser.commands) == ["info", "demo", "train", "sweep", "report", "inspect", "export"]
+    assert list(parser.commands) == ["info", "demo", "train", "sweep", "report", "inspect", "export",
+                                    "tensorboard"]
     for name, command in parser.commands.items():
         theirs = [o for a in command._actions for o in a.option_strings if o.startswith("--")]
         assert command.flags == theirs, name

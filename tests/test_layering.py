@@ -12,9 +12,9 @@ PACKAGE = REPO / "colabkit"
 # modules before it here: down the wings, and down inside its wing.
 FLOORS = [
     ("colabkit", ["version", "registry", "models"]),
-    ("rundir", ["rundir.files", "rundir.runs", "rundir.checkpoint"]),
-    ("colab", ["colab.drive", "colab.device", "colab.places", "colab.quota", "colab.lease",
-               "colab.storage"]),
+    ("rundir", ["rundir.files", "rundir.runs", "rundir.events", "rundir.checkpoint"]),
+    ("colab", ["colab.drive", "colab.device", "colab.places", "colab.board", "colab.quota",
+               "colab.lease", "colab.storage"]),
     ("data", ["data.augment", "data.archives", "data.sources", "data.loader"]),
     ("colabkit", ["experiments"]),
     ("training", ["training.distributed", "training.epochs", "training.resume", "training.saver",
@@ -31,8 +31,9 @@ NEVER = {"data": {"colab.quota", "colab.lease", "colab.storage"}}
 # imported where used, with the reason: google.colab exists only inside Colab; IPython
 # (the notebook display) only where a notebook runs: a server, a torchrun node or a
 # bare GPU machine has neither, and the package must import and train there; tensorboard
-# is optional outside Colab. The command line imports each command's modules in it.
-LAZY = {"google.colab", "IPython", "IPython.display"}
+# is optional outside Colab (with the protobuf it brings). The command line imports each
+# command's modules in it. A name here covers its submodules.
+LAZY = {"google.colab", "IPython", "tensorboard", "google.protobuf"}
 
 
 def _modules() -> dict[str, Path]:
@@ -73,7 +74,8 @@ def _imports(module):
         if isinstance(node, ast.ImportFrom) and node.level >= 1:
             ours |= _resolve(module, node)
         names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or "."]
-        if id(node) in inner and not set(names) <= LAZY and module != "__main__":
+        lazy = all(any(n == r or n.startswith(r + ".") for r in LAZY) for n in names)
+        if id(node) in inner and not lazy and module != "__main__":
             hidden.append(f"{module}:{node.lineno}")
     return ours, hidden
 

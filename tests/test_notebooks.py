@@ -23,8 +23,9 @@ from colabkit.rundir.runs import DETERMINISTIC_FIELDS, read_metrics
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 TRAINING = [p for p in NOTEBOOKS if p.name[:2] in ("01", "02", "03", "04")]
+# TENSORBOARD: the cell prints where to point it, and starts no server in a test kernel
 SMOKE = {"EPOCHS": 3, "DATASET": "synthetic", "ALLOW_CPU": True, "TRAIN_SIZE": 192,
-         "TEST_SIZE": 64, "WIDTH": 4, "BATCH_SIZE": 32}
+         "TEST_SIZE": 64, "WIDTH": 4, "BATCH_SIZE": 32, "TENSORBOARD": False}
 # a smoke run's length is not the recipe's 300: its folder says so (a trial never becomes
 # the full run)
 QUEUE_RUNS = [f"{p.stem}-3ep" for p in TRAINING]
@@ -173,7 +174,7 @@ def executed(home):
     """Every notebook run headless in order (01-04 train, 05 reports on them)."""
     out = {}
     for path in [*TRAINING, REPO / "notebooks" / "05_report.ipynb"]:
-        params = {} if path.name.startswith("05") else SMOKE
+        params = {"TENSORBOARD": False} if path.name.startswith("05") else SMOKE
         nb = _with_parameters(path, params)
         _client(nb, home).execute()
         out[path.name] = nb
@@ -192,6 +193,9 @@ def test_training_notebook_runs_headless_and_trains(executed, home, path):
     assert "finished: 3/3 epochs; best test accuracy" in text
     run = home / "runs" / f"{path.stem}-3ep"
     assert [r["epoch"] for r in read_metrics(run / "metrics.csv")] == [1, 2, 3]
+    # where to point TensorBoard (a run folder outside Drive is its own working copy)
+    assert f"%tensorboard --logdir {home / 'runs'} (the run folders)" in text
+    assert (run / "events.out.tfevents.colabkit").stat().st_size > 0
     # the live curves were drawn (one image, updated in place)
     train_cell = next(c for c in executed[path.name].cells if "colabkit.train(" in c.source)
     assert sum("image/png" in o.get("data", {}) for o in train_cell.outputs) == 1
@@ -207,7 +211,7 @@ def test_report_notebook_runs_with_no_run_or_one_and_writes_before_it_shows(pres
         from colabkit.training.loop import train
         train(tiny("basic", epochs=2), tmp_path / "runs" / "01_resnet18_basic-2ep", progress=False)
     monkeypatch.setenv("COLABKIT_HOME", str(tmp_path))  # the kernel inherits it
-    nb = _with_parameters(REPO / "notebooks" / "05_report.ipynb", {})
+    nb = _with_parameters(REPO / "notebooks" / "05_report.ipynb", {"TENSORBOARD": False})
     _client(nb, tmp_path).execute()
     text = _text(nb)
     assert "No comparison yet: comparisons need runs of two experiments" in text
@@ -225,6 +229,7 @@ def test_report_notebook_draws_from_the_four_runs(executed, home):
     for path in TRAINING:
         assert path.stem in text
     assert "fig12_test_acc.png" in text
+    assert f"%tensorboard --logdir {home / 'runs'} (the run folders)" in text
     rows = (home / "report" / "table1.md").read_text().splitlines()
     assert sum(row.startswith("| da") for row in rows) == 3  # da, da_cbam, da_cbam_aspp
 

@@ -117,6 +117,14 @@ Form values you change in a notebook opened from GitHub are lost when the tab cl
 you save it: *File → Save a copy in Drive* first."""
 
 
+TENSORBOARD_TEXT = (
+    "## TensorBoard\n\nEvery run folder holds a TensorBoard event file written from the "
+    "checkpoint's history, as `metrics.csv` is: each epoch once, also after a disconnect and "
+    "a resume. The *HParams* tab has each run's settings with its best and final test "
+    "accuracy, to sort and compare runs. `TENSORBOARD` starts the view here (it refreshes by "
+    "itself while the next cells run); the line printed says where to point it by hand.")
+
+
 def md(text):
     return {"cell_type": "markdown", "metadata": {}, "source": text.strip().splitlines(True)}
 
@@ -154,6 +162,7 @@ MAX_MINUTES = 0  #@param {{type:"number"}}
 MIRROR_MINUTES = 10  #@param {{type:"number"}}
 TAKEOVER = False  #@param {{type:"boolean"}}
 ALLOW_CPU = False  #@param {{type:"boolean"}}
+TENSORBOARD = True  #@param {{type:"boolean"}}
 # for quick trials only: 0 means the whole split; WIDTH 64 is the report's ResNet18
 TRAIN_SIZE = 0  #@param {{type:"integer"}}
 TEST_SIZE = 0  #@param {{type:"integer"}}
@@ -167,6 +176,9 @@ BATCH_SIZE = 0  # 0: the recipe's (128 report, 256 fast)''', tags=["parameters"]
         md("## Data"),
         code('''data = colabkit.load_dataset(DATASET, root=home / "data")
 print(len(data.y_train), "training and", len(data.y_test), "test images:", data.counts())'''),
+        md(TENSORBOARD_TEXT + " While training it shows the local working copies: Drive "
+           "uploads files lazily, so a view of the Drive folder lags."),
+        code('''colabkit.show_tensorboard(home / "runs", start=TENSORBOARD)'''),
         md("## Train\n\nThe run folder is `runs/RUN_NAME` on Drive: `runs/RUN_NAME-fast` for the "
            "fast recipe, and `-30ep` after it for an `EPOCHS` other than the recipe's, so a trial "
            "and the full run never mix. If it holds a checkpoint, training resumes from "
@@ -209,6 +221,7 @@ MAX_MINUTES = 0  #@param {type:"number"}
 MIRROR_MINUTES = 10  #@param {type:"number"}
 TAKEOVER = False  #@param {type:"boolean"}
 ALLOW_CPU = False  #@param {type:"boolean"}
+TENSORBOARD = True  #@param {type:"boolean"}
 # for quick trials only: 0 means the whole split; WIDTH 64 is the report's ResNet18
 TRAIN_SIZE = 0  #@param {type:"integer"}
 TEST_SIZE = 0  #@param {type:"integer"}
@@ -216,6 +229,8 @@ WIDTH = 64
 BATCH_SIZE = 0  # 0: the recipe's (128 report, 256 fast)''', tags=["parameters"]),
         code(GPU_THEN_DRIVE + '''
 data = colabkit.load_dataset(DATASET, root=home / "data")'''),
+        md(TENSORBOARD_TEXT + " Here it shows the four runs on Drive, side by side."),
+        code('''colabkit.show_tensorboard(home / "runs", training=False, start=TENSORBOARD)'''),
         md("## Train\n\nFirst the table of where the queue stands, per run: finished, running "
            "(in another tab or session), stalled (a trainer holds it but has gone silent), "
            "stopped, or not started; epochs done, the last update and the hours left, estimated "
@@ -253,7 +268,8 @@ OUT = "report"  #@param {type:"string"}
 # confusion matrices and INSPECT (attention maps, robustness to flips and rotations, cost,
 # mistakes) evaluate each run's checkpoint on its test set: they need the data on Drive
 CONFUSION = False  #@param {type:"boolean"}
-INSPECT = False  #@param {type:"boolean"}''', tags=["parameters"]),
+INSPECT = False  #@param {type:"boolean"}
+TENSORBOARD = True  #@param {type:"boolean"}''', tags=["parameters"]),
         md("## Save first\n\nPNG and PDF figures, Table 1, the comparisons and per-class "
            "accuracy go to `OUT` on Drive before anything is shown, so a cell that fails "
            "later loses nothing; with `INSPECT`, each run's attention maps, robustness, cost "
@@ -272,6 +288,8 @@ sorted(p.name for paths in written.values() for p in paths)'''),
            "stalled (a trainer holds the folder but has gone silent for several epoch "
            "times), stopped, or not started; the last update and the estimated hours left."),
         code('''colabkit.status_table(home / RUNS)'''),
+        md(TENSORBOARD_TEXT + " Here it shows every run on Drive."),
+        code('''colabkit.show_tensorboard(home / RUNS, training=False, start=TENSORBOARD)'''),
         md("## Table 1: best test accuracy per model\n\nOne row per configuration: runs of "
            "one experiment that differ in anything but the seed (a 30-epoch trial and the "
            "300-epoch run, say) are separate rows, and with several seeds of one "

@@ -29,7 +29,8 @@ from pathlib import Path
 from ..registry import SettingError, setting
 from ..rundir.checkpoint import CheckpointError, find_latest, finish_install
 from ..rundir.files import atomic_write, explain_os_error, remove_temporaries
-from ..rundir.runs import RunDir, write_metrics
+from ..rundir.events import write_events
+from ..rundir.runs import RunDir, read_json, write_metrics
 from . import quota, drive
 from .lease import STALE_MINUTES, Lease
 from .places import is_drive, working_copy
@@ -40,7 +41,7 @@ class RunStorage:
     """One run folder's files: where training writes them (``work``), the folder the user
     named (``home``: the same, or the Drive folder it is mirrored to), the lease."""
 
-    SMALL = ("config", "environment", "predictions", "metrics", "drive_log")
+    SMALL = ("config", "environment", "predictions", "metrics", "events", "drive_log")
 
     def __init__(self, run_dir: str | os.PathLike, *, mirror_minutes: float = 10.0,
                  takeover: bool = False, stale_minutes: float = STALE_MINUTES):
@@ -199,14 +200,20 @@ class RunStorage:
         return True
 
     def reconcile(self, history: list[dict]) -> None:
-        """metrics.csv rewritten from the checkpoint's history, wherever the run lives."""
+        """metrics.csv and TensorBoard's event file rewritten from the checkpoint's history,
+        wherever the run lives."""
         write_metrics(self.work.metrics, history)
+        config = read_json(self.work.config, None)  # a new VM's working copy may have none yet
+        if config is None and self.drive and self.live():
+            config = read_json(self.home.config, None)
+        wrote_events = write_events(self.work, history, config)
         if self.drive and self.live():
-            try:
-                self._copy(self.work.metrics, self.home.metrics)
-            except OSError as e:
-                warnings.warn(f"could not write {self.home.metrics} ({explain_os_error(e)})",
-                              stacklevel=2)
+            for name in ("metrics", "events") if wrote_events else ("metrics",):
+                try:
+                    self._copy(getattr(self.work, name), getattr(self.home, name))
+                except OSError as e:
+                    warnings.warn(f"could not write {getattr(self.home, name)} "
+                                  f"({explain_os_error(e)})", stacklevel=2)
 
     def _measure(self, event: str, epoch: int) -> None:
         """A row of ``drive.csv``: Drive's used and total bytes and the run's own (colab.quota).

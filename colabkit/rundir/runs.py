@@ -48,6 +48,7 @@ class RunDir:
     lease = property(lambda self: self.path / "lease.json")
     predictions = property(lambda self: self.path / "predictions.npz")
     drive_log = property(lambda self: self.path / "drive.csv")
+    events = property(lambda self: self.path / "events.out.tfevents.colabkit")  # TensorBoard's
 
     @property
     def name(self) -> str:

@@ -39,6 +39,7 @@ from ..data.loader import Loaders, run_loaders
 from ..data.sources import Dataset, load_dataset
 from ..experiments import Experiment, get_experiment
 from ..rundir.checkpoint import to_host
+from ..rundir.events import INSTALL, available as events_available
 from ..rundir.runs import selection_key, write_json
 from ..version import colabkit_version
 from .distributed import Dist
@@ -249,10 +250,13 @@ def train_and_evaluate(epoch: int, exp: Experiment, parts: Parts, prec: str, dis
 
 
 def _record(storage: RunStorage, exp: Experiment, data: Dataset, model, history, **env) -> None:
-    """config.json, metrics.csv (from the checkpoint's history: the truth) and
-    environment.json in the working copy, and a warning if a disk lacks the space."""
+    """config.json, metrics.csv and TensorBoard's event file (from the checkpoint's history:
+    the truth) and environment.json in the working copy (one line if tensorboard is not
+    installed), and a warning if a disk lacks the space."""
     write_json(storage.work.config, exp.to_dict())
-    storage.reconcile(history)
+    storage.reconcile(history)  # metrics.csv, and TensorBoard's file when tensorboard is there
+    if not events_available():
+        print(INSTALL)
     record = environment_record(next(model.parameters()).device)
     record.update(env, train_images=len(data.y_train), test_images=len(data.y_test),
                   val_images=None if data.y_val is None else len(data.y_val))

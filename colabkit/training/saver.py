@@ -1,6 +1,7 @@
 """What a run writes after each epoch, and when: ``last.pt`` (weights, optimizer, grad
 scaler, the history), ``best.pt`` and the best epoch's ``predictions.npz``, then
-``metrics.csv`` from the checkpoint's history, then the Drive mirror; on the cadence asked
+``metrics.csv`` and TensorBoard's event file from the checkpoint's history, then the Drive
+mirror; on the cadence asked
 (every epoch, or every N minutes), always at the end, on the writer's thread on a GPU."""
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import NamedTuple
 
 from ..colab.storage import RunStorage
 from ..rundir.checkpoint import CheckpointWriter, save_checkpoint
+from ..rundir.events import write_events
 from ..rundir.runs import save_predictions, selection_key, write_metrics
 
 
@@ -67,6 +69,7 @@ class Saver:
                                      self.labels)
             save_checkpoint(snap, work.last)
             write_metrics(work.metrics, snap["history"])  # after the checkpoint commits
+            write_events(work, snap["history"], snap["config"])  # TensorBoard's, the same rows
             storage.committed(snap["epoch"], best is not None)
 
         self.writer.submit(job)
