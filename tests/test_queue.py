@@ -228,7 +228,8 @@ exit $code
     for seed, r in zip((0, 1), res):
         folder = tmp_path / "runs" / f"basic-s{seed}"
         row, = torch.load(folder / "last.pt", weights_only=True)["history"]  # this run's own
-        assert (r["status"], r["run_dir"], r["epochs_done"]) == ("finished", str(folder), 1)
+        assert r["status"] == "finished", r
+        assert (r["run_dir"], r["epochs_done"]) == (str(folder), 1)
         assert (r["best_acc"], r["train_seconds"]) == (row["test_acc"], row["seconds"])
 
 
