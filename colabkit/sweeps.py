@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import fields
@@ -136,9 +137,25 @@ def sweep(experiments, seeds, runs_dir: str | os.PathLike, *, parallel: int = 1,
     return _parallel(runs, parallel, cli_args or [], data_root)
 
 
+def _child_summary(out: str) -> dict | None:
+    """The summary a ``train --json`` child printed (the last JSON object with a status in
+    its output, whatever the child printed before or after it), or None."""
+    decoder, at = json.JSONDecoder(), len(out)
+    while (at := out.rfind("{", 0, at)) >= 0:
+        try:
+            found, _ = decoder.raw_decode(out, at)
+        except ValueError:
+            continue
+        if isinstance(found, dict) and "status" in found:
+            return found
+    return None
+
+
 def _parallel(runs, parallel: int, cli_args: list[str], data_root) -> list[dict]:
     """Child processes, at most ``parallel`` at once; GPUs shared out by
-    CUDA_VISIBLE_DEVICES, CPU threads divided among the children."""
+    CUDA_VISIBLE_DEVICES, CPU threads divided among the children. Each child's stdout goes
+    to a temporary file, read once it has exited: a pipe read only then would block a child
+    that prints more than the pipe holds (64 KB), and the sweep with it, for ever."""
     gpus = torch.cuda.device_count()
     threads = max(1, (os.cpu_count() or 1) // parallel)
     pending, running, results = list(runs), [], {}
@@ -155,17 +172,18 @@ def _parallel(runs, parallel: int, cli_args: list[str], data_root) -> list[dict]
             cmd = [sys.executable, "-m", "colabkit", "train", "--experiment", name, "--seed",
                    str(seed), "--run-dir", str(folder), "--data-root", str(data_root), "--quiet",
                    "--json", *cli_args]
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
-            running.append((proc, folder, slot))
+            out = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
+            proc = subprocess.Popen(cmd, env=env, stdout=out, text=True)
+            running.append((proc, out, folder, slot))
         time.sleep(0.2)
         for item in list(running):
-            proc, folder, _ = item
+            proc, out, folder, _ = item
             if proc.poll() is None:
                 continue
             running.remove(item)
-            out = proc.stdout.read()
-            try:
-                results[folder] = json.loads(out[out.index("{"):])
-            except ValueError:
-                results[folder] = {"run_dir": str(folder), "status": f"failed (exit {proc.returncode})"}
+            with out:
+                out.seek(0)
+                summary = _child_summary(out.read())
+            results[folder] = summary or {"run_dir": str(folder),
+                                          "status": f"failed (exit {proc.returncode})"}
     return [results[folder] for *_, folder in runs]

@@ -113,6 +113,35 @@ def test_cbam_backward_has_a_deterministic_cuda_kernel():
     assert all(torch.equal(a, b) for a, b in zip(*grads))
 
 
+@pytest.mark.parametrize("size", [(4, 4), (5, 7)], ids=["4x4", "5x7"])
+def test_spp_backward_has_a_deterministic_cuda_kernel(size):
+    """The SPP head takes its bins' maxima with amax: adaptive_max_pool2d's CUDA backward
+    has no deterministic kernel and would raise here under deterministic mode; on the last
+    stage's 4x4 maps (bins that divide it) and on a 5x7 map (overlapping bins), twice the
+    same gradients, and the CPU's values."""
+    from colabkit.models import SPPHead
+
+    torch.use_deterministic_algorithms(True)
+    try:
+        model = build_model("resnet18_cbam_spp", 12, width=16).cuda()
+        x = torch.randn(32, 3, 32, 32, device="cuda")
+        head = SPPHead(64, 12).cuda()
+        maps = torch.randn(32, 64, *size, device="cuda", requires_grad=True)
+        grads = []
+        for _ in range(2):
+            model.zero_grad()
+            model(x).float().square().mean().backward()
+            maps.grad = None
+            head(maps).square().mean().backward()
+            grads.append([p.grad.clone() for p in model.parameters()] + [maps.grad.clone()])
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+    cpu = maps.detach().cpu().requires_grad_(True)
+    head.cpu()(cpu).square().mean().backward()
+    torch.testing.assert_close(cpu.grad, grads[0][-1].cpu())
+
+
 @pytest.mark.parametrize("precision", ["fp16", "bf16", "fp32"])
 def test_training_steps_never_wait_for_the_gpu(precision):
     """No host sync in a training step, fp16's GradScaler included (the fused SGD takes

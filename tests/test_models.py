@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from colabkit.models import (ASPP, CBAM, HEADS, MODELS, BasicBlock, ChannelAttention,
                              SpatialAttention, build_model, count_parameters, create_attention)
@@ -235,3 +236,79 @@ def test_channel_attention_takes_its_max_with_amax_same_values_and_gradients_as_
     assert all(torch.equal(new[n], p.grad) for n, p in model.named_parameters())
     # no parameter or buffer came or went: checkpoints of either version load in the other
     assert not [k for k in model.state_dict() if "channel" in k and "mlp" not in k]
+
+
+@pytest.mark.parametrize("size", [(4, 4), (8, 8), (5, 5), (7, 3), (6, 9), (3, 2), (1, 1)])
+def test_spp_bins_equal_adaptive_max_pool2d_on_maps_the_bins_divide_or_not(size):
+    """The SPP head's amax bins are adaptive_max_pool2d's, value for value, where a level
+    divides the map (one reshape) and where it does not (overlapping windows, a level
+    larger than the map); the head's logits are the max-pool head's, and gradients reach
+    every input position that is the maximum of some bin."""
+    from colabkit.models import SPPHead, adaptive_max
+
+    g = torch.Generator().manual_seed(sum(size))
+    x = torch.randn(3, 5, *size, generator=g)
+    for n in (1, 2, 3, 4):
+        assert torch.equal(adaptive_max(x, n), F.adaptive_max_pool2d(x, n)), n
+    head = _randomize(SPPHead(5, 7))
+    sd = head.state_dict()
+    pooled = torch.cat([F.adaptive_max_pool2d(x, b).flatten(1) for b in (1, 2, 4)], 1)
+    with torch.no_grad():
+        want = _bn(pooled, sd, "norm.") @ sd["fc.weight"].T + sd["fc.bias"]
+        torch.testing.assert_close(head(x), want, rtol=1e-5, atol=1e-6)
+    x.requires_grad_(True)
+    head(x).square().sum().backward()
+    winners = torch.zeros_like(x, dtype=torch.bool)
+    for b in (1, 2, 4):
+        _, idx = F.adaptive_max_pool2d(x.detach(), b, return_indices=True)
+        winners.view(3, 5, -1).scatter_(2, idx.flatten(2), True)
+    assert torch.equal(x.grad != 0, winners)  # random inputs: no ties, no cancelling
+
+
+def test_spp_head_runs_no_max_pool_and_old_checkpoints_load_with_the_same_outputs():
+    """The forward and backward of an SPP model run no adaptive_max_pool2d (its CUDA backward
+    is nondeterministic); a state dict of the head as it was (adaptive_max_pool2d, the same
+    parameters and buffers) loads strictly and gives the same logits and gradients."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from colabkit.models import SPPHead
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.add(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    class OldSPPHead(nn.Module):  # colabkit 0.x's head, verbatim
+        def __init__(self, in_channels, num_classes):
+            super().__init__()
+            features = in_channels * sum(b * b for b in (1, 2, 4))
+            self.norm = nn.BatchNorm1d(features)
+            self.fc = nn.Linear(features, num_classes)
+
+        def forward(self, x):
+            pooled = [torch.flatten(F.adaptive_max_pool2d(x, b), 1) for b in (1, 2, 4)]
+            return self.fc(self.norm(torch.cat(pooled, dim=1)))
+
+    torch.manual_seed(0)
+    model = build_model("resnet18_cbam_spp", 12, width=8)
+    with Ops() as ops:
+        model(torch.randn(4, 3, 32, 32)).sum().backward()
+    assert not {n for n in ops.names if "max_pool" in n}, ops.names
+    old = _randomize(OldSPPHead(64, 12))
+    new = SPPHead(64, 12).eval()
+    new.load_state_dict(old.state_dict())  # strict: no name came or went
+    assert list(new.state_dict()) == list(old.state_dict())
+    x = torch.randn(4, 64, 4, 4)
+    outs, grads = [], []
+    for head in (old, new):
+        head.zero_grad()
+        out = head(x)
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append([p.grad for p in head.parameters()])
+    assert torch.equal(*outs)
+    assert all(torch.equal(a, b) for a, b in zip(*grads))

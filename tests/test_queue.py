@@ -196,6 +196,55 @@ def test_parallel_sweep_runs_children_and_collects_their_summaries(tmp_path):
     assert [json.loads((tmp_path / f"basic-s{s}" / "config.json").read_text())["seed"] for s in (0, 1)] == [0, 1]
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(300)  # ends a hung sweep only (a blocked child waits for ever); no result depends on it
+def test_a_parallel_sweeps_child_printing_a_megabyte_neither_blocks_it_nor_hides_its_summary(
+        tmp_path, monkeypatch):
+    """A child that prints more than a pipe holds (64 KB), before its summary and after it,
+    finishes, and the sweep returns each run's own summary: read back after the child
+    exited from a pipe, the child blocked in its first write for ever."""
+    import os
+    import stat
+    from pathlib import Path
+
+    from colabkit.sweeps import sweep
+    noisy = tmp_path / "noisy-python"  # the sweep's python: 1 MB, the real child, more output
+    noisy.write_text(f"""#!/bin/sh
+echo started >> "{tmp_path}/children"
+"{sys.executable}" -c "import sys; sys.stdout.write(('{{noise}} ' + 'x' * 1023 + chr(10)) * 1024)"
+"{sys.executable}" "$@"
+code=$?
+echo '}} trailing {{"x": 1}} {{'
+exit $code
+""")
+    noisy.chmod(noisy.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setattr(sys, "executable", str(noisy))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    res = sweep(["basic"], [0, 1], tmp_path / "runs", parallel=2,
+                cli_args=["--dataset", "synthetic", "--epochs", "1", "--width", "4", "--batch-size",
+                          "32", "--train-size", "64", "--test-size", "32", "--device", "cpu"])
+    assert (tmp_path / "children").read_text() == "started\n" * 2
+    for seed, r in zip((0, 1), res):
+        folder = tmp_path / "runs" / f"basic-s{seed}"
+        row, = torch.load(folder / "last.pt", weights_only=True)["history"]  # this run's own
+        assert r["status"] == "finished", r
+        assert (r["run_dir"], r["epochs_done"]) == (str(folder), 1)
+        assert (r["best_acc"], r["train_seconds"]) == (row["test_acc"], row["seconds"])
+
+
+def test_a_childs_summary_is_found_in_whatever_it_printed_around_it():
+    """The last JSON object with a status, not the first brace: a child's own output may
+    hold braces, objects and JSON before and after the summary."""
+    from colabkit.sweeps import _child_summary
+    summary = {"run_dir": "r/basic-s0", "status": "finished", "best_acc": 12.5}
+    out = ("{noise} {'a': 1}\n" + json.dumps({"status": "a log line"}) + "\n"
+           + json.dumps(summary, indent=2) + "\n} trailing {\n" + json.dumps([{"x": 1}]))
+    assert _child_summary(out) == summary
+    assert _child_summary("x" * 100_000 + "{") is None
+    assert _child_summary("") is None
+
+
 def test_a_queue_on_drive_flushes_once_at_its_end_and_a_failed_flush_does_not_stop_it(fake_colab):
     from colabkit.colab import drive
     home = drive.mount_drive()

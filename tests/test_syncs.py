@@ -4,7 +4,11 @@ to finish, every step; on the CPU nothing waits, so here the reads are counted i
 the Python calls that would sync on a GPU, and the aten calls beneath them
 (``_local_scalar_dense`` is what every scalar read becomes; ``nonzero`` has a
 data-dependent shape). GradScaler's found-inf check is one such read in fp16 unless the
-optimizer takes the scale itself: fused SGD, which fp16 trains with."""
+optimizer takes the scale itself: fused SGD, which fp16 trains with. Through ``train()``
+too, with its batch bar drawn: a run of more steps reads no more; and only fp16 builds an
+enabled scaler."""
+import contextlib
+import io
 from collections import Counter
 
 import pytest
@@ -18,6 +22,7 @@ from colabkit.experiments import PRESETS
 from colabkit.data.loader import DeviceLoader
 from colabkit.models import build_model
 from colabkit.training.epochs import make_optimizer
+from colabkit.training.loop import train
 
 READS = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__", "nonzero")
 SYNCING_OPS = {"_local_scalar_dense", "nonzero", "is_nonzero", "equal"}
@@ -170,3 +175,71 @@ def test_fused_sgd_after_a_skipped_first_step_matches_the_unfused_one():
     for p, q in zip(*(m.parameters() for m in models)):
         assert torch.isfinite(p).all()
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+class _Terminal(io.StringIO):
+    """stderr as a terminal: train() draws its batch bar only where a bar redraws."""
+
+    def isatty(self):
+        return True
+
+
+def _train_counting_reads(monkeypatch, tmp_path, tiny, precision, steps):
+    """The host reads of a whole one-epoch train() call of ``steps`` steps, both of its
+    progress bars on; and what its bars drew."""
+    exp = tiny("da", epochs=1, batch_size=32, train_size=32 * steps, test_size=32)
+    term = _Terminal()
+
+    def run():
+        with contextlib.redirect_stderr(term):
+            return train(exp, tmp_path / f"{precision}-{steps}", device="cpu", precision=precision,
+                         progress=True)
+    counts, res = count_reads(monkeypatch, run)
+    assert res["status"] == "finished" and res["epochs_done"] == 1
+    return counts, term.getvalue()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_train_with_its_progress_bars_reads_nothing_back_per_step(monkeypatch, tmp_path, tiny,
+                                                                  precision):
+    """train() itself, with the batch bar it draws in a terminal or a notebook: a run of 6
+    steps reads back exactly what a run of 2 does (the epoch's sums, the checkpoint, the
+    predictions), so no read is per step, the bar's included (a running loss shown with
+    ``loss.item()`` would add one a step)."""
+    few, _ = _train_counting_reads(monkeypatch, tmp_path, tiny, precision, 2)
+    many, bars = _train_counting_reads(monkeypatch, tmp_path, tiny, precision, 6)
+    assert "epoch 1:   0%" in bars and "0/6 [" in bars  # the batch bar was drawn
+    assert sum(few.values()) > 0  # the counter is on: the epoch's sums are read once
+    assert dict(many) == dict(few)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_train_steps_with_an_enabled_grad_scaler_in_fp16_alone(monkeypatch, tmp_path, tiny, precision):
+    """An enabled GradScaler reads its found-inf flag back every step unless the optimizer
+    takes it (fp16's fused SGD): fp32 and bf16 must not build one at all. Every scaler train()
+    builds and every scaler step it takes are watched, and the checkpoint's scaler state
+    says the same: empty (a disabled scaler's) in fp32 and bf16, a scale in fp16."""
+    from colabkit.rundir.checkpoint import read_checkpoint
+
+    built, stepped = [], []
+    real_init, real_step = torch.amp.GradScaler.__init__, torch.amp.GradScaler.step
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        built.append(self)
+
+    def step(self, *args, **kwargs):
+        stepped.append(self.is_enabled())
+        return real_step(self, *args, **kwargs)
+    monkeypatch.setattr(torch.amp.GradScaler, "__init__", init)
+    monkeypatch.setattr(torch.amp.GradScaler, "step", step)
+    res = train(tiny("basic", epochs=1, batch_size=32, train_size=96, test_size=32), tmp_path / "run",
+                device="cpu", precision=precision, progress=False)
+    assert res["status"] == "finished"
+    scaler = read_checkpoint(tmp_path / "run" / "last.pt")["scaler"]
+    if precision == "fp16":
+        assert stepped == [True] * 3 and any(s.is_enabled() for s in built)
+        assert scaler["scale"] > 0  # a scaler's state, checkpointed
+    else:
+        assert True not in stepped and not any(s.is_enabled() for s in built)
+        assert scaler == {}
