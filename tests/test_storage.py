@@ -245,12 +245,14 @@ def _forced_mounts(fake):
     return [c for c in fake.calls() if c["call"] == "mount" and c["force_remount"]]
 
 
-@pytest.mark.parametrize("back", ["at a mirror", "at the stop", "never"])
+@pytest.mark.parametrize("back, drop", [("at a mirror", "unmounted"), ("at the stop", "unmounted"),
+                                        ("never", "unmounted"), ("at the stop", "stale")])
 def test_the_night_drive_drops_after_epoch_1_and_comes_back_by_itself(
-        tiny, fake_colab, capsys, monkeypatch, back):
-    """The report's night: Drive's mount drops after epoch 1's mirror (the mount point an
-    empty folder on the VM's disk) and nobody is at the browser. After epoch 2 a remount
-    works again ("at a mirror": attempts may follow each other at once; "at the stop": the
+        tiny, fake_colab, capsys, monkeypatch, back, drop):
+    """The report's night: Drive's mount drops after epoch 1's mirror and nobody is at the
+    browser. The drop leaves the mount point an empty folder on the VM's disk
+    ("unmounted"), or a dead FUSE mount (ENOTCONN: "stale"). After epoch 2 a remount works
+    again ("at a mirror": attempts may follow each other at once; "at the stop": the
     backoff holds the next attempt back until the stop's last one), or it never does."""
     home = colab_drive.mount_drive()
     run = home / "runs" / "night"
@@ -263,8 +265,9 @@ def test_the_night_drive_drops_after_epoch_1_and_comes_back_by_itself(
 
     def night(row, history):
         if row["epoch"] == 1:
-            fake_colab.flush_and_unmount()
-            fake_colab.set(browser="never")
+            if drop == "unmounted":
+                fake_colab.flush_and_unmount()
+            fake_colab.set(browser="never", stale=drop == "stale")
         elif row["epoch"] == 2:
             left["mount point"] = sorted(p.name for p in mp.iterdir())  # after a failed attempt
             if back != "never":
