@@ -98,8 +98,7 @@ def test_hparams_hold_the_config_and_best_and_final_accuracy(tta_run):
             assert value.string_value == (",".join(map(str, v)) or "none"), k
         else:
             assert value.string_value == ("none" if v is None else str(v)), k
-    metrics = [m.name.tag for m in hp["_hparams_/experiment"].experiment.metric_infos]
-    assert metrics == [BEST, FINAL]
+    assert "_hparams_/experiment" not in hp  # TensorBoard builds it from every run's session
     assert hp["_hparams_/session_end_info"].session_end_info.status == api_pb2.STATUS_SUCCESS
     # selected as Table 1 selects: on validation, with flip TTA; reported on test
     best = max(rows, key=lambda r: (r["val_acc_tta"], -r["epoch"]))

@@ -106,13 +106,10 @@ def _encode(history: list[dict], config: dict | None, finished: bool) -> bytes:
     event(start, file_version="brain.Event:2")
     if config is not None:
         values = hparams_of(config)
-        experiment = api_pb2.Experiment(
-            hparam_infos=[api_pb2.HParamInfo(name=k) for k in values],
-            metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=BEST),
-                                             display_name="best test accuracy"),
-                          api_pb2.MetricInfo(name=api_pb2.MetricName(tag=FINAL),
-                                             display_name="final test accuracy")])
-        event(start, summary=hparams(metadata.EXPERIMENT_TAG, experiment=experiment))
+        # no experiment summary: TensorBoard takes the first one it finds as every run's,
+        # so it would drop the settings a run differs in. From the runs' session records it
+        # builds the table itself: a setting's column is typed from its values (a number in
+        # one run and None in another reads as text) and every scalar is a metric column.
         session = plugin_data_pb2.SessionStartInfo(start_time_secs=start)
         for k, v in values.items():
             session.hparams[k].CopyFrom(
