@@ -228,3 +228,29 @@ def test_tensorboard_is_pointed_at_the_working_copies_while_training_and_at_driv
     assert started == [f"--logdir {drive / 'runs'}"]
     board.show_tensorboard(drive / "runs", start=False)
     assert len(started) == 1
+
+
+@pytest.mark.parametrize("val, tta", [(True, True), (True, False), (False, True), (False, False)])
+def test_best_accuracy_is_the_test_accuracy_at_the_epoch_table_1_selects(tmp_path, val, tta):
+    """Epoch 2 has the best validation accuracy, epoch 3 the best test accuracy, and with
+    TTA the plain and flip-TTA columns peak at other epochs still: the best is read on the
+    column Table 1 selects on (validation when the run has it, flip TTA when it uses it)."""
+    cols = {"test_acc": [10, 30, 50, 20], "test_acc_tta": [12, 60, 40, 35],
+            "val_acc": [10, 70, 20, 30], "val_acc_tta": [11, 20, 30, 80]}
+    rows = []
+    for i in range(4):
+        row = {"epoch": i + 1, "lr": 0.1, "train_loss": 1.0, "train_acc": 50.0, "test_loss": 1.0,
+               "test_acc": float(cols["test_acc"][i]), "seconds": 1.0, "images_per_s": 100.0,
+               "time": f"2026-12-05T00:0{i}:00+00:00"}
+        if val:
+            row.update(val_loss=1.0, val_acc=float(cols["val_acc"][i]))
+        if tta:
+            row.update(test_acc_tta=float(cols["test_acc_tta"][i]),
+                       val_acc_tta=float(cols["val_acc_tta"][i]) if val else None)
+        rows.append(row)
+    events.write_events(RunDir(tmp_path), rows, {"epochs": 4, "tta": tta})
+    select = ("val" if val else "test") + ("_acc_tta" if tta else "_acc")
+    report = "test_acc_tta" if tta else "test_acc"
+    at = max(range(4), key=lambda i: (cols[select][i], -i))
+    scalars, _, _ = _read(tmp_path)
+    assert scalars[BEST][-1][1] == cols[report][at] and scalars[FINAL][-1][1] == cols[report][3]
