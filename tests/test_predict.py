@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
+from colabkit.data.loader import DeviceLoader
 from colabkit.data.sources import load_dataset
 from colabkit.experiments import Experiment, get_experiment
 from colabkit.report.inspection import inspect_run
@@ -131,3 +132,25 @@ def test_the_precision_of_a_checkpoint_is_its_own_else_the_runs_record_else_fp32
     assert trained_precision({}, {"precision": "bf16"}) == "bf16"
     assert trained_precision({}, {}) == "fp32" and trained_precision({}) == "fp32"
 
+
+
+def test_flip_tta_classifies_by_the_sum_of_an_images_and_its_mirrors_logits():
+    """A linear classifier that is not mirror-symmetric: plain, mirrored and summed logits
+    pick other classes for many images; the expected classes are computed in NumPy from
+    the images normalized by hand."""
+    data = _test_split()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 12, bias=False))
+    x = (data.x_test.astype(np.float64) / 255 - np.array(data.mean)) / np.array(data.std)  # NHWC
+    x = x.transpose(0, 3, 1, 2)  # NCHW, as the network sees it
+    w = model[1].weight.detach().double().numpy()
+    plain = x.reshape(len(x), -1) @ w.T
+    mirror = x[..., ::-1].reshape(len(x), -1) @ w.T  # W is the last axis
+    p = predict(model, DeviceLoader(data.x_test, data.y_test, 64, mean=data.mean, std=data.std),
+                "fp32", tta=True)
+    assert np.array_equal(p.pred, plain.argmax(1)) and np.array_equal(p.label, data.y_test)
+    assert np.array_equal(p.pred_tta, (plain + mirror).argmax(1))
+    assert np.allclose(p.logits_tta.numpy(), (plain + mirror) / 2, atol=1e-3)
+    # the three differ, so that each is checked
+    assert (plain.argmax(1) != (plain + mirror).argmax(1)).sum() >= 20
+    assert (mirror.argmax(1) != (plain + mirror).argmax(1)).sum() >= 20
