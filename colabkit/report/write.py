@@ -135,7 +135,9 @@ def write_report(runs_dir: str | os.PathLike, out: str | os.PathLike, *, confusi
         body = [f"| {name} | {int(row.iloc[0])} | " + " | ".join(f"{v:.1f}" for v in row.iloc[1:]) + " |"
                 for name, row in per_class.iterrows()]
         (out / "per_class.md").write_text(
-            "# Test accuracy per class at the best epoch (%)\n\n| " + " | ".join(head) + " |\n|"
+            "# Test accuracy per class at the best epoch (%)\n\nFrom each run's plain "
+            "predictions, without flip TTA, so that every column measures alike (Table 1 "
+            "gives a run with flip TTA its TTA accuracy).\n\n| " + " | ".join(head) + " |\n|"
             + "---|" * len(head) + "\n" + "\n".join(body) + "\n" + note, encoding="utf-8")
         written["per_class"] = [out / "per_class.csv", out / "per_class.md"]
     if confusion:
