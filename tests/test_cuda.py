@@ -210,7 +210,8 @@ def test_channels_last_batches_and_cuda_generator_are_deterministic():
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_memory_of_a_training_step_at_batch_128_stays_under_5_gb(name):
-    from colabkit.training.epochs import autocast, make_optimizer
+    from colabkit.training.epochs import make_optimizer
+    from colabkit.training.predict import autocast
     from colabkit.colab.device import choose_precision
 
     dev = torch.device("cuda")
@@ -258,7 +259,8 @@ def _fell_back(out: str) -> None:
 
 
 def test_compiled_logits_equal_eager_ones_within_fp16_tolerance():
-    from colabkit.training.epochs import CompiledOrEager, autocast
+    from colabkit.training.epochs import CompiledOrEager
+    from colabkit.training.predict import autocast
 
     torch.manual_seed(0)
     model = build_model("resnet18_cbam_aspp", 12, width=16).cuda().eval()

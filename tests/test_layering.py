@@ -17,7 +17,7 @@ FLOORS = [
                "colab.lease", "colab.storage"]),
     ("data", ["data.augment", "data.archives", "data.sources", "data.loader"]),
     ("colabkit", ["experiments"]),
-    ("training", ["training.distributed", "training.epochs", "training.resume", "training.saver",
+    ("training", ["training.distributed", "training.predict", "training.epochs", "training.resume", "training.saver",
                   "training.loop"]),
     ("report", ["report.stats", "report.plotting", "report.tables", "report.figures",
                 "report.compare", "report.status", "report.inspection", "report.write"]),

@@ -181,7 +181,7 @@ def test_the_confusion_matrix_comes_from_predictions_npz_and_the_model_path_agre
     def no_model(*a, **k):
         raise AssertionError("the network was run although predictions.npz holds the answer")
     with monkeypatch.context() as m:
-        m.setattr(report_mod, "DeviceLoader", no_model)
+        m.setattr(report_mod, "predict", no_model)
         cm, classes = confusion_matrix(run)
     assert np.array_equal(cm, expected) and len(classes) == k
     (run / "predictions.npz").unlink()  # as a DDP run: the model path

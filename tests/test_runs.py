@@ -57,9 +57,10 @@ def test_best_pt_is_chosen_and_saved_with_the_key_as_a_plain_string(tmp_path):
     saver = Saver(RunStorage(tmp_path, mirror_minutes=0), False, None, [], 0, [0, 1])
     row = {"epoch": 1, "test_acc": 40.0, "val_acc": 45.0, "val_acc_tta": None}
     snapshot = {"format": 1, "epoch": 1, "config": {}, "model": {}, "classes": ["a", "b"],
-                "history": [row]}
+                "precision": "bf16", "history": [row]}
     saver.epoch_done(snapshot, row, final=True)
     saver.close()
     best = read_checkpoint(tmp_path / "best.pt")
     assert best["selected_on"] == "val" and type(best["selected_on"]) is str
     assert SelectionKey.of_checkpoint(best) == SelectionKey("val", False)
+    assert best["precision"] == "bf16"  # the report's model path predicts in it

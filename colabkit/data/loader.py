@@ -41,15 +41,17 @@ class DeviceLoader:
     normalized float (B, 3, H, W), channels_last in memory on CUDA.
 
     Every epoch a permutation from ``epoch_generator(seed, epoch)`` (train); augmentation
-    draws from the same generator. Under DDP each rank takes its slice of every global
-    batch, so the global batches do not depend on the number of ranks.
+    draws from the same generator. ``transform``, if given, maps every batch in [0, 1]
+    before normalization, as augmentation does (inspection's flips and rotations). Under
+    DDP each rank takes its slice of every global batch, so the global batches do not
+    depend on the number of ranks.
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, *, device="cpu",
                  mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), train: bool = False,
                  seed: int = 0, augment: Augmenter | None = None,
                  drop_last: bool | None = None, rank: int = 0, world_size: int = 1,
-                 channels_last: bool | None = None):
+                 channels_last: bool | None = None, transform=None):
         if batch_size % world_size:
             raise ValueError(f"batch size {batch_size} must be divisible by the number of "
                              f"processes ({world_size})")
@@ -68,6 +70,7 @@ class DeviceLoader:
         cl = self.device.type == "cuda" if channels_last is None else channels_last
         self.memory_format = torch.channels_last if cl else torch.contiguous_format
         self.mean, self.std = normalization_tensors(mean, std, self.device)
+        self.transform = transform  # a fixed test-time transform of the [0, 1] batch
 
     def __len__(self) -> int:
         n = len(self.y)
@@ -94,6 +97,8 @@ class DeviceLoader:
             x = unit_float(self.x[idx])
             if self.augment is not None:
                 x = self.augment(x, g, part)
+            if self.transform is not None:
+                x = self.transform(x)
             x = ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
             yield x, self.y[idx]
 
@@ -106,13 +111,19 @@ class Loaders(NamedTuple):
     val: DeviceLoader | None
 
 
+def eval_batch_size(batch_size: int, world_size: int = 1) -> int:
+    """The global batch of evaluation for a training batch of ``batch_size``: as many
+    images per rank as a step's four (at least 256 in all), since evaluation keeps no
+    activations for a backward pass."""
+    return max(batch_size // world_size * 4, 256) * world_size
+
+
 def run_loaders(data, batch_size: int, *, seed: int, augment: Augmenter, device, rank: int = 0,
                 world_size: int = 1) -> Loaders:
     """A run's loaders from its ``Dataset`` (``data.sources``): ``batch_size`` is the
-    global batch; evaluation takes larger batches, as many per rank as a step's four (at
-    least 256 in all), since it keeps no activations for a backward pass."""
+    global batch; evaluation takes larger batches (``eval_batch_size``)."""
     shard = dict(device=device, mean=data.mean, std=data.std, rank=rank, world_size=world_size)
-    eval_batch = max(batch_size // world_size * 4, 256) * world_size
+    eval_batch = eval_batch_size(batch_size, world_size)
     return Loaders(
         DeviceLoader(data.x_train, data.y_train, batch_size, train=True, seed=seed, augment=augment,
                      **shard),

@@ -8,13 +8,18 @@ checkpoint that does), rebuilds the run's test split, and writes:
   attention map of the last block of each stage laid over it, and the channel attention
   weights per stage (their spread across channels, and their mean per class), taken with
   forward hooks on the model's own CBAM modules (Woo et al., ECCV 2018);
-- ``robustness.csv``/``.png``: test accuracy under each test-time transform - identity,
-  horizontal and vertical flips, rotations by 30, 60, 90, 270, 300 and 330 degrees (the
-  training code's ``data.augment.rotate``);
+- ``robustness.csv``/``.png``: test accuracy (plain, without flip TTA) under each
+  test-time transform - identity, horizontal and vertical flips, rotations by 30, 60, 90,
+  270, 300 and 330 degrees (the training code's ``data.augment.rotate``);
 - ``cost.csv``: parameters, forward GFLOPs per image (``torch.utils.flop_counter``), peak
   memory of a training step at batch 128, training and inference images/s, measured as
   training runs on that device (its precision; channels_last on CUDA);
-- ``mistakes.png``: the most confident wrong predictions.
+- ``mistakes.png``: the most confident wrong predictions, and ``mistakes.csv``: every
+  wrong prediction, most confident first; with flip TTA when the run was evaluated with it.
+
+Every prediction is made as training evaluated the run (``training.predict``): the
+run's precision, the training split's normalization on the device, and flip TTA where
+the run used it.
 """
 from __future__ import annotations
 
@@ -33,14 +38,16 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..colab.device import choose_precision
 from ..data.augment import rotate
-from ..data.loader import normalization_tensors, unit_float
+from ..data.loader import DeviceLoader
 from ..data.sources import load_dataset
 from ..experiments import Experiment
 from ..models import CBAM, count_parameters
 from ..registry import lookup
 from ..rundir.checkpoint import CheckpointError, find_latest, read_checkpoint
-from ..rundir.runs import RunDir
-from ..training.epochs import autocast, forward_backward, make_optimizer
+from ..rundir.runs import RunDir, read_json
+from ..training.epochs import forward_backward, make_optimizer
+from ..training.predict import (Predictions, autocast, batches, network_format, predict,
+                                eval_loader, trained_network, trained_precision)
 from .plotting import save_figure
 
 TRANSFORMS = ("identity", "hflip", "vflip", "rot30", "rot60", "rot90", "rot270", "rot300", "rot330")
@@ -73,12 +80,6 @@ def load_for_inspection(run_dir: str | os.PathLike) -> tuple[dict, Path]:
     return state, path
 
 
-def _model(state: dict, cfg: Experiment, num_classes: int, device) -> torch.nn.Module:
-    model = cfg.network(num_classes)
-    model.load_state_dict(state["model"])
-    return model.to(device).eval()
-
-
 def test_split(cfg: Experiment, data=None, data_root: str | os.PathLike = "data"):
     """The run's test split, as training saw it (the same seeded subset)."""
     if data is None:
@@ -101,22 +102,23 @@ def transform(x: torch.Tensor, name: str) -> torch.Tensor:
     return rotate(x, torch.full((x.shape[0],), float(name[3:]), device=x.device))  # rotNN
 
 
-@torch.no_grad()
-def predict(model, data, device, name: str = "identity", batch_size: int = 500) -> torch.Tensor:
-    """Logits of the test split under one transform."""
-    mean, std = normalization_tensors(data.mean, data.std, device)
-    out = []
-    for i in range(0, len(data.y_test), batch_size):
-        x = unit_float(torch.from_numpy(data.x_test[i:i + batch_size]).to(device))
-        out.append(model((transform(x, name) - mean) / std).float())
-    return torch.cat(out)
+def under(model, data, device, name: str = "identity", precision: str = "fp32",
+          tta: bool = False, batch_size: int = 128) -> Predictions:
+    """The test split's predictions under one transform, made as training evaluates
+    (``training.predict``): in ``precision``, normalized as training normalizes, with flip
+    TTA if asked; ``batch_size`` is the run's training batch (evaluation's batches follow)."""
+    lookup(TRANSFORMS, name, "transform")
+    return predict(model, eval_loader(data, batch_size, device,
+                                      None if name == "identity" else (lambda x: transform(x, name))),
+                   precision, tta)
 
 
-def robustness(model, data, device) -> pd.DataFrame:
-    """Test accuracy (%) under each transform, identity first."""
-    y = torch.from_numpy(data.y_test).to(device)
-    rows = [{"transform": t, "accuracy": 100.0 * float((predict(model, data, device, t).argmax(1) == y)
-                                                          .float().mean())} for t in TRANSFORMS]
+def robustness(model, data, device, precision: str = "fp32", batch_size: int = 128) -> pd.DataFrame:
+    """Test accuracy (%, plain predictions) under each transform, identity first."""
+    rows = []
+    for t in TRANSFORMS:
+        p = under(model, data, device, t, precision, batch_size=batch_size)
+        rows.append({"transform": t, "accuracy": 100.0 * float((p.pred == p.label).mean())})
     return pd.DataFrame(rows)
 
 
@@ -176,20 +178,20 @@ def stage_ends(model) -> list[int]:
     return ends
 
 
-@torch.no_grad()
-def plot_attention(model, data, device, per_class: int = 8) -> Figure:
-    """Spatial maps over one image per class, and channel weights per stage."""
+def plot_attention(model, data, device, per_class: int = 8, precision: str = "fp32") -> Figure:
+    """Spatial maps over one image per class, and channel weights per stage, from one
+    forward pass as training evaluates (``training.predict``: ``precision``, normalization)."""
     k = data.num_classes
     y = data.y_test
     first = [int(np.flatnonzero(y == c)[0]) for c in range(k) if (y == c).any()]
     pool = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(k)])
-    mean, std = normalization_tensors(data.mean, data.std, device)
     ends = stage_ends(model)
+    loader = DeviceLoader(data.x_test[pool], y[pool], len(pool), device=device, mean=data.mean,
+                          std=data.std)
     with AttentionHooks(model) as hooks:
-        x = unit_float(torch.from_numpy(data.x_test[pool]).to(device))
-        model((x - mean) / std)
-        spatial = [hooks.spatial[i].cpu() for i in ends]
-        channel = [hooks.channel[i].cpu().flatten(1) for i in ends]
+        next(batches(model, loader, precision))
+        spatial = [hooks.spatial[i].float().cpu() for i in ends]
+        channel = [hooks.channel[i].float().cpu().flatten(1) for i in ends]
     labels = y[pool]
     rows = len(first)
     # rows of (image, stage 1-4 spatial maps); a last row of channel weights: the mean
@@ -252,7 +254,7 @@ def cost(cfg: Experiment, num_classes: int, device, batch: int = 128, steps: int
     in fp16), channels_last on CUDA, its optimizer, the same step code."""
     dev = torch.device(device)
     prec = choose_precision(dev, precision)
-    fmt = torch.channels_last if dev.type == "cuda" else torch.contiguous_format  # as train
+    fmt = network_format(dev)  # as train
     model = cfg.network(num_classes).to(dev, memory_format=fmt)
     out = {"model": cfg.model, "width": cfg.width, "parameters": count_parameters(model),
            "gflops_per_image": flops_per_image(model, dev) / 1e9, "device": str(dev),
@@ -298,22 +300,32 @@ def cost(cfg: Experiment, num_classes: int, device, batch: int = 128, steps: int
 
 # ---------------------------------------------------------------- mistakes ----
 
-def plot_mistakes(logits: torch.Tensor, data, n: int = 16) -> Figure:
-    """The ``n`` wrong predictions made with the highest confidence."""
-    prob = logits.softmax(1).cpu()
-    conf, pred = prob.max(1)
-    y = torch.from_numpy(data.y_test)
-    wrong = torch.nonzero(pred != y).flatten()
-    top = wrong[conf[wrong].argsort(descending=True)][:n]
+def mistakes(p: Predictions, tta: bool = False) -> pd.DataFrame:
+    """Every wrong prediction, most confident first: the test image's index in the split,
+    its true and predicted class, and the softmax probability of the prediction; from the
+    flip TTA predictions with ``tta`` (the mean of the image's and its mirror's logits)."""
+    logits, pred = (p.logits_tta, p.pred_tta) if tta else (p.logits, p.pred)
+    conf = logits.softmax(1).max(1).values.numpy()
+    wrong = np.flatnonzero(pred != p.label)
+    wrong = wrong[np.argsort(-conf[wrong], kind="stable")]
+    return pd.DataFrame({"image": wrong, "true": p.label[wrong], "predicted": pred[wrong],
+                         "confidence": conf[wrong]})
+
+
+def plot_mistakes(table: pd.DataFrame, data, n: int = 16, tta: bool = False) -> Figure:
+    """The ``n`` wrong predictions made with the highest confidence (``mistakes``)."""
+    top = table.head(n)
     cols = 8
     rows = max(1, -(-len(top) // cols))
     fig = Figure(figsize=(1.6 * cols, 1.9 * rows + 0.4), layout="constrained")
-    for k, i in enumerate(top.tolist()):
+    for k, r in enumerate(top.itertuples()):
         ax = fig.add_subplot(rows, cols, k + 1)
-        ax.imshow(data.x_test[i])
+        ax.imshow(data.x_test[r.image])
         ax.set_axis_off()
-        ax.set_title(f"{data.classes[y[i]]}\n→ {data.classes[pred[i]]} {100 * conf[i]:.0f}%", fontsize=7)
-    fig.suptitle("Most confident mistakes (true → predicted, confidence)")
+        ax.set_title(f"{data.classes[r.true]}\n→ {data.classes[r.predicted]} "
+                     f"{100 * r.confidence:.0f}%", fontsize=7)
+    fig.suptitle("Most confident mistakes (true → predicted, confidence)"
+                 + (", with flip TTA" if tta else ""))
     return fig
 
 
@@ -330,22 +342,26 @@ def inspect_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, device: s
     if images is not None and images < len(data.y_test):
         data = data.subset(None, images, cfg.seed)
     dev = torch.device(device)
-    model = _model(state, cfg, data.num_classes, dev)
+    model = trained_network(state, data.num_classes, dev)
+    precision = trained_precision(state, read_json(RunDir(run_dir).environment, {}))
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise InspectionError(f"--out {out} is a file: give a folder")
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, list[Path]] = {}
-    table = robustness(model, data, dev)
+    table = robustness(model, data, dev, precision, cfg.batch_size)
     table.insert(0, "run", RunDir(run_dir).name)
     table.insert(1, "checkpoint", f"{path.name} (epoch {state['epoch']})")
     table.to_csv(out / "robustness.csv", index=False)
     written["robustness"] = [out / "robustness.csv"] + save_figure(
         plot_robustness({RunDir(run_dir).name: table}), out, "robustness")
     if any(isinstance(m, CBAM) for m in model.modules()):
-        written["attention"] = save_figure(plot_attention(model, data, dev), out, "attention")
-    logits = predict(model, data, dev)
-    written["mistakes"] = save_figure(plot_mistakes(logits, data), out, "mistakes")
+        written["attention"] = save_figure(plot_attention(model, data, dev, precision=precision),
+                                           out, "attention")
+    wrong = mistakes(under(model, data, dev, "identity", precision, cfg.tta, cfg.batch_size), cfg.tta)
+    wrong.to_csv(out / "mistakes.csv", index=False)
+    written["mistakes"] = save_figure(plot_mistakes(wrong, data, tta=cfg.tta), out,
+                                      "mistakes") + [out / "mistakes.csv"]
     pd.DataFrame([cost(cfg, data.num_classes, dev, batch=cost_batch)]).to_csv(out / "cost.csv", index=False)
     written["cost"] = [out / "cost.csv"]
     return written

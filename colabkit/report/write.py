@@ -10,15 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
 
 from ..data.archives import DataError
-from ..data.loader import DeviceLoader
 from ..data.sources import load_dataset
 from ..experiments import Experiment
 from ..rundir.checkpoint import read_checkpoint
-from ..rundir.runs import RunDir, find_runs, read_predictions
+from ..rundir.runs import RunDir, find_runs, read_json, read_predictions
+from ..training.predict import predict, eval_loader, trained_network, trained_precision
 from .compare import comparison_sentences, comparison_table, per_class_table
 from .figures import FIGURES, plot_confusion, plot_curves
 from .inspection import InspectionError, inspect_run, plot_robustness
@@ -28,33 +27,33 @@ from .tables import ReportError, load_runs, results_table, table_markdown
 
 
 def confusion_matrix(run_dir: str | os.PathLike, data=None, data_root: str | os.PathLike = "data",
-                     device: str = "cpu", batch_size: int = 500) -> tuple[np.ndarray, list[str]]:
+                     device: str = "cpu", tta: bool = False) -> tuple[np.ndarray, list[str]]:
     """(confusion matrix [true, predicted], class names) of a run's best checkpoint on
-    its test split, without flip TTA. From the best epoch's ``predictions.npz`` when the
-    run saved it (no data, no model run); else (a run trained with DDP, or an older one)
-    the checkpoint's network is run on the test split: ``data``, or the run's data set
-    loaded from ``data_root`` without download."""
+    its test split: plain predictions, or with ``tta`` (a run with flip TTA) its TTA ones.
+    From the best epoch's ``predictions.npz`` when the run saved it (no data, no model
+    run); else (a run trained with DDP, or an older one) the checkpoint's network is run
+    on the test split as training evaluated it (``training.predict``: the run's precision,
+    normalization and TTA): ``data``, or the run's data set loaded from ``data_root``
+    without download."""
     run = RunDir(run_dir)
     state = read_checkpoint(run.best)
     classes, k = list(state["classes"]), len(state["classes"])
     saved = read_predictions(run.predictions)
-    if saved is not None and saved["epoch"] == state["epoch"]:
-        cm = np.bincount(saved["label"].astype(np.int64) * k + saved["pred"], minlength=k * k)
+    which = "pred_tta" if tta else "pred"
+    if saved is not None and saved["epoch"] == state["epoch"] and saved[which] is not None:
+        cm = np.bincount(saved["label"].astype(np.int64) * k + saved[which], minlength=k * k)
         return cm.reshape(k, k), classes
     cfg = Experiment.from_dict(state["config"])
+    if tta and not cfg.tta:
+        raise ReportError(f"{run.path} was trained without flip TTA: ask for its plain confusion "
+                          "matrix (tta=False)")
     if data is None:
         data = load_dataset(cfg.dataset, data_root, download=False, seed=cfg.seed)
     data = data.subset(None, cfg.test_size, cfg.seed)
-    model = cfg.network(k)
-    model.load_state_dict(state["model"])
-    model.to(device).eval()
-    loader = DeviceLoader(data.x_test, data.y_test, batch_size, device=device,
-                          mean=data.mean, std=data.std)
-    cm = torch.zeros(k * k, dtype=torch.long, device=device)
-    with torch.no_grad():
-        for x, y in loader.epoch(0):  # a test split: the same order in every epoch
-            cm += torch.bincount(y * k + model(x).argmax(1), minlength=k * k)
-    return cm.view(k, k).cpu().numpy(), classes
+    p = predict(trained_network(state, k, device), eval_loader(data, cfg.batch_size, device),
+                trained_precision(state, read_json(run.environment, {})), tta)
+    cm = np.bincount(p.label.astype(np.int64) * k + (p.pred_tta if tta else p.pred), minlength=k * k)
+    return cm.reshape(k, k), classes
 
 
 def per_class_accuracy(cm: np.ndarray, classes: list[str]) -> pd.Series:
@@ -136,7 +135,9 @@ def write_report(runs_dir: str | os.PathLike, out: str | os.PathLike, *, confusi
         body = [f"| {name} | {int(row.iloc[0])} | " + " | ".join(f"{v:.1f}" for v in row.iloc[1:]) + " |"
                 for name, row in per_class.iterrows()]
         (out / "per_class.md").write_text(
-            "# Test accuracy per class at the best epoch (%)\n\n| " + " | ".join(head) + " |\n|"
+            "# Test accuracy per class at the best epoch (%)\n\nFrom each run's plain "
+            "predictions, without flip TTA, so that every column measures alike (Table 1 "
+            "gives a run with flip TTA its TTA accuracy).\n\n| " + " | ".join(head) + " |\n|"
             + "---|" * len(head) + "\n" + "\n".join(body) + "\n" + note, encoding="utf-8")
         written["per_class"] = [out / "per_class.csv", out / "per_class.md"]
     if confusion:
@@ -145,7 +146,7 @@ def write_report(runs_dir: str | os.PathLike, out: str | os.PathLike, *, confusi
             if run not in set(runs["run"]) or not run_dir.best.exists():
                 continue
             try:
-                cm, classes = confusion_matrix(run_dir.path, data_root=data_root)
+                cm, classes = confusion_matrix(run_dir.path, data_root=data_root, device=device)
             except (DataError, FileNotFoundError) as e:
                 print(f"{run}: no confusion matrix ({e})")
                 continue

@@ -2,7 +2,6 @@
 precision, grad scaler) and evaluation, with sums kept on the device and read once."""
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import NamedTuple
 
 import torch
@@ -10,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.loader import DeviceLoader
+from .predict import autocast, batches
 
 
 def make_optimizer(model: torch.nn.Module, *, lr: float, momentum: float, weight_decay: float,
@@ -68,13 +68,6 @@ class CompiledOrEager(nn.Module):
         lines = str(e).strip().splitlines() or [""]
         self.error = f"{type(e).__name__}: {lines[0][:300]}"
         print(f"torch.compile failed ({self.error}); training goes on eagerly.", flush=True)
-
-
-def autocast(device: torch.device, precision: str):
-    """Mixed precision as training uses it: nothing in fp32, else autocast to fp16/bf16."""
-    if precision == "fp32":
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
 
 
 def forward_backward(model, x, y, optimizer, scaler, precision: str,
@@ -142,21 +135,17 @@ def train_epoch(model, loader: DeviceLoader, epoch: int, optimizer, scaler, prec
 def evaluate(model, loader: DeviceLoader, precision: str, predictions: list | None = None,
              tta: bool = False, predictions_tta: list | None = None) -> EvalSums:
     """The loss sum, correct count, images and correct count with flip TTA (``EvalSums``) over the
-    loader's split (this rank's share). With ``tta`` each image is also classified by the
-    sum of its logits and those of its mirror image (horizontal-flip test-time
-    augmentation); loss and the plain count are the unflipped image's alone. Each batch's
-    predicted classes are appended to ``predictions`` (and ``predictions_tta``) if given."""
-    model.eval()
+    loader's split (this rank's share), from ``predict.batches`` (the one way colabkit
+    predicts). With ``tta`` each image is also classified by the sum of its logits and
+    those of its mirror image (horizontal-flip test-time augmentation); loss and the plain
+    count are the unflipped image's alone. Each batch's predicted classes are appended to
+    ``predictions`` (and ``predictions_tta``) if given."""
     device = loader.device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     correct_tta = torch.zeros((), device=device, dtype=torch.long) if tta else None
     seen = 0
-    for x, y in loader.epoch(0):
-        with autocast(device, precision):
-            logits = model(x)
-            if tta:
-                both = logits.float() + model(x.flip(3)).float()
+    for y, logits, both in batches(model, loader, precision, tta):
         pred = logits.argmax(1)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (pred == y).sum()

@@ -44,6 +44,7 @@ from ..rundir.runs import selection_key, write_json
 from ..version import colabkit_version
 from .distributed import Dist
 from .epochs import CompiledOrEager, evaluate, make_optimizer, match_precision, train_epoch
+from .predict import network_format
 from .resume import CHECKPOINT_FORMAT, ConfigMismatch, check_config, version_note
 from .saver import Saver
 
@@ -150,10 +151,7 @@ def _setup(exp: Experiment, num_classes: int, loaders: Loaders, dist: Dist, prec
     """Model, optimizer, grad scaler and the network to step (DDP / compiled)."""
     dev = dist.device
     torch.manual_seed(exp.seed)
-    # channels_last feeds the GPU's tensor cores; on the CPU, oneDNN's channels_last
-    # convolution backward can stall on narrow layers (seen with torch 2.14), so not there
-    model = exp.network(num_classes).to(
-        dev, memory_format=torch.channels_last if dev.type == "cuda" else torch.contiguous_format)
+    model = exp.network(num_classes).to(dev, memory_format=network_format(dev))
     optimizer = make_optimizer(model, lr=exp.lr, momentum=exp.momentum, precision=prec,
                                weight_decay=exp.weight_decay, nesterov=exp.nesterov)
     scaler = torch.amp.GradScaler(dev.type, enabled=prec == "fp16")

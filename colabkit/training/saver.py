@@ -43,7 +43,9 @@ class Saver:
         key = selection_key([row.get("val_acc")], self.tta)
         if row[key.column] > self.best_acc:
             self.best_acc = row[key.column]
-            best = {k: snapshot[k] for k in ("format", "epoch", "config", "model", "classes")}
+            # its precision: the report's model path predicts as this epoch was evaluated
+            best = {k: snapshot[k] for k in ("format", "epoch", "config", "model", "classes",
+                                             "precision")}
             best.update(test_acc=row["test_acc"], val_acc=row.get("val_acc"),
                         selected_on=key.split)  # a plain string: SelectionKey.of_checkpoint
             if self.tta:
