@@ -32,6 +32,7 @@
 #            (tests/test_gpu_check.py); any stage skipped fails it
 set -uo pipefail
 cd "$(dirname "$0")/.."
+export GPU_CHECK_COMMAND="bash bench/gpu_check.sh $*"  # for the runs' README
 REHEARSE=0
 if [ "${1:-}" = "--rehearse" ]; then REHEARSE=1; shift; fi
 OUT=${1:-gpu-check}

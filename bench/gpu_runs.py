@@ -203,8 +203,8 @@ def readme(work: Path, speed_csv: Path) -> str:
              f"{env.get('gpu') or 'a CPU'}, not a T4. Table 1 says so beside them. "
              "`environment.json`'s `data` was added by the check, from the archive it read.", "",
              f"Machine: {machine}. Date: {first[:10]} (first epoch ended {first}).", "",
-             "Command: `bash bench/gpu_check.sh OUT data/cifar10-jpeg.tar.gz`; each run, as it ran "
-             "(the run folder under the check's temporary folder):", "", "```"]
+             f"Command: `{os.environ.get('GPU_CHECK_COMMAND', 'bash bench/gpu_check.sh')}`; each run, "
+             "as it ran (its run folder in the check's temporary folder):", "", "```"]
     lines += [commands[p.name] for p in runs] + ["```", "", "| run | test acc. plain (%) | "
               "with flip TTA (%) | best epoch (chosen on) | seconds of epochs | T4 minutes (estimate) |",
               "|---|---:|---:|---|---:|---:|"]
@@ -304,9 +304,6 @@ def cmd_pace(args) -> int:
     data = json.loads((work / "data.json").read_text(encoding="utf-8"))
     n_train, epochs = full_run(args.flags, data)
     paced_images = min(args.pace_images, n_train)
-    fields = ["model", "experiment", "paced_images", "wall_s", "epoch1_s", "epoch2_s", "images_per_s",
-              "eval_s", "overhead_s", "warmup_s", "full_train_images", "full_epochs", "epoch_s",
-              "predicted_s", "limit_s"]
     plan, rows_out = [], []
     for model, experiment in MODELS:
         run_dir = work / "pace" / experiment
@@ -328,16 +325,20 @@ def cmd_pace(args) -> int:
                          "full_epochs": epochs, "epoch_s": round(p["epoch_s"], 2),
                          "predicted_s": round(p["predicted_s"], 1), "limit_s": limit})
         plan += [f"RUN_S_{experiment}={math.ceil(p['predicted_s'])}", f"LIMIT_{experiment}={limit}"]
+        write_pace(out / "pace.csv", rows_out, work / "plan.env", plan)  # model 1's, if 4's fails
         print(f"pace: model {model} ({experiment}): {p['images_per_s']:.0f} training images/s, "
               f"{p['eval_s']:.1f} s of evaluation an epoch, {p['overhead_s']:.1f} s of overhead; "
               f"{epochs} epochs of {n_train:,} images predicted {p['predicted_s']:.0f} s, "
               f"limit {limit} s", flush=True)
-    with open(out / "pace.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fields)
-        w.writeheader()
-        w.writerows(rows_out)
-    (work / "plan.env").write_text("\n".join(plan) + "\n", encoding="utf-8")
     return 0
+
+
+def write_pace(path: Path, rows: list[dict], plan_path: Path, plan: list[str]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    plan_path.write_text("\n".join(plan) + "\n", encoding="utf-8")
 
 
 # ------------------------------------------------------------------ seeds ----

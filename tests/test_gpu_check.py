@@ -101,6 +101,48 @@ def test_a_stage_that_writes_none_of_its_files_fails(tmp_path):
     assert proc.returncode == 1
 
 
+OVERLONG_PACE = """case "$*" in *"gpu_runs.py pace"*)
+  while [ $# -gt 1 ]; do [ "$1" = --work ] && work=$2; [ "$1" = --out ] && out=$2; shift; done
+  printf 'LIMIT_basic=99999\\nLIMIT_da_cbam_aspp=99999\\n' > "$work/plan.env"
+  echo paced > "$out/pace.csv";;
+esac
+exit 0"""
+
+
+def test_a_stage_whose_limit_does_not_fit_is_not_started_and_fails_the_command(tmp_path):
+    """A pace that predicts runs longer than the whole budget: neither training stage nor the
+    seeds start (rc=skip, saying what was left), the stages after them still run, and the
+    command fails. The fake Python writes that plan where the pace would."""
+    fake = _fake_python(tmp_path, body=OVERLONG_PACE)
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", str(SCRIPT), "--rehearse", str(out)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHON": str(fake), "TMPDIR": str(tmp_path)}, timeout=300)
+    summary = (out / "summary.txt").read_text()
+    ran = {name: rc for name, rc, _, _ in STAGE_LINE.findall(summary)}
+    assert list(ran) == STAGES
+    assert ran["pace"] == "0" and ran["accuracy-1"] == ran["accuracy-4"] == ran["seeds"] == "skip", summary
+    assert re.search(r"^accuracy-1\s+rc=skip .*\(limit 99999 s\): not started: \d+ s of the budget left$",
+                     summary, re.M), summary
+    assert "speed" in (tmp_path / "calls.txt").read_text()  # the stages after them ran
+    assert proc.returncode == 1 and summary.splitlines()[-1].endswith("exit status 1")
+
+
+def test_a_run_short_of_its_epochs_is_not_collected(tmp_path):
+    run = tmp_path / "runs" / "basic-fast-s0"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"epochs": 3}))
+    (run / "metrics.csv").write_text("epoch,seconds\n1,1.0\n2,1.0\n")
+    for name in ("environment.json", "predictions.npz"):
+        (run / name).write_text("{}")
+    with pytest.raises(RuntimeError, match=r"basic-fast-s0 did not finish \(2/3 epochs"):
+        gpu_runs.collect(run, tmp_path, "python -m colabkit train ...")
+    (run / "metrics.csv").write_text("epoch,seconds\n1,1.0\n2,1.0\n3,1.0\n")
+    (run / "predictions.npz").unlink()
+    with pytest.raises(RuntimeError, match="missing: predictions.npz"):
+        gpu_runs.collect(run, tmp_path, "python -m colabkit train ...")
+    assert not (tmp_path / "collect").exists()
+
+
 # ----------------------------------------------------------- the pace's plan ----
 
 def test_the_pace_predicts_a_full_run_from_two_epochs():
