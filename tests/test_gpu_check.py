@@ -101,29 +101,36 @@ def test_a_stage_that_writes_none_of_its_files_fails(tmp_path):
     assert proc.returncode == 1
 
 
-OVERLONG_PACE = """case "$*" in *"gpu_runs.py pace"*)
-  while [ $# -gt 1 ]; do [ "$1" = --work ] && work=$2; [ "$1" = --out ] && out=$2; shift; done
-  printf 'LIMIT_basic=99999\\nLIMIT_da_cbam_aspp=99999\\n' > "$work/plan.env"
-  echo paced > "$out/pace.csv";;
+# a Python that writes each stage's files, and a pace whose runs outlast the whole budget
+OVERLONG_PACE = """all="$*"
+echo ran
+while [ $# -gt 1 ]; do case $1 in --work) work=$2;; --out) out=$2;; esac; shift; done
+case "$all" in
+  *"gpu_runs.py pace"*) printf 'LIMIT_basic=99999\\nLIMIT_da_cbam_aspp=99999\\n' > "$work/plan.env"
+                        echo paced > "$out/pace.csv";;
+  *gpu_speed.py*) echo row > "$out/speed.csv"; echo row > "$out/speed.md";;
+  *bench/run.py*) echo table > "$out";;
 esac
 exit 0"""
 
 
 def test_a_stage_whose_limit_does_not_fit_is_not_started_and_fails_the_command(tmp_path):
-    """A pace that predicts runs longer than the whole budget: neither training stage nor the
-    seeds start (rc=skip, saying what was left), the stages after them still run, and the
-    command fails. The fake Python writes that plan where the pace would."""
+    """On the GPU (no --rehearse), a pace that predicts runs longer than the whole budget:
+    neither training stage starts (rc=skip, saying what was left), nor the seeds; every
+    other stage runs and writes its files; the skipped training stages fail the command."""
     fake = _fake_python(tmp_path, body=OVERLONG_PACE)
+    archive = tmp_path / "cifar10-jpeg.tar.gz"
+    archive.write_bytes(b"not read by the fake python")
     out = tmp_path / "out"
-    proc = subprocess.run(["bash", str(SCRIPT), "--rehearse", str(out)], capture_output=True, text=True,
+    proc = subprocess.run(["bash", str(SCRIPT), str(out), str(archive)], capture_output=True, text=True,
                           env={**os.environ, "PYTHON": str(fake), "TMPDIR": str(tmp_path)}, timeout=300)
     summary = (out / "summary.txt").read_text()
     ran = {name: rc for name, rc, _, _ in STAGE_LINE.findall(summary)}
-    assert list(ran) == STAGES
-    assert ran["pace"] == "0" and ran["accuracy-1"] == ran["accuracy-4"] == ran["seeds"] == "skip", summary
+    assert ran == {**dict.fromkeys(STAGES, "0"), "accuracy-1": "skip", "accuracy-4": "skip",
+                   "seeds": "skip"}, summary
     assert re.search(r"^accuracy-1\s+rc=skip .*\(limit 99999 s\): not started: \d+ s of the budget left$",
                      summary, re.M), summary
-    assert "speed" in (tmp_path / "calls.txt").read_text()  # the stages after them ran
+    assert "gpu_runs.py train" not in (tmp_path / "calls.txt").read_text()
     assert proc.returncode == 1 and summary.splitlines()[-1].endswith("exit status 1")
 
 
