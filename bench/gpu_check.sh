@@ -50,7 +50,8 @@ left() { echo $(( BUDGET * SCALE - ($(date +%s%N) - START) / 1000000000 )); }
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-rm -f "$OUT/summary.txt" "$OUT/runs.tar.gz"
+# the files of an earlier check in OUT go first: what comes back is this check's
+rm -f "$OUT"/{summary.txt,log.txt,pace.csv,runs.tar.gz,speed.csv,speed.md,cuda-tests.txt,bench.md}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/colabkit-gpu-check.XXXXXX")  # run folders: checkpoints stay out of OUT
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 DEVICE=cuda

@@ -209,15 +209,18 @@ def readme(work: Path, speed_csv: Path) -> str:
               "with flip TTA (%) | best epoch (chosen on) | seconds of epochs | T4 minutes (estimate) |",
               "|---|---:|---:|---|---:|---:|"]
     t4 = t4_estimates(speed_csv)
+    results = []
     for p in runs:
         r = run_result(p)
-        cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
-        est = t4.get(cfg["model"])
-        t4_min = f"{run_gflop(p, est['gflop_per_image']) / est['tflops'] / 1e3 / 60:.1f}" if est else "–"
+        est = t4.get(r["model"])
+        r["t4_min"] = run_gflop(p, est["gflop_per_image"]) / est["tflops"] / 1e3 / 60 if est else None
+        results.append(r)
         tta = "–" if r["test_acc_tta"] is None else f"{r['test_acc_tta']:.2f}"
+        t4_min = "–" if r["t4_min"] is None else f"{r['t4_min']:.1f}"
         lines.append(f"| {r['run']} | {r['test_acc']:.2f} | {tta} | {r['best_epoch']}/{r['epochs']} "
                      f"({r['chosen_on']}) | {r['seconds']:.0f} | {t4_min} |")
-    lines.append("")
+    lines += ["", "The row for README.md's \"Results so far\" (check it before pasting):", "",
+              results_row(results, runs[0], first[:10]), ""]
     if t4:
         lines.append("**T4 minutes are an estimate**, not a measurement: each run's FLOPs "
                      "(`torch.utils.flop_counter`'s count of a training step, a third of it per "
@@ -228,6 +231,44 @@ def readme(work: Path, speed_csv: Path) -> str:
     else:
         lines.append("No T4 estimate: the speed stage measured no share of a GPU's peak.")
     return "\n".join(lines) + "\n"
+
+
+def _mean_sd(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.2f}"
+    mean = sum(values) / len(values)
+    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.2f} ± {sd:.2f}"
+
+
+def results_row(results: list[dict], folder: Path, date: str) -> str:
+    """README.md's "Results so far" row for these runs: each experiment's test accuracy
+    (flip TTA and plain apart, mean ± sd over seeds), what the runs are and are not (their
+    data, not the report's CIFAR-12; their GPU, not a T4), and the T4 estimate labelled so."""
+    cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    env = json.loads((folder / "environment.json").read_text(encoding="utf-8"))
+    by: dict[str, list[dict]] = {}
+    for r in results:
+        by.setdefault(r["experiment"], []).append(r)
+    accs, t4 = [], []
+    for exp, rs in by.items():
+        seeds = f", {len(rs)} seeds" if len(rs) > 1 else ""
+        plain = _mean_sd([r["test_acc"] for r in rs])
+        if all(r["test_acc_tta"] is not None for r in rs):
+            accs.append(f"`{exp}` {_mean_sd([r['test_acc_tta'] for r in rs])}% with flip TTA "
+                        f"({plain}% plain{seeds})")
+        else:
+            accs.append(f"`{exp}` {plain}%{seeds}")
+        if all(r["t4_min"] is not None for r in rs):
+            t4.append(f"`{exp}` {sum(r['t4_min'] for r in rs) / len(rs):.0f} min")
+    width = "full width" if cfg["width"] == 64 else f"width {cfg['width']}"
+    val = f" and a {env['val_images']:,}-image validation split" if env.get("val_images") else ""
+    where = f"on an {env['gpu']}, not a T4" if env.get("gpu") else "on a CPU, not a T4"
+    t4_text = f" (a T4 run, estimated: {', '.join(t4)})" if t4 else ""
+    return (f"| The fast recipe to the end: test accuracy {'; '.join(accs)} | {env['data']}, not the "
+            f"report's CIFAR-12; {width}, {env['train_images']:,} training images{val}, "
+            f"{cfg['epochs']} epochs; {where}{t4_text}; {date} | in [logs/gpu/README.md]"
+            f"(logs/gpu/README.md); `make figures` redraws them |")
 
 
 def pack(work: Path, out: Path) -> Path:

@@ -224,6 +224,22 @@ def test_the_t4_estimate_is_the_measured_share_of_peak_at_a_t4s_peak(tmp_path):
     assert gpu_runs.t4_estimates(tmp_path / "none.csv") == {}
 
 
+def test_the_results_row_says_what_the_runs_are_not_and_labels_the_t4_estimate(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"width": 64, "epochs": 30}))
+    (tmp_path / "environment.json").write_text(json.dumps({
+        "data": "CIFAR-10", "gpu": "NVIDIA H200", "train_images": 45_000, "val_images": 5_000}))
+    results = [{"experiment": "basic", "test_acc": 93.5, "test_acc_tta": 94.0, "t4_min": 7.0},
+               {"experiment": "basic", "test_acc": 93.9, "test_acc_tta": 94.2, "t4_min": 7.2},
+               {"experiment": "da_cbam_aspp", "test_acc": 92.8, "test_acc_tta": 93.1, "t4_min": None}]
+    row = gpu_runs.results_row(results, tmp_path, "2026-12-06")
+    assert row.startswith("| The fast recipe to the end: test accuracy `basic` 94.10 ± 0.14% with flip TTA "
+                          "(93.70 ± 0.28% plain, 2 seeds); `da_cbam_aspp` 93.10% with flip TTA (92.80% plain) | ")
+    assert ("| CIFAR-10, not the report's CIFAR-12; full width, 45,000 training images and a 5,000-image "
+            "validation split, 30 epochs; on an NVIDIA H200, not a T4 (a T4 run, estimated: `basic` 7 min); "
+            "2026-12-06 |") in row
+    assert row.count("|") == 4  # one table row of three cells
+
+
 # --------------------------------------------------------------- rehearsal ----
 
 @pytest.fixture(scope="module")
@@ -266,7 +282,8 @@ def test_the_rehearsal_brings_back_the_four_files_of_each_finished_run(rehearsal
     _, out = rehearsal
     files = _runs(out)
     runs = ["basic-fast-2ep-s0", "basic-fast-2ep-s1", "da_cbam_aspp-fast-2ep-s0", "da_cbam_aspp-fast-2ep-s1"]
-    assert sorted(files) == ["README.md"] + [f"{r}/{n}" for r in runs for n in sorted(gpu_runs.KEEP)]
+    four = ["config.json", "environment.json", "metrics.csv", "predictions.npz"]  # no checkpoint
+    assert sorted(files) == ["README.md"] + [f"{r}/{n}" for r in runs for n in four]
     summary = (out / "summary.txt").read_text()
     for run in runs:
         cfg = json.loads(files[f"{run}/config.json"])
@@ -281,6 +298,11 @@ def test_the_rehearsal_brings_back_the_four_files_of_each_finished_run(rehearsal
     readme = files["README.md"].decode()
     assert "Machine: no GPU (cpu)" in readme and "--seed 1 --run-dir runs/da_cbam_aspp-fast-2ep-s1" in readme
     assert "No T4 estimate" in readme  # a CPU has no peak to take a share of
+    row = next(line for line in readme.splitlines() if line.startswith("| The fast recipe to the end"))
+    assert re.search(r"`basic` [\d.]+ ± [\d.]+% with flip TTA \([\d.]+ ± [\d.]+% plain, 2 seeds\); "
+                     r"`da_cbam_aspp` ", row), row
+    assert "| tiny-cifar.tar.gz: 3 classes, 72 training and 24 test images, not the report's CIFAR-12; " \
+           "width 4, 48 training images and a 12-image validation split, 2 epochs; on a CPU, not a T4; " in row
 
 
 @pytest.mark.integration
