@@ -27,8 +27,8 @@
 #   ARCHIVE  the CIFAR-10 JPEG tree as a .tar.gz, inside the checkout; default
 #            data/cifar10-jpeg.tar.gz (data/ is git-ignored: copy it there, and carry it).
 #            Without it the command says so in its first line and stops, before any GPU work.
-#   --rehearse  every stage on the CPU with tiny sizes, a Python without IPython and
-#            ipywidgets, and a tiny archive made on the spot, every limit x4: what CI runs
+#   --rehearse  every stage on the CPU with tiny sizes, a Python without IPython,
+#            ipywidgets and tensorboard, and a tiny archive made on the spot, every limit x4: what CI runs
 #            (tests/test_gpu_check.py); any stage skipped fails it
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -61,9 +61,9 @@ TRAIN=(--dataset folder --data-root "$ARCHIVE" --val-size 5000 --checkpoint-minu
 PACE=(); SEEDS=(--max-seeds 4); SPEED=(); QUICK=()
 if [ $REHEARSE = 1 ]; then
   DEVICE=cpu
-  # a Python without IPython and ipywidgets, as on a bare GPU server
+  # a Python without IPython, ipywidgets and tensorboard, as on a bare GPU server
   mkdir -p "$WORK/site"
-  echo "import sys; sys.modules.update(dict.fromkeys(['IPython', 'ipywidgets'], None))" > "$WORK/site/sitecustomize.py"
+  echo "import sys; sys.modules.update(dict.fromkeys(['IPython', 'ipywidgets', 'tensorboard'], None))" > "$WORK/site/sitecustomize.py"
   export PYTHONPATH="$WORK/site:$PYTHONPATH" OMP_NUM_THREADS=1
   ARCHIVE="$WORK/tiny-cifar.tar.gz"
   $PY - "$ARCHIVE" <<'EOF'
