@@ -67,11 +67,17 @@ release-check:
 cli-docs: $(VENV)/.installed
 	$(PY) tools/make_cli_docs.py
 
+# figures/ from logs/: the top set, then each set in a folder of its own that exists
+# (logs/gpu: the runs bench/gpu_check.sh brings back in runs.tar.gz, once there are any).
+# LOGS and FIGURES name other folders (tests/test_gpu_check.py draws a rehearsal's runs so)
+LOGS ?= logs
+FIGURES ?= figures
+FIGURE_SETS = ablations recipes gpu
 figures: $(VENV)/.installed
-	$(PY) -m colabkit report logs --out figures
-	$(PY) -m colabkit report logs/ablations --out figures/ablations
-	$(PY) -m colabkit report logs/recipes --out figures/recipes
-	$(PY) -m colabkit tensorboard logs
+	$(PY) -m colabkit report $(LOGS) --out $(FIGURES)
+	for s in $(FIGURE_SETS); do if [ -d $(LOGS)/$$s ]; then \
+	  $(PY) -m colabkit report $(LOGS)/$$s --out $(FIGURES)/$$s || exit 1; fi; done
+	$(PY) -m colabkit tensorboard $(LOGS)
 
 bench: $(VENV)/.installed
 	$(PY) bench/run.py --device cpu

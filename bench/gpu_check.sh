@@ -1,50 +1,69 @@
 #!/usr/bin/env bash
 # Everything only a GPU can show, in one command, most valuable first (docs/benchmarks.md, "The
-# GPU check"). Each stage runs under its own limit and writes its own files when it ends,
-# so a stage killed at its limit (or the whole command killed) keeps the stages before it;
-# the limits add up to under 7 minutes. Runs with the machine's python3 as it is: nothing
-# installed or downloaded, no IPython needed.
-#   1. speed.csv, speed.md: images/s of models 1 and 4, fp16 + GradScaler (the T4's path)
-#      and bf16, batch 128/256/512, eager then compiled, as a share of the GPU's peak
-#      (FLOPs counted by torch.utils.flop_counter over the step time), peak memory;
-#   2. cuda-tests.txt: the tests marked `cuda`;
-#   3. recipes.md: model 1 by the fast recipe and by the report's on the real CIFAR-10
-#      archive for the same epochs (as many as the report's recipe takes about 35 s for,
-#      paced by a 1-epoch run kept outside the pair's runs folder, so out of their Table 1);
-#   4. bench.md: python bench/run.py --device cuda (written section by section).
-# summary.txt: the machine, then each stage's exit status, seconds and limit; log.txt: each
-# stage's output. At most 8 files, for a remote machine that brings back only a few.
+# GPU check"): the first real accuracy before anything else. The stages, in order:
+#   machine      the date, GPU, Python, torch; the archive loaded once (colabkit's cache built)
+#   pace         models 1 and 4, fast recipe, 2 epochs on a slice: each run's seconds predicted
+#                (pace.csv), and from them the limits of the training stages
+#   accuracy-1   model 1 (basic) by the fast recipe on the real archive, to the end: 30 epochs,
+#                all 50,000 training images less a 5,000-image validation split; flip TTA
+#                reported apart (runs.tar.gz, summary.txt)
+#   accuracy-4   model 4 (da_cbam_aspp) the same way
+#   speed        images/s of models 1 and 4 as a share of the GPU's peak (speed.csv, speed.md)
+#   cuda-tests   the tests marked `cuda` (cuda-tests.txt)
+#   bench        python bench/run.py --device cuda (bench.md), if it fits
+#   seeds        more seeds of both models while the budget lasts (runs.tar.gz)
+# All of it within BUDGET seconds (under 9 minutes, so one rerun fits in 15 minutes of a GPU
+# machine): a stage starts only if its limit fits in what is left, so nothing starts that
+# cannot end. Each stage writes its files when it ends (a stage killed at its limit, or the
+# whole command killed, keeps the stages before it); a stage that writes none of its files
+# fails. summary.txt: the archive first, the machine, each run's accuracies, then each stage's
+# exit status, seconds and limit; log.txt: each stage's output. 8 files in all, for a remote
+# machine that brings back 8: summary.txt log.txt pace.csv runs.tar.gz speed.csv speed.md
+# cuda-tests.txt bench.md. runs.tar.gz unpacks into logs/gpu/ (its README.md included).
+# The command exits non-zero if any stage fails or a stage other than bench and seeds is skipped.
 #
 # usage: bash bench/gpu_check.sh [--rehearse] [OUT] [ARCHIVE]
 #   OUT      default gpu-check/
 #   ARCHIVE  the CIFAR-10 JPEG tree as a .tar.gz, inside the checkout; default
-#            data/cifar10-jpeg.tar.gz (data/ is git-ignored: copy it there, and carry it)
-#   --rehearse  every stage on the CPU with tiny sizes, a Python without IPython and
-#            ipywidgets, and a tiny archive made on the spot: what CI runs
-#            (tests/test_gpu_check.py)
+#            data/cifar10-jpeg.tar.gz (data/ is git-ignored: copy it there, and carry it).
+#            Without it the command says so in its first line and stops, before any GPU work.
+#   --rehearse  every stage on the CPU with tiny sizes, a Python without IPython,
+#            ipywidgets and tensorboard, and a tiny archive made on the spot, every limit x4: what CI runs
+#            (tests/test_gpu_check.py); any stage skipped fails it
 set -uo pipefail
 cd "$(dirname "$0")/.."
+export GPU_CHECK_COMMAND="bash bench/gpu_check.sh $*"  # for the runs' README
 REHEARSE=0
 if [ "${1:-}" = "--rehearse" ]; then REHEARSE=1; shift; fi
 OUT=${1:-gpu-check}
 ARCHIVE=${2:-data/cifar10-jpeg.tar.gz}
 PY=${PYTHON:-python3}
-# seconds on the GPU, stage by stage (sum < 420: 7 minutes); a rehearsal on a busy CPU
-# gets SCALE times as long: it proves the stages run, not how fast
-LIMITS="machine=15 speed=120 cuda-tests=90 pace=35 recipe-fast=50 recipe-report=50 table=15 bench=40"
+START=$(date +%s%N)
+# seconds on the GPU: the whole command's budget, and the limits of the stages that are not
+# paced (a rehearsal on a busy CPU gets SCALE times as long: it proves the stages run, not how fast)
+BUDGET=510
+LIMITS="machine=45 pace=75 speed=90 cuda-tests=90 bench=40"
+OPTIONAL="bench seeds"  # skipped for want of time on a GPU, they do not fail the command
 SCALE=1; [ $REHEARSE = 1 ] && SCALE=4
 limit() { local kv; for kv in $LIMITS; do [ "${kv%%=*}" = "$1" ] && echo $(( ${kv#*=} * SCALE )); done; }
+left() { echo $(( BUDGET * SCALE - ($(date +%s%N) - START) / 1000000000 )); }
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/colabkit-gpu-check.XXXXXX")  # run folders: 110 MB checkpoints stay out of OUT
+# the files of an earlier check in OUT go first: what comes back is this check's
+rm -f "$OUT"/{summary.txt,log.txt,pace.csv,runs.tar.gz,speed.csv,speed.md,cuda-tests.txt,bench.md}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/colabkit-gpu-check.XXXXXX")  # run folders: checkpoints stay out of OUT
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 DEVICE=cuda
+# the runs' flags: checkpoints only at the end (they are not kept); a 5,000-image validation
+# split chooses each run's best epoch, so its test accuracy is an honest estimate
+TRAIN=(--dataset folder --data-root "$ARCHIVE" --val-size 5000 --checkpoint-minutes 60 --quiet)
+PACE=(); SEEDS=(--max-seeds 4); SPEED=(); QUICK=()
 if [ $REHEARSE = 1 ]; then
   DEVICE=cpu
-  # a Python without IPython and ipywidgets, as on a bare GPU server
+  # a Python without IPython, ipywidgets and tensorboard, as on a bare GPU server
   mkdir -p "$WORK/site"
-  echo "import sys; sys.modules.update(dict.fromkeys(['IPython', 'ipywidgets'], None))" > "$WORK/site/sitecustomize.py"
+  echo "import sys; sys.modules.update(dict.fromkeys(['IPython', 'ipywidgets', 'tensorboard'], None))" > "$WORK/site/sitecustomize.py"
   export PYTHONPATH="$WORK/site:$PYTHONPATH" OMP_NUM_THREADS=1
   ARCHIVE="$WORK/tiny-cifar.tar.gz"
   $PY - "$ARCHIVE" <<'EOF'
@@ -63,68 +82,87 @@ with tarfile.open(sys.argv[1], "w:gz") as tar:
                 buf.seek(0)
                 tar.addfile(info, buf)
 EOF
+  TRAIN=(--dataset folder --data-root "$ARCHIVE" --val-size 12 --checkpoint-minutes 60 --quiet
+         --width 4 --batch-size 16 --train-size 48 --test-size 24 --epochs 2)
+  PACE=(--pace-images 24); SEEDS=(--max-seeds 1); SPEED=(--tiny); QUICK=(--quick)
 fi
+TRAIN+=(--device $DEVICE)
+
+# the archive first: without it no GPU minute is spent
+if [ ! -s "$ARCHIVE" ]; then
+  echo "no archive at $ARCHIVE: nothing was run. Copy the CIFAR-10 JPEG archive there (inside the checkout, in the git-ignored data/), carry it, and run again (docs/benchmarks.md)" | tee "$OUT/summary.txt"
+  rm -rf "$WORK"
+  exit 2
+fi
+echo "archive: $ARCHIVE ($(( $(stat -c %s "$ARCHIVE") / 1024 )) KiB)" | tee "$OUT/summary.txt"
+{ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null | head -3
+  [ $REHEARSE = 1 ] && echo "REHEARSAL on the CPU: tiny sizes, no figures to keep"; } >> "$OUT/summary.txt"
 : > "$OUT/log.txt"
 status=0
+STAGES_RUN=""
 
-# stage NAME FILE COMMAND...: under NAME's limit; output to FILE (log.txt: appended)
+sig() { stat -c '%s.%Y.%i' "$OUT/$1" 2>/dev/null || echo none; }
+line() { printf '%-14s rc=%-4s %6.1f s  (limit %s s)%s\n' "$1" "$2" "$3" "$4" "${5:+: $5}" >> "$OUT/summary.txt"; }
+
+# stage NAME LIMIT OUTFILE "FILES" COMMAND...: COMMAND under LIMIT seconds, its output to
+# OUTFILE (log.txt and summary.txt: appended); it must (re)write each of FILES, or it fails. Not started
+# when LIMIT does not fit in what is left of the budget.
 stage() {
-  local name=$1 file=$2; shift 2
-  local lim start end rc
-  lim=$(limit "$name")
+  local name=$1 lim=$2 file=$3 files=$4; shift 4
+  local start end rc f before=() i=0 missing=""
+  STAGES_RUN="$STAGES_RUN $name"
+  if [ $(( lim + 5 )) -gt "$(left)" ]; then
+    line "$name" skip 0 "$lim" "not started: $(left) s of the budget left"
+    case " $OPTIONAL " in *" $name "*) [ $REHEARSE = 1 ] && status=1 ;; *) status=1 ;; esac
+    return 1
+  fi
+  for f in $files; do before+=("$(sig "$f")"); done
   start=$(date +%s%N)
   echo "=== $name (limit ${lim} s): $*" >> "$OUT/log.txt"
-  if [ "$file" = log.txt ]; then
-    timeout -k 5 "$lim" "$@" >> "$OUT/log.txt" 2>&1
+  if [ "$file" = log.txt ] || [ "$file" = summary.txt ]; then
+    timeout -k 5 "$lim" "$@" >> "$OUT/$file" 2>&1
   else
     timeout -k 5 "$lim" "$@" > "$OUT/$file" 2>&1
   fi
   rc=$?
   end=$(date +%s%N)
-  [ $rc = 0 ] || status=1
-  printf '%-14s rc=%-4s %6.1f s  (limit %s s)\n' "$name" "$rc" \
-    "$(( (end - start) / 1000000 ))e-3" "$lim" >> "$OUT/summary.txt"
-  return $rc
+  for f in $files; do
+    [ "$(sig "$f")" != "${before[$i]}" ] && [ -s "$OUT/$f" ] || missing="$missing $f"
+    i=$((i + 1))
+  done
+  if [ $rc = 0 ] && [ -n "$missing" ]; then rc=nofile; fi
+  [ "$rc" = 0 ] || status=1
+  line "$name" "$rc" "$(( (end - start) / 1000000 ))e-3" "$lim" "${missing:+wrote nothing to:$missing}"
+  [ "$rc" = 0 ]
 }
 
-{ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null | head -3
-  [ $REHEARSE = 1 ] && echo "REHEARSAL on the CPU: tiny sizes, no figures to keep"; } > "$OUT/summary.txt"
-stage machine log.txt $PY -c "import sys, torch, colabkit; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'colabkit', colabkit.__version__, 'IPython loaded:', sys.modules.get('IPython') is not None)"
+stage machine "$(limit machine)" summary.txt summary.txt bash -c '
+  "$0" -c "import sys, torch, colabkit; print(\"python\", sys.version.split()[0], \"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"colabkit\", colabkit.__version__, \"IPython loaded:\", sys.modules.get(\"IPython\") is not None)" &&
+  "$0" bench/gpu_runs.py data "$1" --work "$2"' "$PY" "$ARCHIVE" "$WORK"
 
-# 1. speed
-TINY=(); [ $REHEARSE = 1 ] && TINY=(--tiny)
-stage speed log.txt $PY bench/gpu_speed.py --device $DEVICE --out "$OUT" --budget-s $(( $(limit speed) - 20 )) "${TINY[@]}"
+# the pace: each training stage's limit (fallbacks where it failed: an estimate for an H200)
+stage pace "$(limit pace)" log.txt pace.csv $PY bench/gpu_runs.py pace --work "$WORK" --out "$OUT" --scale $SCALE "${PACE[@]}" -- "${TRAIN[@]}"
+LIMIT_basic=$(( 240 * SCALE )); LIMIT_da_cbam_aspp=$(( 300 * SCALE ))
+[ -f "$WORK/plan.env" ] && . "$WORK/plan.env"
 
-# 2. the cuda tests (on the CPU they are collected and skipped)
-stage cuda-tests cuda-tests.txt $PY -m pytest -m cuda -q -rA -p no:cacheprovider tests/test_cuda.py
+# the first real accuracies: model 1, then model 4, to the end
+stage accuracy-1 "$LIMIT_basic" log.txt runs.tar.gz $PY bench/gpu_runs.py train --work "$WORK" --out "$OUT" --experiment basic -- "${TRAIN[@]}"
+stage accuracy-4 "$LIMIT_da_cbam_aspp" log.txt runs.tar.gz $PY bench/gpu_runs.py train --work "$WORK" --out "$OUT" --experiment da_cbam_aspp -- "${TRAIN[@]}"
 
-# 3. both recipes for the same epochs on the real archive
-if [ -f "$ARCHIVE" ]; then
-  R="$WORK/recipes"  # the pair alone: Table 1 of these two runs
-  COMMON=(--experiment basic --dataset folder --data-root "$ARCHIVE" --device $DEVICE --quiet)
-  EMAX=30
-  if [ $REHEARSE = 1 ]; then COMMON+=(--width 4 --batch-size 16 --train-size 48 --test-size 24); EMAX=1; fi
-  stage pace log.txt $PY -m colabkit train "${COMMON[@]}" --recipe report --epochs 1 --run-dir "$WORK/pace"
-  # the report recipe's epoch (batch 128) is the slower of the two: E of them take ~35 s
-  E=$($PY -c "import csv,sys; s=float(list(csv.DictReader(open(sys.argv[1])))[-1]['seconds']); print(max(1, min($EMAX, int(35 // max(s, 1e-3)))))" "$WORK/pace/metrics.csv" 2>/dev/null || echo 1)
-  echo "paced: $E epochs for each recipe" >> "$OUT/log.txt"
-  for recipe in fast report; do
-    stage recipe-$recipe log.txt $PY -m colabkit train "${COMMON[@]}" --recipe $recipe --epochs "$E" --run-dir "$R/basic-$recipe"
-  done
-  stage table log.txt $PY -m colabkit report "$R" --out "$WORK/report"
-  { echo "# Model 1, fast recipe against the report's: $E epochs each, on $ARCHIVE"; echo
-    cat "$WORK/report/table1.md" 2>/dev/null; echo; echo '```'; cat "$WORK/report/runs.csv" 2>/dev/null; echo '```'
-    for recipe in fast report; do echo; echo "basic-$recipe metrics.csv:"; echo '```'
-      cat "$R/basic-$recipe/metrics.csv" 2>/dev/null; echo '```'; done; } > "$OUT/recipes.md"
-else
-  echo "no archive at $ARCHIVE: stage 3 skipped (copy the CIFAR-10 JPEG archive there: docs/benchmarks.md)" | tee "$OUT/recipes.md" >> "$OUT/summary.txt"
-  status=1
-fi
+# the speed table: what is left of its limit, if at least 40 s (its rows are written as measured)
+lim=$(limit speed); room=$(( $(left) - 5 )); [ "$room" -lt "$lim" ] && [ "$room" -ge $(( 40 * SCALE )) ] && lim=$room
+stage speed "$lim" log.txt "speed.csv speed.md" $PY bench/gpu_speed.py --device $DEVICE --out "$OUT" --budget-s $(( lim - 20 * SCALE )) "${SPEED[@]}"
 
-# 4. the benchmark tables
-QUICK=(); [ $REHEARSE = 1 ] && QUICK=(--quick)
-stage bench log.txt $PY bench/run.py --device $DEVICE --out "$OUT/bench.md" "${QUICK[@]}"
+# the cuda tests (on the CPU they are collected and skipped)
+stage cuda-tests "$(limit cuda-tests)" cuda-tests.txt cuda-tests.txt $PY -m pytest -m cuda -q -rA -p no:cacheprovider tests/test_cuda.py
+
+# the benchmark tables, then more seeds of both models with all that is left
+stage bench "$(limit bench)" log.txt bench.md $PY bench/run.py --device $DEVICE --out "$OUT/bench.md" "${QUICK[@]}"
+# (5 s of it kept for collecting the last run; not started when not even model 1's run fits)
+lim=$(( $(left) - 5 )); [ "$lim" -lt $(( LIMIT_basic + 5 * SCALE )) ] && lim=$(( LIMIT_basic + 5 * SCALE ))
+stage seeds "$lim" log.txt runs.tar.gz $PY bench/gpu_runs.py seeds --work "$WORK" --out "$OUT" --budget-s $(( lim - 5 * SCALE )) "${SEEDS[@]}" -- "${TRAIN[@]}"
 
 rm -rf "$WORK"
+printf 'all stages: %.1f s of a %s s budget; exit status %s\n' "$(( ($(date +%s%N) - START) / 1000000 ))e-3" $(( BUDGET * SCALE )) $status >> "$OUT/summary.txt"
 cat "$OUT/summary.txt"
 exit $status

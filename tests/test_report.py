@@ -385,6 +385,31 @@ def test_a_run_whose_schedule_changed_mid_run_is_never_the_reports_setting(tmp_p
     assert "not comparable (its learning-rate schedule changed mid-run)" in md
 
 
+def test_table_1_names_the_data_and_gpu_of_a_run_that_is_not_on_cifar_12(tmp_path):
+    """bench/gpu_check.sh's runs (logs/gpu): environment.json names the GPU and the data set
+    in words; Table 1 says both beside the row, and that it is not comparable. A CIFAR-12 run
+    in the report's setting on a GPU keeps the report's number; a run whose environment says
+    neither keeps the labels it had."""
+    from colabkit.rundir.runs import write_json
+    runs = tmp_path / "runs"
+    gpu = {"gpu": "NVIDIA H200", "device": "cuda:0"}
+    cases = [("basic-fast-s0", get_experiment("basic", recipe="fast", dataset="folder", epochs=3, tta=False),
+              {**gpu, "data": "CIFAR-10"}),
+             ("da-s0", get_experiment("da", dataset="cifar10", epochs=3), {"gpu": "Tesla T4"}),
+             ("da_cbam", get_experiment("da_cbam"), gpu),  # the report's setting
+             ("cbam", get_experiment("cbam", dataset="folder", epochs=3), {"device": "cpu"})]
+    for name, exp, env in cases:
+        _fake_run(runs / name, exp, [50.0] * exp.epochs)
+        write_json(runs / name / "environment.json", env)
+    md = table_markdown(results_table(load_runs(runs)))
+    rows = {line.split(" | ")[0].strip("| "): line for line in md.splitlines()[2:]}
+    assert rows["basic-fast: resnet18"].endswith(
+        "| CIFAR-10 on NVIDIA H200, not comparable with the report's CIFAR-12 |")
+    assert rows["da: resnet18"].endswith("| cifar10 on Tesla T4, not comparable with the report's CIFAR-12 |")
+    assert rows["da_cbam: resnet18_cbam"].endswith("| 94.709 (232) |")
+    assert rows["cbam: resnet18_cbam"].endswith("|  |")  # no GPU, no data named: as before
+
+
 def test_one_experiment_gives_no_comparison_and_says_why(tmp_path):
     from colabkit.report.compare import COMPARISON_COLUMNS, comparison_sentences, comparison_table
     _fake_run(tmp_path / "runs" / "basic-s0", get_experiment("basic", epochs=2, seed=0), [10.0, 20.0])

@@ -22,7 +22,7 @@ class ReportError(ValueError):
 
 META_COLUMNS = ("run", "experiment", "model", "dataset", "seed", "augment", "epochs_planned",
                 "width", "train_images", "val_images", "recipe", "tta", "lr_schedule", "base",
-                "setting", "schedule_changed")
+                "setting", "schedule_changed", "machine", "data")
 
 
 def load_runs(runs_dir: str | os.PathLike, allow_empty: bool = False) -> pd.DataFrame:
@@ -61,7 +61,10 @@ def load_runs(runs_dir: str | os.PathLike, allow_empty: bool = False) -> pd.Data
                 "train_images": setting["train_images"], "val_images": setting["val_images"],
                 "recipe": cfg.recipe, "tta": cfg.tta, "lr_schedule": cfg.lr_schedule,
                 "base": base, "setting": json.dumps(setting, sort_keys=True),
-                "schedule_changed": setting["schedule_changed"]}
+                "schedule_changed": setting["schedule_changed"],
+                # the GPU it ran on, and the data set in words where environment.json says
+                # (bench/gpu_check.sh adds it): Table 1 names both beside the run
+                "machine": env.get("gpu"), "data": env.get("data")}
         for i, (k, v) in enumerate(meta.items()):
             df.insert(i, k, v)
         frames.append(df)
@@ -143,6 +146,8 @@ def results_table(runs: pd.DataFrame, by: str = "experiment") -> pd.DataFrame:
             "epochs_planned": int(df["epochs_planned"].iloc[0]),
             "hours": float(df["seconds"].sum()) / 3600,
             "base": df["base"].iloc[0], "schedule_changed": bool(df["schedule_changed"].iloc[0]),
+            "machine": df["machine"].iloc[0] if "machine" in df else None,
+            "data": df["data"].iloc[0] if "data" in df else None,
         })
     table = pd.DataFrame(per_run, columns=RUN_COLUMNS)
     if by == "run":
@@ -161,12 +166,12 @@ def results_table(runs: pd.DataFrame, by: str = "experiment") -> pd.DataFrame:
 RUN_COLUMNS = ("run", "experiment", "model", "recipe", "accuracy", "dataset", "train_images",
                "width", "seed", "augmentation", "selected_on", "best_acc", "best_val_acc",
                "best_acc_plain", "best_epoch", "final_acc", "epochs_done", "epochs_planned",
-               "hours", "base", "schedule_changed")
+               "hours", "base", "schedule_changed", "machine", "data")
 TABLE_COLUMNS = ("experiment", "model", "recipe", "dataset", "train_images", "width",
                  "augmentation", "selected_on", "accuracy", "runs", "seeds", "best_acc",
                  "best_acc_sd", "best_epoch", "final_acc", "final_acc_sd", "epochs_done",
                  "epochs_planned", "hours", "report_best_acc", "report_best_epoch",
-                 "schedule_changed", "run", "note")
+                 "schedule_changed", "run", "note", "machine", "data")
 
 
 def _group_row(exp: str, g: pd.DataFrame, note: str) -> dict:
@@ -187,6 +192,7 @@ def _group_row(exp: str, g: pd.DataFrame, note: str) -> dict:
         "hours": g["hours"].sum(), "report_best_acc": reported[0], "report_best_epoch": reported[1],
         "schedule_changed": bool(g["schedule_changed"].any()),
         "run": first["run"] if note else "", "note": note,
+        "machine": first.get("machine"), "data": first.get("data"),
     }
 
 
@@ -196,6 +202,20 @@ def comparable_to_report(row) -> bool:
             and row.width == 64 and row.epochs_done >= 300 and row.epochs_planned == 300
             and not getattr(row, "schedule_changed", False)
             and (row.train_images is None or pd.isna(row.train_images) or row.train_images >= 55_000))
+
+
+def _known(value) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def elsewhere(row) -> str:
+    """For a row whose environment.json names its data set in words or a GPU, and whose data
+    set is not CIFAR-12: what it is, ``"CIFAR-10 on NVIDIA H200, not comparable with the
+    report's CIFAR-12"``; else empty."""
+    data, machine = _known(getattr(row, "data", None)), _known(getattr(row, "machine", None))
+    if row.dataset == "cifar12" or not (data or machine):
+        return ""
+    return f"{data or row.dataset}{' on ' + machine if machine else ''}, not comparable with the report's CIFAR-12"
 
 
 def table_markdown(table: pd.DataFrame) -> str:
@@ -208,7 +228,9 @@ def table_markdown(table: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table.itertuples():
         n = getattr(r, "runs", 1)
-        if math.isnan(getattr(r, "report_best_acc", float("nan"))):
+        if elsewhere(r):
+            rep = elsewhere(r)
+        elif math.isnan(getattr(r, "report_best_acc", float("nan"))):
             rep = ""
         elif comparable_to_report(r):
             rep = f"{r.report_best_acc:.3f} ({int(r.report_best_epoch)})"
