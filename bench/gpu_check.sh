@@ -12,8 +12,9 @@
 #   cuda-tests   the tests marked `cuda` (cuda-tests.txt)
 #   bench        python bench/run.py --device cuda (bench.md), if it fits
 #   seeds        more seeds of both models while the budget lasts (runs.tar.gz)
-# All of it within BUDGET seconds (under 9 minutes, so one rerun fits in 15 minutes of a GPU
-# machine): a stage starts only if its limit fits in what is left, so nothing starts that
+# All of it within BUDGET seconds (under 9 minutes of the 15 a GPU machine is lent, its start
+# included): a stage starts only if its limit fits in what is left (a training stage: with
+# the speed table and the cuda tests still fitting after it), so nothing starts that
 # cannot end. Each stage writes its files when it ends (a stage killed at its limit, or the
 # whole command killed, keeps the stages before it); a stage that writes none of its files
 # fails. summary.txt: the archive first, the machine, each run's accuracies, then each stage's
@@ -100,6 +101,7 @@ echo "archive: $ARCHIVE ($(( $(stat -c %s "$ARCHIVE") / 1024 )) KiB)" | tee "$OU
 : > "$OUT/log.txt"
 status=0
 STAGES_RUN=""
+RESERVE=0  # seconds a stage leaves for the stages after it
 
 sig() { stat -c '%s.%Y.%i' "$OUT/$1" 2>/dev/null || echo none; }
 line() { printf '%-14s rc=%-4s %6.1f s  (limit %s s)%s\n' "$1" "$2" "$3" "$4" "${5:+: $5}" >> "$OUT/summary.txt"; }
@@ -111,8 +113,9 @@ stage() {
   local name=$1 lim=$2 file=$3 files=$4; shift 4
   local start end rc f before=() i=0 missing=""
   STAGES_RUN="$STAGES_RUN $name"
-  if [ $(( lim + 5 )) -gt "$(left)" ]; then
-    line "$name" skip 0 "$lim" "not started: $(left) s of the budget left"
+  if [ $(( lim + 5 + RESERVE )) -gt "$(left)" ]; then
+    local kept=""; [ "$RESERVE" -gt 0 ] && kept=", $RESERVE s of it kept for the speed table and the cuda tests"
+    line "$name" skip 0 "$lim" "not started: $(left) s of the budget left$kept"
     case " $OPTIONAL " in *" $name "*) [ $REHEARSE = 1 ] && status=1 ;; *) status=1 ;; esac
     return 1
   fi
@@ -145,13 +148,19 @@ stage pace "$(limit pace)" log.txt pace.csv $PY bench/gpu_runs.py pace --work "$
 LIMIT_basic=$(( 240 * SCALE )); LIMIT_da_cbam_aspp=$(( 300 * SCALE ))
 [ -f "$WORK/plan.env" ] && . "$WORK/plan.env"
 
-# the first real accuracies: model 1, then model 4, to the end
+# the first real accuracies: model 1, then model 4, to the end; each starts only if the
+# speed table (40 s at least) and the cuda tests still fit after it
+RESERVE=$(( (40 + $(limit cuda-tests) / SCALE + 10) * SCALE ))
 stage accuracy-1 "$LIMIT_basic" log.txt runs.tar.gz $PY bench/gpu_runs.py train --work "$WORK" --out "$OUT" --experiment basic -- "${TRAIN[@]}"
 stage accuracy-4 "$LIMIT_da_cbam_aspp" log.txt runs.tar.gz $PY bench/gpu_runs.py train --work "$WORK" --out "$OUT" --experiment da_cbam_aspp -- "${TRAIN[@]}"
+RESERVE=0
 
 # the speed table: what is left of its limit, if at least 40 s (its rows are written as measured)
 lim=$(limit speed); room=$(( $(left) - 5 )); [ "$room" -lt "$lim" ] && [ "$room" -ge $(( 40 * SCALE )) ] && lim=$room
 stage speed "$lim" log.txt "speed.csv speed.md" $PY bench/gpu_speed.py --device $DEVICE --out "$OUT" --budget-s $(( lim - 20 * SCALE )) "${SPEED[@]}"
+
+# the runs packed again: their README gets the T4 estimate from the speed table
+$PY bench/gpu_runs.py pack --work "$WORK" --out "$OUT" >> "$OUT/log.txt" 2>&1
 
 # the cuda tests (on the CPU they are collected and skipped)
 stage cuda-tests "$(limit cuda-tests)" cuda-tests.txt cuda-tests.txt $PY -m pytest -m cuda -q -rA -p no:cacheprovider tests/test_cuda.py

@@ -423,7 +423,22 @@ def cmd_seeds(args) -> int:
             print(f"seeds: {experiment} seed {seed} failed: {e}", flush=True)
             failed += 1
     print(f"seeds: {ran} more run(s) finished, {failed} failed", flush=True)
+    if not ran and (work / "collect").is_dir():
+        pack(work, out)  # none fitted: the runs so far, packed again (the stage's file)
     return 1 if failed else 0
+
+
+def cmd_pack(args) -> int:
+    """OUT/runs.tar.gz packed again, its README now with the speed table's T4 estimate
+    (the runs were packed as each finished, before the speed stage measured it)."""
+    work, out = Path(args.work), Path(args.out)
+    if not (work / "collect").is_dir():
+        print("pack: no finished run to pack", flush=True)
+        return 0
+    pack(work, out)
+    print(f"pack: {out / 'runs.tar.gz'} packed again with the T4 estimate from {out / 'speed.csv'}",
+          flush=True)
+    return 0
 
 
 def main(argv=None) -> int:
@@ -435,7 +450,7 @@ def main(argv=None) -> int:
     d = sub.add_parser("data")
     d.add_argument("archive")
     d.add_argument("--work", required=True)
-    for name in ("pace", "train", "seeds"):
+    for name in ("pace", "train", "seeds", "pack"):
         s = sub.add_parser(name)
         s.add_argument("--work", required=True)
         s.add_argument("--out", required=True)
@@ -450,7 +465,8 @@ def main(argv=None) -> int:
             s.add_argument("--max-seeds", type=int, default=4)
     args = p.parse_args(argv)
     args.flags = flags
-    return {"data": cmd_data, "pace": cmd_pace, "train": cmd_train, "seeds": cmd_seeds}[args.command](args)
+    return {"data": cmd_data, "pace": cmd_pace, "train": cmd_train, "seeds": cmd_seeds,
+            "pack": cmd_pack}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -396,9 +396,9 @@ def main(argv: list[str] | None = None) -> int:
         text = e.cli() if isinstance(e, Advice) else str(e)  # the flag, not the keyword
         print("error: " + " ".join(text.split()), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM before training started: the lease let go
-        print("Interrupted before training started: nothing new was saved. Run the same command "
-              "again to start.", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM outside the epochs (setup, or the stop)
+        print("Interrupted: every finished epoch's checkpoint is in the run folder, and the lease "
+              "is let go. Run the same command again to continue.", file=sys.stderr)
         return 130
 
 

@@ -136,6 +136,9 @@ class FakeColab:
         # prompt) raises ValueError('mount failed' + reason). ASSUMED: without the access
         # the browser grants, DriveFS does not come up either.
         if state["drivefs"] != "ok" or not answered:
+            # _mount: pexpect waits for DriveFS with timeout=timeout_ms / 1000 + 30 (s).
+            # ASSUMED: a DriveFS that does not come up uses all of it
+            self._wait(timeout_ms + 30_000)
             raise ValueError("mount failed")
         mp.mkdir(exist_ok=True)
         if not (self.cloud / "MyDrive").exists():

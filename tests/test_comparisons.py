@@ -200,18 +200,21 @@ def test_per_class_accuracy_is_the_plain_predictions_and_says_so(tmp_path):
 
 
 def test_the_sentences_count_the_intervals_that_exclude_0_against_chance():
-    """20 pairs with an interval (3 of them clear of 0, one touching 0 from above) and one
-    without: the last line says 3 of 20, against the 1.0 that chance alone gives at 5%."""
+    """20 pairs with an interval over seeds (3 of them clear of 0, one touching 0 from
+    above), one without, and 2 bootstrap intervals over one seed's test images (clear of
+    0, not counted: they ask another question): the last line says 3 of 20, against the
+    1.0 that chance alone gives at 5%."""
     import pandas as pd
 
     from colabkit.report.compare import comparison_sentences
 
-    lows = [0.5, -9.0, 1.2] + [-1.0] * 16 + [0.0, float("nan")]
-    highs = [4.0, -2.0, 3.0] + [2.0] * 16 + [1.0, float("nan")]
-    table = pd.DataFrame({"ci_low": lows, "ci_high": highs,
+    lows = [0.5, -9.0, 1.2] + [-1.0] * 16 + [0.0, float("nan"), 2.0, 3.0]
+    highs = [4.0, -2.0, 3.0] + [2.0] * 16 + [1.0, float("nan"), 5.0, 6.0]
+    how = ["over seeds, 3 and 3 runs"] * 21 + ["paired bootstrap over test images"] * 2
+    table = pd.DataFrame({"ci_low": lows, "ci_high": highs, "interval": how,
                           "sentence": [f"pair {i}" for i in range(len(lows))]})
     lines = comparison_sentences(table).splitlines()
     assert lines[:-1] == [f"pair {i}" for i in range(len(lows))]
-    assert lines[-1].startswith("20 pairs have a 95% interval, and 3 of them exclude 0. "
+    assert lines[-1].startswith("20 pairs have a 95% interval over seeds, and 3 of them exclude 0. "
                                 "Were no recipe different from another, about 1.0 would")
     assert comparison_sentences(table.iloc[:1]).splitlines() == ["pair 0"]  # one pair: no count

@@ -59,7 +59,8 @@ def tta_run(tmp_path_factory):
     exp = get_experiment("basic", "fast", dataset="synthetic", epochs=4, batch_size=32, width=4,
                          train_size=128, test_size=64, val_size=32)
     grown = []
-    train(exp, run, progress=False, on_epoch=lambda row, h: grown.append((RunDir(run).events).read_bytes()))
+    train(exp, run, progress=False, on_epoch=lambda row, h: grown.append(
+        (RunDir(run).events.read_bytes(), os.stat(RunDir(run).events).st_ino)))
     return run, exp, grown
 
 
@@ -110,8 +111,10 @@ def test_the_file_after_each_epoch_begins_with_the_file_before(tta_run):
     """TensorBoard reads an event file on from where it stopped: each epoch's file extends
     the last one, so a live view never sees a record change under it."""
     _, _, grown = tta_run
-    assert len(grown) == 4 and all(len(a) < len(b) for a, b in zip(grown, grown[1:]))
-    assert all(b.startswith(a) for a, b in zip(grown, grown[1:]))
+    files = [data for data, _ in grown]
+    assert len(files) == 4 and all(len(a) < len(b) for a, b in zip(files, files[1:]))
+    assert all(b.startswith(a) for a, b in zip(files, files[1:]))
+    assert len({inode for _, inode in grown}) == 1  # appended in place, never replaced
 
 
 @pytest.mark.integration
@@ -220,12 +223,13 @@ def test_tensorboard_is_pointed_at_the_working_copies_while_training_and_at_driv
 
     monkeypatch.setattr(tensorboard.notebook, "start", started.append)
     board.show_tensorboard(drive / "runs")  # not in a notebook: the line only
-    assert started == [] and f"%tensorboard --logdir {local}" in capsys.readouterr().out
+    assert started == [] and \
+        f"%tensorboard --logdir {local} --detect_file_replacement=true" in capsys.readouterr().out
     import IPython
 
     monkeypatch.setattr(IPython, "get_ipython", lambda: type("Kernel", (), {"kernel": object()})())
     board.show_tensorboard(drive / "runs", training=False)
-    assert started == [f"--logdir {drive / 'runs'}"]
+    assert started == [f"--logdir {drive / 'runs'} --detect_file_replacement=true"]
     board.show_tensorboard(drive / "runs", start=False)
     assert len(started) == 1
 

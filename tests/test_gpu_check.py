@@ -112,6 +112,10 @@ case "$all" in
   *bench/run.py*) echo table > "$out";;
 esac
 exit 0"""
+# a Python that writes each stage's files; the pace's model 4 fits the budget, but not with
+# the speed table and the cuda tests after it
+CROWDING_PACE = OVERLONG_PACE.replace("LIMIT_basic=99999\\nLIMIT_da_cbam_aspp=99999", "LIMIT_basic=100\\nLIMIT_da_cbam_aspp=400").replace(
+    '  *gpu_speed.py*)', '  *"gpu_runs.py train"*|*"gpu_runs.py seeds"*) echo run > "$out/runs.tar.gz";;\n  *gpu_speed.py*)')
 
 
 def test_a_stage_whose_limit_does_not_fit_is_not_started_and_fails_the_command(tmp_path):
@@ -128,7 +132,8 @@ def test_a_stage_whose_limit_does_not_fit_is_not_started_and_fails_the_command(t
     ran = {name: rc for name, rc, _, _ in STAGE_LINE.findall(summary)}
     assert ran == {**dict.fromkeys(STAGES, "0"), "accuracy-1": "skip", "accuracy-4": "skip",
                    "seeds": "skip"}, summary
-    assert re.search(r"^accuracy-1\s+rc=skip .*\(limit 99999 s\): not started: \d+ s of the budget left$",
+    assert re.search(r"^accuracy-1\s+rc=skip .*\(limit 99999 s\): not started: \d+ s of the budget left, "
+                     r"140 s of it kept for the speed table and the cuda tests$",
                      summary, re.M), summary
     assert "gpu_runs.py train" not in (tmp_path / "calls.txt").read_text()
     assert proc.returncode == 1 and summary.splitlines()[-1].endswith("exit status 1")
@@ -353,3 +358,28 @@ def test_make_figures_draws_the_gpu_runs_and_table_1_labels_them(rehearsal, tmp_
     top = (figures / "table1.md").read_text()
     assert "H200" not in top and "not comparable (other data, width, epochs or recipe)" in top
     assert not (figures / "ablations").exists()  # no logs/ablations here: that set is skipped
+
+
+def test_the_training_stages_leave_room_for_the_speed_table_and_the_cuda_tests(tmp_path):
+    """On the GPU: model 4's run (400 s) would fit what is left of the 510 s budget, but
+    not with the speed table's 40 s and the cuda tests' 90 s after it. It is not started,
+    saying so; the speed table and the cuda tests run; the runs' README is packed again
+    after the speed table (its T4 estimate comes from it)."""
+    fake = _fake_python(tmp_path, body=CROWDING_PACE)
+    archive = tmp_path / "cifar10-jpeg.tar.gz"
+    archive.write_bytes(b"not read by the fake python")
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", str(SCRIPT), str(out), str(archive)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHON": str(fake), "TMPDIR": str(tmp_path)}, timeout=300)
+    summary = (out / "summary.txt").read_text()
+    ran = {name: rc for name, rc, _, _ in STAGE_LINE.findall(summary)}
+    assert ran["accuracy-1"] == "0" and ran["accuracy-4"] == "skip", summary
+    assert ran["speed"] == ran["cuda-tests"] == "0"
+    assert re.search(r"^accuracy-4\s+rc=skip .*\(limit 400 s\): not started: \d+ s of the budget left, "
+                     r"140 s of it kept for the speed table and the cuda tests$", summary, re.M), summary
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    speed = next(i for i, c in enumerate(calls) if "gpu_speed.py" in c)
+    pack = next(i for i, c in enumerate(calls) if "gpu_runs.py pack" in c)
+    cuda = next(i for i, c in enumerate(calls) if "-m pytest -m cuda" in c)
+    assert speed < pack < cuda
+    assert proc.returncode == 1  # model 4 was not trained: the check did not do its job

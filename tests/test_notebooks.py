@@ -194,7 +194,7 @@ def test_training_notebook_runs_headless_and_trains(executed, home, path):
     run = home / "runs" / f"{path.stem}-3ep"
     assert [r["epoch"] for r in read_metrics(run / "metrics.csv")] == [1, 2, 3]
     # where to point TensorBoard (a run folder outside Drive is its own working copy)
-    assert f"%tensorboard --logdir {home / 'runs'} (the run folders)" in text
+    assert f"%tensorboard --logdir {home / 'runs'} --detect_file_replacement=true (the run folders)" in text
     assert (run / "events.out.tfevents.colabkit").stat().st_size > 0
     # the live curves were drawn (one image, updated in place)
     train_cell = next(c for c in executed[path.name].cells if "colabkit.train(" in c.source)
@@ -229,7 +229,7 @@ def test_report_notebook_draws_from_the_four_runs(executed, home):
     for path in TRAINING:
         assert path.stem in text
     assert "fig12_test_acc.png" in text
-    assert f"%tensorboard --logdir {home / 'runs'} (the run folders)" in text
+    assert f"%tensorboard --logdir {home / 'runs'} --detect_file_replacement=true (the run folders)" in text
     rows = (home / "report" / "table1.md").read_text().splitlines()
     assert sum(row.startswith("| da") for row in rows) == 3  # da, da_cbam, da_cbam_aspp
 

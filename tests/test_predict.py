@@ -154,3 +154,15 @@ def test_flip_tta_classifies_by_the_sum_of_an_images_and_its_mirrors_logits():
     # the three differ, so that each is checked
     assert (plain.argmax(1) != (plain + mirror).argmax(1)).sum() >= 20
     assert (mirror.argmax(1) != (plain + mirror).argmax(1)).sum() >= 20
+
+
+def test_an_fp16_run_from_a_gpu_is_predicted_in_fp32_on_the_cpu_and_as_trained_elsewhere():
+    """The CPU's fp16 kernels are some 50 times slower than fp32 and cannot reproduce a
+    GPU's fp16 rounding: a T4 run read back on the CPU runs in fp32; on the GPU, or a run
+    that trained on the CPU, in its own precision."""
+    t4 = {"precision": "fp16", "device": "cuda:0"}
+    assert trained_precision({"precision": "fp16"}, t4, "cpu") == "fp32"
+    assert trained_precision({}, {"precision": "fp16"}, torch.device("cpu")) == "fp32"  # older: no device
+    assert trained_precision({"precision": "fp16"}, t4, "cuda") == "fp16"
+    assert trained_precision({"precision": "fp16"}, {"device": "cpu"}, "cpu") == "fp16"
+    assert trained_precision({"precision": "bf16"}, t4, "cpu") == "bf16"

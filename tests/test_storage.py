@@ -317,9 +317,10 @@ def test_the_night_drive_drops_after_epoch_1_and_comes_back_by_itself(
 def test_a_night_without_drive_spends_at_most_one_percent_of_it_on_remount_attempts(
         fake_colab, monkeypatch):
     """Eight hours of 60-second epochs, a mirror after each, Drive down all night and
-    nobody at the browser: each attempt waits REMOUNT_TIMEOUT_MS for an answer (a clock
-    that only the waits and the epochs move). The attempts back off, and the time they
-    take is at most 1% of the night, plus the stop's last attempt."""
+    nobody at the browser: each attempt waits REMOUNT_TIMEOUT_MS for an answer, then that
+    again and 30 s for DriveFS (drive.py's pexpect timeout), on a clock that only the waits
+    and the epochs move. The attempts back off, and the time they take is at most 1% of
+    the night, plus the stop's last attempt."""
     colab_drive.mount_drive()
     fake_colab.flush_and_unmount()
     fake_colab.set(browser="never", scale=0.0)
@@ -327,7 +328,7 @@ def test_a_night_without_drive_spends_at_most_one_percent_of_it_on_remount_attem
     real_mount = sys.modules["google.colab.drive"].mount
 
     def mount(*args, **kwargs):
-        clock[0] += kwargs["timeout_ms"] / 1000  # nobody answers: the whole timeout
+        clock[0] += (2 * kwargs["timeout_ms"] + 30_000) / 1000  # nobody answers; no DriveFS
         return real_mount(*args, **kwargs)
 
     monkeypatch.setattr(sys.modules["google.colab.drive"], "mount", mount)
@@ -339,11 +340,12 @@ def test_a_night_without_drive_spends_at_most_one_percent_of_it_on_remount_attem
         assert not remount()
         if clock[0] > before:
             tries.append(before)
-    spent = len(tries) * colab_drive.REMOUNT_TIMEOUT_MS / 1000
+    cost = (2 * colab_drive.REMOUNT_TIMEOUT_MS + 30_000) / 1000  # 150 s
+    spent = len(tries) * cost
     assert spent == remount.spent_s and len(_forced_mounts(fake_colab)) == len(tries)
-    assert spent <= 0.01 * clock[0] + colab_drive.REMOUNT_TIMEOUT_MS / 1000, (len(tries), spent)
+    assert spent <= 0.01 * clock[0] + cost, (len(tries), spent)
     gaps = [b - a for a, b in zip(tries, tries[1:])]
-    assert gaps == sorted(gaps) and min(gaps) >= 99 * 60  # each attempt waits 99 times its cost
+    assert len(tries) >= 2 and min(gaps) >= 100 * cost  # each attempt waits 99 times its cost
     assert not remount(force=True) and len(_forced_mounts(fake_colab)) == len(tries) + 1
     fake_colab.set(browser="answers")
     assert remount(force=True) and (remount.attempts, remount.spent_s) == (0, 0.0)

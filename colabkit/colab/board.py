@@ -16,6 +16,8 @@ from pathlib import Path
 from ..rundir.events import INSTALL, available
 from .places import is_drive, local_area
 
+REPLACED = "--detect_file_replacement=true"
+
 
 def tensorboard_logdir(runs_dir: str | os.PathLike, training: bool = True) -> Path:
     """The folder to point TensorBoard at for the runs in ``runs_dir``: while training, the
@@ -27,13 +29,17 @@ def tensorboard_logdir(runs_dir: str | os.PathLike, training: bool = True) -> Pa
 def show_tensorboard(runs_dir: str | os.PathLike, *, training: bool = True,
                      start: bool = True) -> Path:
     """Print where to point TensorBoard for ``runs_dir`` (see ``tensorboard_logdir``) and,
-    with ``start`` in a notebook, start it there as ``%tensorboard --logdir`` does. It
-    refreshes by itself while the next cells train. Returns the folder."""
+    with ``start`` in a notebook, start it there as ``%tensorboard --logdir`` does, telling
+    it to read replaced event files again (``REPLACED``). It refreshes by itself while the
+    next cells train. Returns the folder."""
     logdir = tensorboard_logdir(runs_dir, training)
     where = ("the local working copies: Drive uploads event files lazily" if logdir != Path(runs_dir).expanduser()
              else "the run folders")
-    print(f"TensorBoard: %load_ext tensorboard, then %tensorboard --logdir {shlex.quote(str(logdir))} "
-          f"({where}).")
+    # the working copy appends to its event file, but Drive's copy is replaced at every
+    # mirror (and any copy after a resume from an older checkpoint): TensorBoard reads a
+    # replaced file again only with this flag
+    args = f"--logdir {shlex.quote(str(logdir))} {REPLACED}"
+    print(f"TensorBoard: %load_ext tensorboard, then %tensorboard {args} ({where}).")
     if not available():
         print(INSTALL)
         return logdir
@@ -41,7 +47,7 @@ def show_tensorboard(runs_dir: str | os.PathLike, *, training: bool = True,
     if start and shell is not None and hasattr(shell, "kernel"):
         from tensorboard import notebook
 
-        notebook.start(f"--logdir {shlex.quote(str(logdir))}")
+        notebook.start(args)
     return logdir
 
 

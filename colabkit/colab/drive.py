@@ -30,10 +30,12 @@ def in_colab() -> bool:
 MOUNT_TIMEOUT_MS = 120_000
 REMOUNT_TIMEOUT_MS = 60_000
 FLUSH_TIMEOUT_MS = 5 * 60_000  # a run's few files upload in well under this
-# A mount that dropped is mounted again by colabkit at a mirror (``Remount``). A failed
-# attempt costs up to REMOUNT_TIMEOUT_MS (nobody answers the browser's request); attempts
-# back off (1 min, 2, 4, ... at most 30 min apart), and the wait after one is at least
-# 99 times what it cost, so failed attempts take at most 1% of the time Drive is down.
+# A mount that dropped is mounted again by colabkit when a mirror is due (``Remount``). A
+# failed attempt waits REMOUNT_TIMEOUT_MS for the browser's answer (nobody answers with the
+# tab closed), and drive.mount then waits up to that timeout plus 30 s more for DriveFS: up
+# to about 2.5 minutes. Attempts back off (1 min, 2, 4, ... at most 30 min apart), and the
+# wait after one is at least 99 times what it cost, so failed attempts take at most 1% of
+# the time Drive is down.
 REMOUNT_FIRST_WAIT_S = 60.0
 REMOUNT_MAX_WAIT_S = 30 * 60.0
 REMOUNT_SHARE = 0.01
@@ -136,8 +138,11 @@ class Remount:
         try:
             drive.mount(DRIVE_MOUNTPOINT, force_remount=True, timeout_ms=REMOUNT_TIMEOUT_MS)
             self.error = "it was not mounted after drive.mount"
-        except Exception as e:  # noqa: BLE001 - ValueError from drive.mount; anything else
-            self.error = str(e) or type(e).__name__  # (no kernel to ask: a `!python` child)
+        except ValueError as e:  # drive.mount's own failures ('mount failed', ...)
+            self.error = str(e)
+        except Exception as e:  # noqa: BLE001 - no kernel to ask the browser through
+            self.error = (f"{type(e).__name__}: {e}; a process started from a cell (!python) "
+                          "cannot ask the browser: run colabkit.mount_drive() in a cell")
         if drive_mounted():
             print(f"Drive's mount had dropped: mounted again at {DRIVE_MOUNTPOINT}.")
             self.attempts, self.spent_s, self._next = 0, 0.0, -math.inf

@@ -148,8 +148,15 @@ class RunStorage:
 
     # ---- every epoch
     def heartbeat(self, epoch_seconds: float | None = None) -> None:
-        """Before an epoch's writes: stop if the lease was taken over, else renew it with
-        the epoch time (how long the lease may stay silent follows it)."""
+        """Before an epoch's writes, on the training loop's thread: a dropped Drive mount
+        mounted again when a mirror is due and an attempt too (``drive.Remount``: on this
+        thread, since google.colab's requests to the browser are not thread-safe and the
+        mirror may run on the checkpoint writer's); then stop if the lease was taken over,
+        else renew it with the epoch time (how long the lease may stay silent follows it)."""
+        if self.drive and not self.live() and self._closed is None and \
+                time.monotonic() - self._last_mirror >= self.mirror_minutes * 60:
+            with self._lock:
+                self._remount()
         self.lease.heartbeat(epoch_seconds)
 
     def committed(self, epoch: int, best_written: bool) -> None:
@@ -162,15 +169,15 @@ class RunStorage:
 
     def mirror(self, epoch: int, force: bool = False) -> bool:
         """Copy the working copy's newest checkpoint (and best.pt if it changed, and the
-        small files) to Drive. A Drive fault warns and is retried at the next mirror; a
-        dropped mount is first mounted again, when an attempt is due (``drive.Remount``)."""
+        small files) to Drive. A Drive fault warns and is retried at the next mirror (a
+        dropped mount is mounted again by ``heartbeat`` and ``close``)."""
         with self._lock:
             return self._closed is None and self._mirror(epoch, force)  # closed: let go
 
     def _mirror(self, epoch: int, force: bool) -> bool:
         self._last_mirror = time.monotonic()
         try:
-            if not self.live() and not self._remount():
+            if not self.live():
                 raise OSError(errno.ENOTCONN, f"Drive is not mounted at {drive.DRIVE_MOUNTPOINT}")
             wrote = 0
             if force or self.mirrored_epoch < epoch:

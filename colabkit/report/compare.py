@@ -122,15 +122,20 @@ COMPARISON_COLUMNS = ("a", "b", "accuracy", "diff", "ci_low", "ci_high", "interv
 
 def comparison_sentences(comparison: pd.DataFrame) -> str:
     """The comparisons as lines to quote, or what is missing for one. With several pairs,
-    a last line counts the intervals that exclude 0 against what chance alone gives."""
+    a last line counts the intervals over seeds that exclude 0 against what chance alone
+    gives."""
     if comparison.empty:
         return ("No comparison yet: comparisons need runs of two experiments (or of two "
                 "configurations of one), and these runs are of one or none.")
     lines = list(comparison["sentence"])
-    intervals = comparison[comparison["ci_low"].notna() & comparison["ci_high"].notna()]
+    # intervals over seeds only: a bootstrap over one seed's test images asks whether these
+    # two trained models differ, and excludes 0 far more often when the recipes do not
+    seeds = comparison["interval"].astype(str).str.startswith("over seeds")
+    intervals = comparison[seeds & comparison["ci_low"].notna() & comparison["ci_high"].notna()]
     if len(intervals) > 1:
         out = int(((intervals["ci_low"] > 0) | (intervals["ci_high"] < 0)).sum())
-        lines.append(f"{len(intervals)} pairs have a 95% interval, and {out} of them exclude 0. "
+        lines.append(f"{len(intervals)} pairs have a 95% interval over seeds, and {out} of them "
+                     "exclude 0. "
                      f"Were no recipe different from another, about {0.05 * len(intervals):.1f} "
                      "would exclude 0 by chance alone: no correction for the number of "
                      "comparisons is made, so read a narrow exclusion as weak evidence.")

@@ -343,7 +343,7 @@ def inspect_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, device: s
         data = data.subset(None, images, cfg.seed)
     dev = torch.device(device)
     model = trained_network(state, data.num_classes, dev)
-    precision = trained_precision(state, read_json(RunDir(run_dir).environment, {}))
+    precision = trained_precision(state, read_json(RunDir(run_dir).environment, {}), dev)
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise InspectionError(f"--out {out} is a file: give a folder")

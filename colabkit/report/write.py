@@ -51,7 +51,7 @@ def confusion_matrix(run_dir: str | os.PathLike, data=None, data_root: str | os.
         data = load_dataset(cfg.dataset, data_root, download=False, seed=cfg.seed)
     data = data.subset(None, cfg.test_size, cfg.seed)
     p = predict(trained_network(state, k, device), eval_loader(data, cfg.batch_size, device),
-                trained_precision(state, read_json(run.environment, {})), tta)
+                trained_precision(state, read_json(run.environment, {}), device), tta)
     cm = np.bincount(p.label.astype(np.int64) * k + (p.pred_tta if tta else p.pred), minlength=k * k)
     return cm.reshape(k, k), classes
 

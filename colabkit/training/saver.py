@@ -36,23 +36,24 @@ class Saver:
         self.snapshot: dict | None = None
         self.best_pending: Best | None = None
         self.last_save = time.perf_counter()
-        self._lock = threading.Lock()  # a rank's watcher may close while the loop commits
+        self._lock = threading.RLock()  # a rank's watcher may close while the loop commits
 
     def epoch_done(self, snapshot: dict, row: dict, final: bool, predictions=None) -> None:
-        self.snapshot = snapshot
-        key = selection_key([row.get("val_acc")], self.tta)
-        if row[key.column] > self.best_acc:
-            self.best_acc = row[key.column]
-            # its precision: the report's model path predicts as this epoch was evaluated
-            best = {k: snapshot[k] for k in ("format", "epoch", "config", "model", "classes",
-                                             "precision")}
-            best.update(test_acc=row["test_acc"], val_acc=row.get("val_acc"),
-                        selected_on=key.split)  # a plain string: SelectionKey.of_checkpoint
-            if self.tta:
-                best.update(test_acc_tta=row["test_acc_tta"], val_acc_tta=row.get("val_acc_tta"))
-            self.best_pending = Best(best, predictions)
-        if final or self.minutes is None or time.perf_counter() - self.last_save >= self.minutes * 60:
-            self.commit()
+        with self._lock:  # the snapshot and its best together, as the watcher's close sees them
+            self.snapshot = snapshot
+            key = selection_key([row.get("val_acc")], self.tta)
+            if row[key.column] > self.best_acc:
+                self.best_acc = row[key.column]
+                # its precision: the report's model path predicts as this epoch was evaluated
+                best = {k: snapshot[k] for k in ("format", "epoch", "config", "model", "classes",
+                                                 "precision")}
+                best.update(test_acc=row["test_acc"], val_acc=row.get("val_acc"),
+                            selected_on=key.split)  # a plain string: SelectionKey.of_checkpoint
+                if self.tta:
+                    best.update(test_acc_tta=row["test_acc_tta"], val_acc_tta=row.get("val_acc_tta"))
+                self.best_pending = Best(best, predictions)
+            if final or self.minutes is None or time.perf_counter() - self.last_save >= self.minutes * 60:
+                self._commit()
 
     def commit(self) -> None:
         with self._lock:
