@@ -652,3 +652,32 @@ def test_temporaries_of_this_and_earlier_versions_are_recognised_and_removed(tmp
     old.write_text("x")
     assert sorted(remove_temporaries(tmp_path)) == sorted([new.name, old.name])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+
+
+def test_a_dropped_mount_is_mounted_again_on_the_training_loops_thread(tiny, fake_colab, monkeypatch):
+    """With the checkpoint writer on its own thread (as on a GPU), the mirrors run there,
+    but google.colab's requests to the browser are not thread-safe: every attempt to mount
+    Drive again is made on the training loop's thread, and Drive still catches up."""
+    import threading
+
+    home = colab_drive.mount_drive()
+    run = home / "runs" / "bg"
+    drive_module = sys.modules["google.colab.drive"]
+    real, threads = drive_module.mount, []
+
+    def mount(*args, **kwargs):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(drive_module, "mount", mount)
+
+    def drop(row, history):
+        if row["epoch"] == 1:
+            fake_colab.flush_and_unmount()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = train(tiny("basic", epochs=3), run, progress=False, mirror_minutes=0, on_epoch=drop,
+                    background_save=True, flush=False)
+    assert res["epochs_done"] == 3 and threads and all(threads), threads
+    assert read_checkpoint(run / "last.pt")["epoch"] == 3
