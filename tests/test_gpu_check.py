@@ -118,18 +118,24 @@ CROWDING_PACE = OVERLONG_PACE.replace("LIMIT_basic=99999\\nLIMIT_da_cbam_aspp=99
     '  *gpu_speed.py*)', '  *"gpu_runs.py train"*|*"gpu_runs.py seeds"*) echo run > "$out/runs.tar.gz";;\n  *gpu_speed.py*)')
 
 
-def test_a_stage_whose_limit_does_not_fit_is_not_started_and_fails_the_command(tmp_path):
-    """On the GPU (no --rehearse), a pace that predicts runs longer than the whole budget:
-    neither training stage starts (rc=skip, saying what was left), nor the seeds; every
-    other stage runs and writes its files; the skipped training stages fail the command."""
-    fake = _fake_python(tmp_path, body=OVERLONG_PACE)
+def _on_the_gpu(tmp_path, body):
+    """The check as on the GPU machine (no --rehearse, an archive in place) with a fake
+    python running ``body``: (the process, summary.txt, {stage: rc})."""
+    fake = _fake_python(tmp_path, body=body)
     archive = tmp_path / "cifar10-jpeg.tar.gz"
     archive.write_bytes(b"not read by the fake python")
     out = tmp_path / "out"
     proc = subprocess.run(["bash", str(SCRIPT), str(out), str(archive)], capture_output=True, text=True,
                           env={**os.environ, "PYTHON": str(fake), "TMPDIR": str(tmp_path)}, timeout=300)
     summary = (out / "summary.txt").read_text()
-    ran = {name: rc for name, rc, _, _ in STAGE_LINE.findall(summary)}
+    return proc, summary, {name: rc for name, rc, _, _ in STAGE_LINE.findall(summary)}
+
+
+def test_a_stage_whose_limit_does_not_fit_is_not_started_and_fails_the_command(tmp_path):
+    """On the GPU (no --rehearse), a pace that predicts runs longer than the whole budget:
+    neither training stage starts (rc=skip, saying what was left), nor the seeds; every
+    other stage runs and writes its files; the skipped training stages fail the command."""
+    proc, summary, ran = _on_the_gpu(tmp_path, OVERLONG_PACE)
     assert ran == {**dict.fromkeys(STAGES, "0"), "accuracy-1": "skip", "accuracy-4": "skip",
                    "seeds": "skip"}, summary
     assert re.search(r"^accuracy-1\s+rc=skip .*\(limit 99999 s\): not started: \d+ s of the budget left, "
@@ -365,14 +371,7 @@ def test_the_training_stages_leave_room_for_the_speed_table_and_the_cuda_tests(t
     not with the speed table's 40 s and the cuda tests' 90 s after it. It is not started,
     saying so; the speed table and the cuda tests run; the runs' README is packed again
     after the speed table (its T4 estimate comes from it)."""
-    fake = _fake_python(tmp_path, body=CROWDING_PACE)
-    archive = tmp_path / "cifar10-jpeg.tar.gz"
-    archive.write_bytes(b"not read by the fake python")
-    out = tmp_path / "out"
-    proc = subprocess.run(["bash", str(SCRIPT), str(out), str(archive)], capture_output=True, text=True,
-                          env={**os.environ, "PYTHON": str(fake), "TMPDIR": str(tmp_path)}, timeout=300)
-    summary = (out / "summary.txt").read_text()
-    ran = {name: rc for name, rc, _, _ in STAGE_LINE.findall(summary)}
+    proc, summary, ran = _on_the_gpu(tmp_path, CROWDING_PACE)
     assert ran["accuracy-1"] == "0" and ran["accuracy-4"] == "skip", summary
     assert ran["speed"] == ran["cuda-tests"] == "0"
     assert re.search(r"^accuracy-4\s+rc=skip .*\(limit 400 s\): not started: \d+ s of the budget left, "

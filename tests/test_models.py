@@ -3,9 +3,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from colabkit.models import (ASPP, CBAM, HEADS, MODELS, BasicBlock, ChannelAttention,
                              SpatialAttention, build_model, count_parameters, create_attention)
+
+
+class OpsSeen(TorchDispatchMode):
+    """The names of the aten operators run inside it (forward and backward)."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -203,21 +216,10 @@ def test_channel_attention_takes_its_max_with_amax_same_values_and_gradients_as_
     """adaptive_max_pool2d's CUDA backward is nondeterministic; amax over H, W is the same
     function with a deterministic one. The forward and backward of a CBAM model run no
     adaptive_max_pool2d, and give the max-pool formula's logits and gradients exactly."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Ops(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.names = set()
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.names.add(func.overloadpacket.__name__)
-            return func(*args, **(kwargs or {}))
-
     torch.manual_seed(0)
     model = build_model("resnet18_cbam", 12, width=8)
     x = torch.randn(4, 3, 32, 32)
-    with Ops() as ops:
+    with OpsSeen() as ops:
         model(x).sum().backward()
     assert not {n for n in ops.names if "max_pool" in n}, ops.names
     assert "amax" in ops.names
@@ -269,18 +271,7 @@ def test_spp_head_runs_no_max_pool_and_old_checkpoints_load_with_the_same_output
     """The forward and backward of an SPP model run no adaptive_max_pool2d (its CUDA backward
     is nondeterministic); a state dict of the head as it was (adaptive_max_pool2d, the same
     parameters and buffers) loads strictly and gives the same logits and gradients."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
     from colabkit.models import SPPHead
-
-    class Ops(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.names = set()
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.names.add(func.overloadpacket.__name__)
-            return func(*args, **(kwargs or {}))
 
     class OldSPPHead(nn.Module):  # colabkit 0.x's head, verbatim
         def __init__(self, in_channels, num_classes):
@@ -295,7 +286,7 @@ def test_spp_head_runs_no_max_pool_and_old_checkpoints_load_with_the_same_output
 
     torch.manual_seed(0)
     model = build_model("resnet18_cbam_spp", 12, width=8)
-    with Ops() as ops:
+    with OpsSeen() as ops:
         model(torch.randn(4, 3, 32, 32)).sum().backward()
     assert not {n for n in ops.names if "max_pool" in n}, ops.names
     old = _randomize(OldSPPHead(64, 12))
