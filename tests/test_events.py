@@ -258,3 +258,10 @@ def test_best_accuracy_is_the_test_accuracy_at_the_epoch_table_1_selects(tmp_pat
     at = max(range(4), key=lambda i: (cols[select][i], -i))
     scalars, _, _ = _read(tmp_path)
     assert scalars[BEST][-1][1] == cols[report][at] and scalars[FINAL][-1][1] == cols[report][3]
+
+
+def test_no_event_file_before_the_first_epoch(tmp_path):
+    """A run set up but not yet through an epoch has nothing to show: no file (it would be
+    replaced, not extended, at the first epoch)."""
+    assert events.write_events(RunDir(tmp_path), [], {"epochs": 3}) is False
+    assert not RunDir(tmp_path).events.exists()

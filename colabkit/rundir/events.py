@@ -142,10 +142,14 @@ def write_events(run: RunDir, history: Iterable[dict] | None = None,
                  config: dict | None = None) -> bool:
     """Bring ``run``'s event file in line with its history (default: its metrics.csv) and
     config (default: its config.json): append what is new, or rewrite it atomically when
-    it holds something else. False (nothing written) without tensorboard."""
+    it holds something else. False when nothing was written: without tensorboard, or
+    before the first epoch (a file then would only be replaced at the first epoch, its
+    header's time being the first epoch's)."""
     if not available():
         return False
     history = read_metrics(run.metrics) if history is None else list(history)
+    if not history:
+        return False
     config = read_json(run.config, None) if config is None else config
     finished = bool(config) and bool(history) and int(history[-1]["epoch"]) >= int(config.get("epochs", 0))
     data = _encode(history, config, finished)
